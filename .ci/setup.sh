@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what building and testing cairn needs on a fresh Debian/Ubuntu
+# machine; does nothing for the parts already present. Safe to run again.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# Debian packages: clang + libclang for the RocksDB bindings (bindgen), a C++
+# compiler for RocksDB itself, the cross toolchains and qemu-user for the ARM
+# builds, dpkg-dev for packaging, systemd for `systemd-analyze verify`.
+packages=(build-essential pkg-config clang libclang-dev)
+if [ "${CAIRN_SKIP_CROSS:-0}" != 1 ]; then
+  packages+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu gcc-arm-linux-gnueabihf
+             g++-arm-linux-gnueabihf qemu-user dpkg-dev fakeroot systemd)
+fi
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Rust: the toolchain comes from rustup; add the lints, the formatter and the
+# ARM targets.
+if ! command -v cargo >/dev/null; then
+  echo "setup: rustup is needed: https://rustup.rs (curl https://sh.rustup.rs -sSf | sh)" >&2
+  exit 1
+fi
+rustup component add clippy rustfmt >/dev/null 2>&1 || true
+if [ "${CAIRN_SKIP_CROSS:-0}" != 1 ]; then
+  installed=$(rustup target list --installed)
+  for t in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
+    grep -qx "$t" <<<"$installed" || rustup target add "$t" >/dev/null
+  done
+fi
+echo "setup: ok"

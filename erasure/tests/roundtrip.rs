@@ -1,0 +1,120 @@
+//! Property tests: any k of the k + m shards of every segment restore any stream.
+
+use cairn_erasure::{Decoder, Encoder, Params, Segmenter};
+use proptest::prelude::*;
+
+/// Segments the stream (fed in chunks of `chunk`), encodes every segment,
+/// keeps the shards whose bit is set in `keep_mask` rotated per segment, and
+/// decodes. Returns the restored stream.
+fn round_trip(params: Params, input: &[u8], chunk: usize, keep: &[usize]) -> Vec<u8> {
+    let mut segmenter = Segmenter::new(params.segment_size());
+    let mut encoder = Encoder::new(params).unwrap();
+    let mut decoder = Decoder::new(params).unwrap();
+    let mut out = Vec::with_capacity(input.len());
+    let n = params.total_shards();
+    let mut per_segment = |bytes: &[u8], index: u64| {
+        let e = encoder.encode(bytes).unwrap();
+        let given: Vec<(usize, &[u8])> = keep
+            .iter()
+            .map(|&i| {
+                let i = (i + index as usize) % n;
+                (i, e.shard(i))
+            })
+            .collect();
+        let restored = decoder.decode(bytes.len(), &given).unwrap();
+        out.extend_from_slice(restored);
+    };
+    for piece in input.chunks(chunk.max(1)) {
+        segmenter
+            .push::<()>(piece, |s| {
+                per_segment(s.bytes, s.index);
+                Ok(())
+            })
+            .unwrap();
+    }
+    if let Some(s) = segmenter.finish() {
+        per_segment(s.bytes, s.index);
+    }
+    out
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A random choice of exactly k distinct shard indices out of k + m.
+fn k_of_n(k: usize, n: usize) -> impl Strategy<Value = Vec<usize>> {
+    Just((0..n).collect::<Vec<_>>())
+        .prop_shuffle()
+        .prop_map(move |v| v[..k].to_vec())
+}
+
+fn params_strategy() -> impl Strategy<Value = Params> {
+    (1usize..=12, 1usize..=6, 1usize..=8)
+        .prop_map(|(k, m, mult)| Params::new(k, m, k * cairn_erasure::SHARD_ALIGN * mult).unwrap())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_k_shards_restore_any_stream(
+        (params, keep) in params_strategy().prop_flat_map(|p| {
+            (Just(p), k_of_n(p.data_shards(), p.total_shards()))
+        }),
+        size_kind in 0usize..6,
+        random_len in 0usize..20_000,
+        chunk in 1usize..5000,
+        seed in any::<u64>(),
+    ) {
+        let s = params.segment_size();
+        let len = match size_kind {
+            0 => 0,
+            1 => 1,
+            2 => s - 1,
+            3 => s,
+            4 => s + 1,
+            _ => random_len.min(4 * s + 17),
+        };
+        let input = pseudo_random(len, seed);
+        let out = round_trip(params, &input, chunk, &keep);
+        prop_assert_eq!(out, input);
+    }
+}
+
+#[test]
+fn default_parameters_restore_with_m_shards_missing() {
+    for (k, m) in [(4usize, 2usize), (10, 4)] {
+        let params = Params::new(k, m, 64 * 1024 * k).unwrap();
+        let len = 3 * params.segment_size() + 12345;
+        let input = pseudo_random(len, 7);
+        // keep exactly the last k shards: every data shard that is missing is rebuilt
+        let keep: Vec<usize> = (m..k + m).collect();
+        assert_eq!(round_trip(params, &input, 100_000, &keep), input);
+    }
+}
+
+#[test]
+fn every_k_subset_of_a_small_code_restores() {
+    let params = Params::new(3, 3, 3 * 64).unwrap();
+    let input = pseudo_random(1000, 3);
+    for mask in 0u32..64 {
+        if mask.count_ones() != 3 {
+            continue;
+        }
+        let keep: Vec<usize> = (0..6).filter(|i| mask & (1 << i) != 0).collect();
+        assert_eq!(
+            round_trip(params, &input, 77, &keep),
+            input,
+            "mask {mask:b}"
+        );
+    }
+}

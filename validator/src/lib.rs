@@ -1,0 +1,1 @@
+//! cairn-validator: challenges, scoring, repair and weights (filled in by the validator work).
