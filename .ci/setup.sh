@@ -37,4 +37,15 @@ if [ "${CAIRN_SKIP_CROSS:-0}" != 1 ]; then
     grep -qx "$t" <<<"$installed" || rustup target add "$t" >/dev/null
   done
 fi
+# Python with bittensor-wallet: the hotkey tests check cairn against the real
+# key files and addresses of the package btcli uses.
+venv="${CAIRN_VENV:-$HOME/.cache/cairn/venv}"
+if ! "$venv/bin/python" -c "import bittensor_wallet" 2>/dev/null; then
+  echo "setup: creating $venv with bittensor-wallet"
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    $SUDO apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install -q --disable-pip-version-check "bittensor-wallet==4.1.1"
+fi
 echo "setup: ok"

@@ -1,0 +1,314 @@
+//! Test harness: real `cairn` processes on loopback sharing a local registry.
+//!
+//! Daemons are started with `$NOTIFY_SOCKET` pointing at a datagram socket
+//! owned by the test, so a test waits for the daemon's own `READY=1` (the
+//! systemd protocol) instead of sleeping.
+
+#![allow(dead_code)]
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_node::client::Client;
+use cairn_node::config::Role;
+use cairn_node::identity::Hotkey;
+use cairn_node::registry::{LocalRegistry, Member, Registry};
+use cairn_node::{EndpointAddr, NodeId};
+
+pub const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
+/// Upper bound on waiting for an event from a daemon; a failure bound, never a pause.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct TestNet {
+    pub dir: tempfile::TempDir,
+    pub registry: PathBuf,
+}
+
+pub struct NodeDir {
+    pub path: PathBuf,
+    pub node_id: NodeId,
+    pub registry: PathBuf,
+}
+
+impl TestNet {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = dir.path().join("registry");
+        TestNet { dir, registry }
+    }
+
+    /// `cairn init` a node directory.
+    pub fn init(&self, name: &str, role: &str, extra: &[&str]) -> NodeDir {
+        let path = self.dir.path().join(name);
+        let mut args = vec![
+            "init",
+            "--data-dir",
+            path.to_str().unwrap(),
+            "--role",
+            role,
+            "--registry",
+            self.registry.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let out = cairn(&args);
+        assert!(out.status.success(), "init failed: {}", stderr(&out));
+        let id = cairn(&["id", "--json", "--data-dir", path.to_str().unwrap()]);
+        assert!(id.status.success(), "{}", stderr(&id));
+        let v: serde_json::Value = serde_json::from_slice(&id.stdout).unwrap();
+        NodeDir {
+            node_id: v["node_id"].as_str().unwrap().parse().unwrap(),
+            path,
+            registry: self.registry.clone(),
+        }
+    }
+
+    /// An in-process client whose identity is registered with `role`.
+    pub async fn client(&self, role: Role) -> (Client, NodeId) {
+        let secret = iroh::SecretKey::generate();
+        let hotkey =
+            Hotkey::generate(&self.dir.path().join(format!("hk-{}", secret.public()))).unwrap();
+        let reg = LocalRegistry::open(&self.registry).unwrap();
+        let m = Member {
+            node_id: secret.public(),
+            role,
+            addrs: vec![],
+            relay: None,
+            hotkey: hotkey.ss58(),
+            uid: None,
+            stake: 0,
+            validator_permit: false,
+            capacity: 0,
+            free: 0,
+            api: None,
+        };
+        reg.publish(&m, &hotkey).await.unwrap();
+        (unregistered_client_with(secret).await, m.node_id)
+    }
+}
+
+/// An in-process client with a fresh identity that is in no registry.
+pub async fn unregistered_client() -> Client {
+    unregistered_client_with(iroh::SecretKey::generate()).await
+}
+
+async fn unregistered_client_with(secret: iroh::SecretKey) -> Client {
+    let net = cairn_node::config::NetworkConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        relay: "off".into(),
+        external_addrs: vec![],
+    };
+    let ep = cairn_node::daemon::bind_endpoint(secret, &net, 64)
+        .await
+        .unwrap();
+    Client::new(ep).with_connect_timeout(Duration::from_secs(5))
+}
+
+pub fn cairn(args: &[&str]) -> Output {
+    Command::new(CAIRN)
+        .args(args)
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .expect("run cairn")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A running `cairn run`.
+pub struct Daemon {
+    pub child: Child,
+    notify: UnixDatagram,
+    notify_path: PathBuf,
+    pub data_dir: PathBuf,
+    pub node_id: NodeId,
+    registry: PathBuf,
+    pub statuses: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts `cairn run` and waits for READY=1.
+    pub fn start(node: &NodeDir, env: &[(&str, &str)]) -> Daemon {
+        let notify_path = node
+            .path
+            .join(format!("notify-{}.sock", rand::random::<u32>()));
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+        notify.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.path.join("daemon.log"))
+            .unwrap();
+        let mut cmd = Command::new(CAIRN);
+        cmd.args(["run", "--data-dir", node.path.to_str().unwrap()])
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("CAIRN_LOG_FORMAT", "terminal")
+            .env("CAIRN_LOG_LEVEL", "debug")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn cairn run");
+        let mut d = Daemon {
+            child,
+            notify,
+            notify_path,
+            data_dir: node.path.clone(),
+            node_id: node.node_id,
+            registry: node.registry.clone(),
+            statuses: Vec::new(),
+        };
+        d.wait_message("READY=1");
+        d
+    }
+
+    /// Waits for a notification containing `needle`; panics with the log on timeout or exit.
+    pub fn wait_message(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "daemon exited with {status} before {needle:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            // Short reads so that an exit is noticed; the deadline bounds the wait.
+            self.notify
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            match self.notify.recv(&mut buf) {
+                Ok(n) => {
+                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    self.statuses.push(msg.clone());
+                    if msg.contains(needle) {
+                        return msg;
+                    }
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => panic!("notify socket: {e}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {needle:?}; log:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Waits until the background reconcile has reported.
+    pub fn wait_reconciled(&mut self) -> String {
+        if let Some(s) = self.statuses.iter().find(|s| s.contains("reconciled")) {
+            return s.clone();
+        }
+        self.wait_message("reconciled")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// The address the daemon published in the registry.
+    pub async fn addr(&self) -> EndpointAddr {
+        let reg = LocalRegistry::open(&self.registry).unwrap();
+        let m = reg
+            .member(&self.node_id)
+            .await
+            .unwrap()
+            .expect("registered");
+        assert!(!m.addrs.is_empty(), "daemon published no address");
+        m.endpoint_addr()
+    }
+
+    /// The member record the daemon published.
+    pub async fn member(&self) -> Member {
+        let reg = LocalRegistry::open(&self.registry).unwrap();
+        reg.member(&self.node_id)
+            .await
+            .unwrap()
+            .expect("registered")
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as i32;
+        // kill(1) rather than libc: the tests stay free of unsafe code.
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.notify_path);
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Sum of the sizes of the shard files under a data dir, and their names.
+pub fn shard_files(data_dir: &Path) -> (u64, Vec<String>) {
+    let mut total = 0;
+    let mut names = Vec::new();
+    let root = data_dir.join("shards");
+    for l1 in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        for l2 in std::fs::read_dir(l1.path()).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(l2.path()).into_iter().flatten().flatten() {
+                total += f.metadata().unwrap().len();
+                names.push(f.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    names.sort();
+    (total, names)
+}
+
+/// Files left in the temporary directories of a data dir.
+pub fn temp_files(data_dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for d in std::fs::read_dir(data_dir.join("tmp"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+            out.push(f.path());
+        }
+    }
+    out
+}
