@@ -6,6 +6,7 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
+# The subtensor tests run chopsticks (../shared/chain), which needs node >= 20 and npm.
 # Debian packages: clang + libclang for the RocksDB bindings (bindgen), a C++
 # compiler for RocksDB itself, the cross toolchains and qemu-user for the ARM
 # builds, dpkg-dev for packaging, systemd for `systemd-analyze verify`.
@@ -40,12 +41,13 @@ fi
 # Python with bittensor-wallet: the hotkey tests check cairn against the real
 # key files and addresses of the package btcli uses.
 venv="${CAIRN_VENV:-$HOME/.cache/cairn/venv}"
-if ! "$venv/bin/python" -c "import bittensor_wallet" 2>/dev/null; then
-  echo "setup: creating $venv with bittensor-wallet"
+if ! "$venv/bin/python" -c "import bittensor_wallet, substrateinterface" 2>/dev/null; then
+  echo "setup: creating $venv with bittensor-wallet and substrate-interface"
   if ! python3 -m venv "$venv" 2>/dev/null; then
     $SUDO apt-get install -y -qq python3-venv >/dev/null
     python3 -m venv "$venv"
   fi
-  "$venv/bin/pip" install -q --disable-pip-version-check "bittensor-wallet==4.1.1"
+  # substrate-interface: the reference client the subtensor test cross-checks against.
+  "$venv/bin/pip" install -q --disable-pip-version-check "bittensor-wallet==4.1.1" "substrate-interface==1.8.1"
 fi
 echo "setup: ok"

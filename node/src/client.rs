@@ -13,9 +13,10 @@ use cairn_proof::{Challenge, GROUP_LEN, ShardId, ShardVerifier, outboard_len};
 use iroh::Endpoint;
 use iroh::endpoint::{Connection, RecvStream, SendStream};
 
+use crate::manifest::{Cid, Placement};
 use crate::wire::{
-    self, InventoryEntry, MAX_CONTROL_FRAME, MAX_MANIFEST_LEN, NodeInfo, ReadFrame, Request,
-    Response,
+    self, InventoryEntry, MAX_CONTROL_FRAME, MAX_MANIFEST_LEN, MAX_PLACEMENT_LEN, NodeInfo,
+    ReadFrame, Request, Response,
 };
 use crate::{ALPN, EndpointAddr, Error, NodeId, Result};
 
@@ -27,7 +28,12 @@ pub struct Client {
     endpoint: Endpoint,
     conns: tokio::sync::Mutex<HashMap<NodeId, Connection>>,
     connect_timeout: Duration,
+    /// Peers that failed recently, and when.
+    failures: std::sync::Mutex<HashMap<NodeId, std::time::Instant>>,
 }
+
+/// How long a failed peer stays suspect (tried last).
+const SUSPECT_FOR: Duration = Duration::from_secs(30);
 
 fn peer_err(peer: &NodeId, message: impl Into<String>) -> Error {
     Error::Peer {
@@ -51,7 +57,32 @@ impl Client {
             endpoint,
             conns: tokio::sync::Mutex::new(HashMap::new()),
             connect_timeout: Duration::from_secs(10),
+            failures: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records that a request to `peer` failed or timed out, and drops its
+    /// connection so the next request reconnects.
+    pub async fn mark_failed(&self, peer: &NodeId) {
+        self.failures
+            .lock()
+            .expect("lock")
+            .insert(*peer, std::time::Instant::now());
+        self.forget(peer).await;
+    }
+
+    /// True if `peer` failed within the last half minute.
+    pub fn is_suspect(&self, peer: &NodeId) -> bool {
+        self.failures
+            .lock()
+            .expect("lock")
+            .get(peer)
+            .is_some_and(|t| t.elapsed() < SUSPECT_FOR)
+    }
+
+    /// Records a success: `peer` is no longer suspect.
+    pub fn mark_ok(&self, peer: &NodeId) {
+        self.failures.lock().expect("lock").remove(peer);
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -119,8 +150,10 @@ impl Client {
             .map_err(|e| peer_err(peer, e.to_string()))?
         {
             ReadFrame::Body(b) => {
-                let r = Response::decode(&b)
-                    .map_err(|e| peer_err(peer, format!("bad reply: {}", e.message)))?;
+                let r = Response::decode(&b).map_err(|e| Error::BadReply {
+                    peer: peer.fmt_short().to_string(),
+                    message: e.message,
+                })?;
                 if let Response::Error { code, message } = r {
                     return Err(Error::Remote {
                         peer: peer.fmt_short().to_string(),
@@ -133,10 +166,10 @@ impl Client {
             ReadFrame::End | ReadFrame::Truncated => {
                 Err(peer_err(peer, "closed the stream without a reply"))
             }
-            ReadFrame::TooLarge { len, limit } => Err(peer_err(
-                peer,
-                format!("reply of {len} bytes exceeds {limit}"),
-            )),
+            ReadFrame::TooLarge { len, limit } => Err(Error::BadReply {
+                peer: peer.fmt_short().to_string(),
+                message: format!("reply of {len} bytes exceeds {limit}"),
+            }),
         }
     }
 
@@ -428,7 +461,7 @@ impl Client {
         wire::write_frame(&mut send, &Request::GetManifest { cid }.encode()).await?;
         let _ = send.finish();
         let len = match Self::response(&mut recv, &addr.id, MAX_CONTROL_FRAME).await? {
-            Response::Manifest { len } if len <= MAX_MANIFEST_LEN => len,
+            Response::Blob { len } if len <= MAX_MANIFEST_LEN => len,
             r => return Err(Self::unexpected(&addr.id, &r)),
         };
         let mut bytes = vec![0u8; len as usize];
@@ -442,6 +475,61 @@ impl Client {
             ));
         }
         Ok(bytes)
+    }
+
+    /// Stores a signed placement record.
+    pub async fn put_placement(&self, addr: &EndpointAddr, placement: &Placement) -> Result<()> {
+        let bytes = placement.encode();
+        let (mut send, mut recv) = self.open(addr).await?;
+        let req = Request::PutPlacement {
+            cid: placement.cid.0,
+            len: bytes.len() as u64,
+        };
+        wire::write_frame(&mut send, &req.encode()).await?;
+        send.write_all(&bytes)
+            .await
+            .map_err(|e| peer_err(&addr.id, e.to_string()))?;
+        let _ = send.finish();
+        match Self::response(&mut recv, &addr.id, MAX_CONTROL_FRAME).await? {
+            Response::Ok => Ok(()),
+            r => Err(Self::unexpected(&addr.id, &r)),
+        }
+    }
+
+    /// Fetches the placement record held for `cid`, signature checked.
+    pub async fn get_placement(&self, addr: &EndpointAddr, cid: Cid) -> Result<Placement> {
+        let (mut send, mut recv) = self.open(addr).await?;
+        wire::write_frame(&mut send, &Request::GetPlacement { cid: cid.0 }.encode()).await?;
+        let _ = send.finish();
+        let len = match Self::response(&mut recv, &addr.id, MAX_CONTROL_FRAME).await? {
+            Response::Blob { len } if len <= MAX_PLACEMENT_LEN => len,
+            r => return Err(Self::unexpected(&addr.id, &r)),
+        };
+        let mut bytes = vec![0u8; len as usize];
+        recv.read_exact(&mut bytes)
+            .await
+            .map_err(|e| peer_err(&addr.id, format!("placement body: {e}")))?;
+        let p = Placement::decode(&bytes)
+            .map_err(|e| peer_err(&addr.id, format!("bad placement: {e}")))?;
+        if p.cid != cid {
+            return Err(peer_err(&addr.id, "sent a placement for another CID"));
+        }
+        Ok(p)
+    }
+
+    /// Which of `ids` the peer holds.
+    pub async fn has(&self, addr: &EndpointAddr, ids: &[ShardId]) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(wire::MAX_HAS_IDS) {
+            let req = Request::Has {
+                ids: chunk.to_vec(),
+            };
+            match self.simple(addr, &req).await? {
+                Response::Has(bits) if bits.len() == chunk.len() => out.extend(bits),
+                r => return Err(Self::unexpected(&addr.id, &r)),
+            }
+        }
+        Ok(out)
     }
 
     pub async fn delete_shard(
@@ -465,6 +553,22 @@ impl Client {
             Response::Ok => Ok(()),
             r => Err(Self::unexpected(&addr.id, &r)),
         }
+    }
+
+    /// A validator's scoreboard.
+    pub async fn scores(&self, addr: &EndpointAddr) -> Result<serde_json::Value> {
+        let (mut send, mut recv) = self.open(addr).await?;
+        wire::write_frame(&mut send, &Request::Scores.encode()).await?;
+        let _ = send.finish();
+        let len = match Self::response(&mut recv, &addr.id, MAX_CONTROL_FRAME).await? {
+            Response::Blob { len } if len <= MAX_MANIFEST_LEN => len,
+            r => return Err(Self::unexpected(&addr.id, &r)),
+        };
+        let mut bytes = vec![0u8; len as usize];
+        recv.read_exact(&mut bytes)
+            .await
+            .map_err(|e| peer_err(&addr.id, format!("scores: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| peer_err(&addr.id, format!("scores: {e}")))
     }
 
     /// Asks a validator to audit a dataset.

@@ -51,6 +51,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
+    /// The validator's own section, parsed (strictly) by cairn-validator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validator: Option<toml::Table>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -143,6 +146,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
             log: LogConfig::default(),
+            validator: None,
         }
     }
 }
@@ -242,11 +246,9 @@ impl Config {
         };
         let mut overridden = Vec::new();
         for (key, value) in env {
-            if let Some(name) = key.strip_prefix("CAIRN_") {
-                if matches!(name, "CONFIG" | "DATA_DIR_UNUSED") || name.starts_with("TEST_") {
-                    continue;
-                }
-                apply_env(&mut table, name, &value).map_err(|m| err(format!("{key}: {m}")))?;
+            if let Some(name) = key.strip_prefix("CAIRN_")
+                && apply_env(&mut table, name, &value).map_err(|m| err(format!("{key}: {m}")))?
+            {
                 overridden.push(key);
             }
         }
@@ -336,13 +338,30 @@ impl Config {
     }
 }
 
-const SECTIONS: [&str; 6] = ["network", "chain", "api", "limits", "storage", "log"];
+const SECTIONS: [&str; 7] = [
+    "network",
+    "chain",
+    "api",
+    "limits",
+    "storage",
+    "log",
+    "validator",
+];
+
+/// Top-level keys settable from the environment (`CAIRN_CAPACITY`).
+const TOP_LEVEL: [&str; 3] = ["data_dir", "role", "capacity"];
 
 /// `NETWORK_LISTEN` -> `network.listen`; the value is read as TOML when it
-/// parses as such (numbers, booleans, arrays), else as a string.
-fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> std::result::Result<(), String> {
+/// parses as such (numbers, booleans, arrays), else as a string. Variables
+/// that name no section or top-level key belong to other tools (the CLI's
+/// `CAIRN_API`, test settings) and are left alone: returns false for them.
+/// An unknown key inside a known section stays an error (deny_unknown_fields).
+fn apply_env(
+    table: &mut toml::Table,
+    name: &str,
+    value: &str,
+) -> std::result::Result<bool, String> {
     let lower = name.to_ascii_lowercase();
-    let value = parse_env_value(value);
     for section in SECTIONS {
         if let Some(key) = lower
             .strip_prefix(section)
@@ -354,12 +373,15 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> std::result::R
             let toml::Value::Table(t) = entry else {
                 return Err(format!("[{section}] in the file is not a table"));
             };
-            t.insert(key.to_string(), value);
-            return Ok(());
+            t.insert(key.to_string(), parse_env_value(value));
+            return Ok(true);
         }
     }
-    table.insert(lower, value);
-    Ok(())
+    if TOP_LEVEL.contains(&lower.as_str()) {
+        table.insert(lower, parse_env_value(value));
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 fn parse_env_value(v: &str) -> toml::Value {
@@ -434,6 +456,8 @@ mod tests {
                 ("CAIRN_NETWORK_LISTEN", "127.0.0.1:9000"),
                 ("CAIRN_LIMITS_MAX_CONCURRENT_PUTS", "3"),
                 ("HOME", "/root"),
+                ("CAIRN_REQUIRE_EXTERNAL", "1"),
+                ("CAIRN_API", "127.0.0.1:1"),
             ],
         )
         .unwrap();
@@ -444,6 +468,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("CAIRN_LIMITS_MAX_CONCURRENT_PUTS"), "{e}");
+        let e = load_str("", &[("CAIRN_NETWORK_LISTN", "1.2.3.4:5")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listn"), "a typo inside a section is named: {e}");
     }
 
     #[test]

@@ -30,8 +30,14 @@ pub async fn bind_endpoint(
     net: &NetworkConfig,
     max_streams: u32,
 ) -> Result<Endpoint> {
+    // Keep-alives every 2 s and a 10 s idle timeout: a dead peer is noticed in
+    // seconds, not after the default half minute.
+    let idle = iroh::endpoint::IdleTimeout::try_from(Duration::from_secs(10))
+        .map_err(|e| Error::Other(format!("idle timeout: {e}")))?;
     let transport = QuicTransportConfig::builder()
         .max_concurrent_bidi_streams(VarInt::from_u32(max_streams))
+        .keep_alive_interval(Duration::from_secs(2))
+        .max_idle_timeout(Some(idle))
         .build();
     let builder = match net.relay.as_str() {
         "default" => Endpoint::builder(presets::N0),
@@ -79,13 +85,18 @@ pub fn hotkey_path(config: &Config) -> PathBuf {
 }
 
 /// Opens the registry the config names.
-pub fn open_registry(config: &Config) -> Result<AnyRegistry> {
+pub async fn open_registry(config: &Config) -> Result<AnyRegistry> {
     match config.chain.kind {
         ChainKind::Local => Ok(AnyRegistry::Local(LocalRegistry::open(
             &config.registry_dir(),
         )?)),
-        ChainKind::Subtensor => Err(Error::Other(
-            "chain.kind = \"subtensor\" is not available in this build yet; use \"local\"".into(),
+        ChainKind::Subtensor => Ok(AnyRegistry::Subtensor(
+            crate::subtensor::Subtensor::connect(
+                &config.chain.endpoint,
+                &config.chain.backend,
+                config.chain.netuid,
+            )
+            .await?,
         )),
     }
 }
@@ -118,17 +129,32 @@ pub struct Node {
     pub endpoint: Endpoint,
     pub client: Arc<Client>,
     pub hotkey: Hotkey,
+    /// Where the local HTTP API listens.
+    pub api_addr: SocketAddr,
     tracker: TaskTracker,
     shutdown: watch::Sender<bool>,
+}
+
+/// Extension points a validator (or a test) installs into a node.
+#[derive(Default)]
+pub struct Hooks {
+    pub audit: Option<crate::server::AuditHook>,
+    pub scores: Option<crate::server::ScoresHook>,
+    pub prover: Option<crate::server::ProverHook>,
 }
 
 impl Node {
     /// Opens the store, binds, starts serving and publishes this node.
     pub async fn start(config: Config) -> Result<Node> {
+        Self::start_with_hooks(config, Hooks::default()).await
+    }
+
+    /// [`Node::start`] with hooks installed in the server.
+    pub async fn start_with_hooks(config: Config, hooks: Hooks) -> Result<Node> {
         let secret = load_node_key(&config.data_dir)?;
         let hotkey = Hotkey::load(&hotkey_path(&config))?;
         let store = Arc::new(Store::open(&config.data_dir, config.capacity.0)?);
-        let registry = open_registry(&config)?;
+        let registry = open_registry(&config).await?;
         let endpoint = bind_endpoint(
             secret,
             &config.network,
@@ -136,7 +162,11 @@ impl Node {
         )
         .await?;
         let node_id = endpoint.id();
-        let state = Arc::new(NodeState::new(node_id, config, store, registry));
+        let mut state = NodeState::new(node_id, config, store, registry);
+        state.audit_hook = hooks.audit;
+        state.scores_hook = hooks.scores;
+        state.prover_hook = hooks.prover;
+        let state = Arc::new(state);
         Self::start_with_state(state, endpoint, hotkey).await
     }
 
@@ -155,20 +185,44 @@ impl Node {
             tokio::spawn(server::serve(endpoint, state, t, shutdown_rx));
         }
         let client = Arc::new(Client::new(endpoint.clone()));
+        let listener = crate::http::bind(state.config.api.listen).await?;
+        let api_addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("api listener address", e))?;
         let node = Node {
             state,
             endpoint,
             client,
             hotkey,
+            api_addr,
             tracker,
             shutdown,
         };
+        let api = Arc::new(crate::http::ApiState {
+            node: Arc::clone(&node.state),
+            ctx: node.dataset_context(),
+            hotkey: node.hotkey.ss58(),
+            started: std::time::Instant::now(),
+        });
+        tokio::spawn(crate::http::serve(listener, api, node.shutdown.subscribe()));
         node.publish().await?;
         Ok(node)
     }
 
     pub fn node_id(&self) -> crate::NodeId {
         self.state.node_id
+    }
+
+    /// What the dataset pipelines need from this node.
+    pub fn dataset_context(&self) -> crate::datasets::DatasetContext {
+        crate::datasets::DatasetContext {
+            node_id: self.state.node_id,
+            key: self.endpoint.secret_key().clone(),
+            client: Arc::clone(&self.client),
+            registry: self.state.registry.clone(),
+            store: Arc::clone(&self.state.store),
+            cache: Default::default(),
+        }
     }
 
     /// This node as the registry should show it.
@@ -191,7 +245,7 @@ impl Node {
             validator_permit: false,
             capacity: c.capacity.0,
             free,
-            api: Some(c.api.listen),
+            api: Some(self.api_addr),
         }
     }
 

@@ -7,16 +7,25 @@
 //! ([`config`]), the daemon ([`daemon`]) and its systemd integration
 //! ([`sdnotify`], [`logging`]).
 
+pub mod api_client;
+pub mod cli_docs;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod datasets;
+pub mod devnet;
+pub mod http;
 pub mod identity;
 pub mod logging;
+pub mod manifest;
+pub mod placement;
 pub mod registry;
 pub mod sdnotify;
 pub mod server;
 pub mod size;
 pub mod store;
+pub mod subtensor;
+pub mod transfer;
 pub mod wire;
 
 pub use iroh::{EndpointAddr, PublicKey as NodeId};
@@ -43,6 +52,10 @@ pub enum Error {
     Registry(String),
     #[error("peer {peer}: {message}")]
     Peer { peer: String, message: String },
+    /// The peer answered, but with bytes no honest peer sends (oversized or
+    /// undecodable): its fault, not the network's.
+    #[error("peer {peer} sent an invalid reply: {message}")]
+    BadReply { peer: String, message: String },
     #[error("peer {peer} refused: {code}: {message}")]
     Remote {
         peer: String,

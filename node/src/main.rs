@@ -5,13 +5,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use cairn_node::api_client::ApiClient;
 use cairn_node::config::{ChainKind, Config, Role, SYSTEM_CONFIG};
 use cairn_node::daemon::{self, Node};
+use cairn_node::devnet::{self, Devnet};
 use cairn_node::identity::{self, Hotkey};
+use cairn_node::manifest::Cid;
 use cairn_node::registry::{Member, Registry};
 use cairn_node::sdnotify::Notifier;
 use cairn_node::size::ByteSize;
+use cairn_node::transfer;
 use cairn_node::{EndpointAddr, NodeId, client::Client, logging};
+
+mod demo;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -35,12 +41,37 @@ struct Global {
     /// Data directory (overrides `data_dir` in the config).
     #[arg(long, global = true, env = "CAIRN_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The daemon's API (default: a running devnet's gateway, else api.listen of the config).
+    #[arg(long, global = true, env = "CAIRN_API")]
+    api: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Pin a file or a directory tree: prints its CID.
+    Pin(PinArgs),
+    /// Fetch a dataset (CID), one file of it (CID/path), or a byte range of a file.
+    Get(GetArgs),
+    /// List this node's pins.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Health of a dataset: shards alive per segment, per miner.
+    Status {
+        cid: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a dataset's shards and manifest copies (idempotent).
+    Unpin { cid: String },
+    /// A local network of real processes on loopback.
+    #[command(subcommand)]
+    Devnet(DevnetCommand),
     /// Create the node's identity (node key, local-mode hotkey) and config.
     Init(InitArgs),
+    /// Register this node's hotkey on the subnet (burned registration, paid by a coldkey).
+    Register(RegisterArgs),
     /// Run the node until SIGTERM.
     Run,
     /// Print this node's id, hotkey and role.
@@ -54,6 +85,122 @@ enum Command {
     /// Low-level shard operations against one peer (diagnostics and tests).
     #[command(subcommand)]
     Shard(ShardCommand),
+    /// Generate man pages or shell completions (used by the packages).
+    #[command(hide = true, subcommand)]
+    Generate(GenerateCommand),
+}
+
+#[derive(Args)]
+struct RegisterArgs {
+    /// The paying coldkey as an unencrypted key file (bittensor-wallet JSON).
+    #[arg(long, conflicts_with = "coldkey_uri")]
+    coldkey_file: Option<PathBuf>,
+    /// The paying coldkey as a Substrate URI (development chains: //Alice).
+    #[arg(long)]
+    coldkey_uri: Option<String>,
+}
+
+#[derive(Args)]
+struct PinArgs {
+    /// A file or a directory.
+    path: PathBuf,
+    /// Name shown by `cairn ls` (default: the file or directory name).
+    #[arg(long)]
+    name: Option<String>,
+    /// k: data shards per segment (default 4 below 12 miners, 10 from 12).
+    #[arg(long)]
+    data_shards: Option<u16>,
+    /// m: parity shards per segment, i.e. miners that may be lost (default 2, or 4).
+    #[arg(long)]
+    parity_shards: Option<u16>,
+    /// Segment size (default 8MiB).
+    #[arg(long)]
+    segment_size: Option<ByteSize>,
+    /// Print the result as JSON, no progress bar.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct GetArgs {
+    /// CID, or CID/path/in/dataset for one file.
+    target: String,
+    /// Output file or directory (must not exist); `-` writes a file to stdout.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Only bytes A-B (inclusive, as in HTTP) of a file: `--range 0-1023`.
+    #[arg(long)]
+    range: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum DevnetCommand {
+    /// Start a devnet (creating it the first time).
+    Up {
+        #[arg(long, default_value_t = 6)]
+        miners: usize,
+        #[arg(long, default_value_t = 0)]
+        validators: usize,
+        /// Capacity of each miner.
+        #[arg(long, default_value = "4GiB")]
+        capacity: ByteSize,
+        /// The gateway's API address (default 127.0.0.1:7441 when free;
+        /// `127.0.0.1:0` picks any free port).
+        #[arg(long)]
+        gateway_api: Option<String>,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Stop every node of the devnet.
+    Down {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// List the devnet's nodes.
+    Status {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// kill -9 miner I (watch loss and recovery).
+    StopMiner {
+        index: usize,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Add a new miner to the running devnet.
+    AddMiner {
+        #[arg(long, default_value = "4GiB")]
+        capacity: ByteSize,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Start miner I again.
+    StartMiner {
+        index: usize,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Start a devnet, pin a generated dataset, lose two miners, get it back, verify, time it.
+    Demo {
+        /// Size of the generated dataset.
+        #[arg(long, default_value = "256MiB")]
+        size: ByteSize,
+        #[arg(long, default_value_t = 6)]
+        miners: usize,
+        /// Leave the devnet running afterwards.
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum GenerateCommand {
+    /// Man pages into a directory.
+    Man { dir: PathBuf },
+    /// A completion script (bash, zsh, fish) on stdout.
+    Completions { shell: String },
 }
 
 #[derive(Args)]
@@ -74,6 +221,9 @@ struct InitArgs {
     /// Bytes one peer may store here.
     #[arg(long)]
     quota: Option<ByteSize>,
+    /// Print nothing on success (for service start-up).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -183,12 +333,35 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    if let Command::Config(ConfigCommand::Default) = cli.command {
-        print!("{}", Config::commented_default());
-        return Ok(());
+    match &cli.command {
+        Command::Config(ConfigCommand::Default) => {
+            print!("{}", Config::commented_default());
+            return Ok(());
+        }
+        Command::Generate(GenerateCommand::Man { dir }) => {
+            use clap::CommandFactory;
+            cairn_node::cli_docs::write_man_pages(Cli::command(), dir)?;
+            return Ok(());
+        }
+        Command::Generate(GenerateCommand::Completions { shell }) => {
+            use clap::CommandFactory;
+            cairn_node::cli_docs::write_completions(Cli::command(), shell)
+                .map_err(anyhow::Error::msg)?;
+            return Ok(());
+        }
+        _ => {}
+    }
+    if let Command::Devnet(cmd) = cli.command {
+        return devnet(cmd);
     }
     let config = load_config(&cli.global)?;
     match cli.command {
+        Command::Devnet(_) => unreachable!("handled above"),
+        Command::Pin(a) => pin(&api_client(&cli.global, &config), a),
+        Command::Get(a) => get(&api_client(&cli.global, &config), a),
+        Command::Ls { json } => ls(&api_client(&cli.global, &config), json),
+        Command::Status { cid, json } => status(&api_client(&cli.global, &config), &cid, json),
+        Command::Unpin { cid } => unpin(&api_client(&cli.global, &config), &cid),
         Command::Config(ConfigCommand::Check) => {
             println!(
                 "config ok: data_dir {}, role {}",
@@ -197,8 +370,11 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Config(ConfigCommand::Default) => unreachable!("handled above"),
+        Command::Config(ConfigCommand::Default) | Command::Generate(_) => {
+            unreachable!("handled above")
+        }
         Command::Init(args) => init(&cli.global, config, args),
+        Command::Register(args) => runtime()?.block_on(register(&config, args)),
         Command::Id { json } => id(&config, json),
         Command::Run => {
             logging::init(&config.log.level, &config.log.format);
@@ -272,7 +448,7 @@ fn init(g: &Global, mut config: Config, a: InitArgs) -> Result<()> {
     };
     if config.chain.kind == ChainKind::Local {
         // Register at once, so peers accept this node before it first runs.
-        let registry = daemon::open_registry(&config)?;
+        let registry = cairn_node::registry::LocalRegistry::open(&config.registry_dir())?;
         let member = Member {
             node_id: key.public(),
             role: config.role,
@@ -295,12 +471,14 @@ fn init(g: &Global, mut config: Config, a: InitArgs) -> Result<()> {
             registry.publish(&m, &hotkey).await
         })?;
     }
-    println!("node id  {}", key.public());
-    println!("hotkey   {}", hotkey.ss58());
-    println!("role     {}", config.role);
-    println!("data dir {}", dir.display());
-    if writing_config {
-        println!("config   {}", config_path.display());
+    if !a.quiet {
+        println!("node id  {}", key.public());
+        println!("hotkey   {}", hotkey.ss58());
+        println!("role     {}", config.role);
+        println!("data dir {}", dir.display());
+        if writing_config {
+            println!("config   {}", config_path.display());
+        }
     }
     Ok(())
 }
@@ -360,7 +538,7 @@ async fn resolve(config: &Config, p: &PeerArg) -> Result<EndpointAddr> {
     if let Some(a) = p.addr {
         return Ok(EndpointAddr::new(p.peer).with_ip_addr(a));
     }
-    let registry = daemon::open_registry(config)?;
+    let registry = daemon::open_registry(config).await?;
     match registry.member(&p.peer).await? {
         Some(m) if !m.addrs.is_empty() || m.relay.is_some() => Ok(m.endpoint_addr()),
         Some(_) => bail!(
@@ -442,4 +620,347 @@ async fn shard(config: Config, cmd: ShardCommand) -> Result<()> {
     }
     client.endpoint().close().await;
     Ok(())
+}
+
+/// The daemon the CLI talks to: --api / CAIRN_API, else a running devnet's
+/// gateway, else the config's api.listen.
+fn api_client(g: &Global, config: &Config) -> ApiClient {
+    let addr = g.api.unwrap_or_else(|| {
+        let explicit_config = g.config.is_some() || g.data_dir.is_some();
+        match Devnet::new(devnet::default_dir(), PathBuf::new()).api() {
+            Some(a) if !explicit_config => a,
+            _ => config.api.listen,
+        }
+    });
+    ApiClient::new(addr)
+}
+
+fn check_cid(s: &str) -> Result<Cid> {
+    let cid_part = s.split_once('/').map(|(c, _)| c).unwrap_or(s);
+    Ok(cid_part.parse::<Cid>()?)
+}
+
+fn pin(api: &ApiClient, a: PinArgs) -> Result<()> {
+    let opts = transfer::PinOptions {
+        name: a.name,
+        data_shards: a.data_shards,
+        parity_shards: a.parity_shards,
+        segment_size: a.segment_size.map(|s| s.0),
+    };
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut bar = transfer::Progress::new("pinning", tty && !a.json);
+    let result = transfer::pin(api, &a.path, &opts, |done, total| bar.update(done, total));
+    bar.finish();
+    let v = result?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let mib = v["bytes"].as_f64().unwrap_or(0.0) / 1048576.0;
+        let secs = v["seconds"].as_f64().unwrap_or(0.0);
+        eprintln!(
+            "pinned {:.1} MiB in {} files: {} segments x {}+{} shards, {} manifest copies, {:.1} s ({:.1} MiB/s)",
+            mib,
+            v["files"],
+            v["segments"],
+            v["data_shards"],
+            v["parity_shards"],
+            v["manifest_copies"],
+            secs,
+            mib / secs.max(1e-3)
+        );
+        println!("{}", v["cid"].as_str().unwrap_or_default());
+    }
+    Ok(())
+}
+
+fn get(api: &ApiClient, a: GetArgs) -> Result<()> {
+    check_cid(&a.target)?;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if let Some(range) = &a.range {
+        let (cid, path) = a
+            .target
+            .split_once('/')
+            .ok_or_else(|| anyhow::anyhow!("--range needs CID/path/of/file"))?;
+        let url = format!("/d/{cid}/{}", transfer::percent_encode(path));
+        let mut resp = api
+            .request(
+                "GET",
+                &url,
+                &[("Range", format!("bytes={range}"))],
+                None,
+                |_| {},
+            )?
+            .ok()?;
+        let mut out: Box<dyn std::io::Write> = match &a.output {
+            Some(p) if p.as_os_str() != "-" => {
+                if p.exists() {
+                    bail!("{} already exists; cairn get never overwrites", p.display());
+                }
+                Box::new(
+                    std::fs::File::create(p).with_context(|| format!("create {}", p.display()))?,
+                )
+            }
+            _ => Box::new(std::io::stdout()),
+        };
+        std::io::copy(resp.reader(), &mut out)?;
+        return Ok(());
+    }
+    if a.output.as_deref() == Some(Path::new("-")) {
+        let (cid, path) = a.target.split_once('/').unwrap_or((&a.target, ""));
+        let mut resp = api
+            .request(
+                "GET",
+                &format!("/d/{cid}/{}", transfer::percent_encode(path)),
+                &[],
+                None,
+                |_| {},
+            )?
+            .ok()?;
+        std::io::copy(resp.reader(), &mut std::io::stdout())?;
+        return Ok(());
+    }
+    let mut bar = transfer::Progress::new("getting", tty);
+    let r = transfer::get(api, &a.target, a.output.as_deref(), |d, t| bar.update(d, t));
+    bar.finish();
+    let r = r?;
+    eprintln!(
+        "got {:.1} MiB in {} files into {} ({:.1} s, {:.1} MiB/s), every file checked against its BLAKE3",
+        r.bytes as f64 / 1048576.0,
+        r.files,
+        r.path.display(),
+        r.seconds,
+        r.bytes as f64 / 1048576.0 / r.seconds.max(1e-3)
+    );
+    Ok(())
+}
+
+fn ls(api: &ApiClient, json: bool) -> Result<()> {
+    let v = api.get_json("/api/pins")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let pins = v.as_array().cloned().unwrap_or_default();
+    if pins.is_empty() {
+        eprintln!("no pins yet: `cairn pin PATH` adds one");
+    }
+    for p in pins {
+        println!(
+            "{}  {:>10.1} MiB  {:>6} files  {}+{}  {}",
+            p["cid"].as_str().unwrap_or_default(),
+            p["bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+            p["files"],
+            p["data_shards"],
+            p["parity_shards"],
+            p["name"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn status(api: &ApiClient, cid: &str, json: bool) -> Result<()> {
+    let cid = check_cid(cid)?;
+    let v = api.get_json(&format!("/api/datasets/{cid}/status"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let (k, m) = (
+        v["data_shards"].as_u64().unwrap_or(0),
+        v["parity_shards"].as_u64().unwrap_or(0),
+    );
+    println!("{cid}");
+    println!(
+        "  {:.1} MiB, {}+{} shards per segment; segments: {} healthy, {} degraded (readable), {} lost",
+        v["bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+        k,
+        m,
+        v["healthy"],
+        v["degraded"],
+        v["lost"]
+    );
+    for s in v["segments"].as_array().cloned().unwrap_or_default() {
+        let shards: Vec<String> = s["shards"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|x| {
+                let mark = if x[1].as_bool() == Some(true) {
+                    "+"
+                } else {
+                    "MISSING "
+                };
+                format!("{mark}{}", x[0].as_str().unwrap_or("?"))
+            })
+            .collect();
+        println!(
+            "  segment {:>4}: {}/{}  {}",
+            s["index"],
+            s["alive"],
+            s["total"],
+            shards.join(" ")
+        );
+    }
+    println!("  miners:");
+    for mi in v["miners"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "    {}  {}  holds {}/{}",
+            &mi["node_id"].as_str().unwrap_or_default()
+                [..10.min(mi["node_id"].as_str().unwrap_or_default().len())],
+            if mi["reachable"].as_bool() == Some(true) {
+                "reachable  "
+            } else {
+                "UNREACHABLE"
+            },
+            mi["shards_held"],
+            mi["shards_expected"]
+        );
+    }
+    Ok(())
+}
+
+fn unpin(api: &ApiClient, cid: &str) -> Result<()> {
+    let cid = check_cid(cid)?;
+    let v = api.delete_json(&format!("/api/datasets/{cid}"))?;
+    let pending = v["shards_pending"].as_u64().unwrap_or(0);
+    eprintln!(
+        "unpinned {cid}: {} shards deleted, {} manifest copies removed",
+        v["shards_deleted"], v["manifest_copies_deleted"]
+    );
+    if pending > 0 {
+        eprintln!(
+            "{pending} shards sit on miners that did not answer; run `cairn unpin {cid}` again when they are back"
+        );
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+fn devnet(cmd: DevnetCommand) -> Result<()> {
+    let exe = std::env::current_exe().context("locating the cairn binary")?;
+    let make =
+        |dir: Option<PathBuf>| Devnet::new(dir.unwrap_or_else(devnet::default_dir), exe.clone());
+    match cmd {
+        DevnetCommand::Up {
+            miners,
+            validators,
+            capacity,
+            gateway_api,
+            dir,
+        } => {
+            let mut d = make(dir);
+            d.gateway_api = gateway_api;
+            let t = std::time::Instant::now();
+            let api = d.up(miners, validators, &capacity.0.to_string())?;
+            println!(
+                "devnet up in {:.1} s: {miners} miners, {validators} validators, gateway API http://{api} (dashboard there)",
+                t.elapsed().as_secs_f64()
+            );
+            println!("  directory {}; logs in <node>/daemon.log", d.dir.display());
+            if api.port() != 7441 {
+                println!("  port 7441 was taken: export CAIRN_API={api}");
+            }
+            Ok(())
+        }
+        DevnetCommand::Down { dir } => {
+            let n = make(dir).down()?;
+            println!("devnet down: {n} processes stopped");
+            Ok(())
+        }
+        DevnetCommand::Status { dir } => {
+            let d = make(dir);
+            for n in d.nodes() {
+                println!(
+                    "{:<12} {:<8} pid {:<8} {}",
+                    n.name,
+                    if n.running { "running" } else { "stopped" },
+                    n.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    n.dir.display()
+                );
+            }
+            if let Some(api) = d.api() {
+                println!("gateway API http://{api}");
+            }
+            Ok(())
+        }
+        DevnetCommand::StopMiner { index, dir } => {
+            let pid = make(dir).stop_miner(index)?;
+            println!("miner-{index} (pid {pid}) killed with SIGKILL");
+            Ok(())
+        }
+        DevnetCommand::AddMiner { capacity, dir } => {
+            let i = make(dir).add_miner(&capacity.0.to_string())?;
+            println!("miner-{i} added and running");
+            Ok(())
+        }
+        DevnetCommand::StartMiner { index, dir } => {
+            let pid = make(dir).start_miner(index)?;
+            println!("miner-{index} running again (pid {pid})");
+            Ok(())
+        }
+        DevnetCommand::Demo {
+            size,
+            miners,
+            keep,
+            dir,
+        } => demo::run(make(dir), size.0, miners, keep),
+    }
+}
+
+/// `cairn register`: burned registration of this node's hotkey, then its address.
+async fn register(config: &Config, a: RegisterArgs) -> Result<()> {
+    if config.chain.kind != ChainKind::Subtensor {
+        bail!(
+            "`cairn register` is for chain.kind = \"subtensor\"; in local mode `cairn init` registers the node"
+        );
+    }
+    let coldkey = match (&a.coldkey_file, &a.coldkey_uri) {
+        (Some(f), _) => Hotkey::load(f)?,
+        (None, Some(u)) => Hotkey::from_uri(u)?,
+        (None, None) => bail!(
+            "name the paying coldkey: --coldkey-file (unencrypted) or --coldkey-uri; \
+             with an encrypted coldkey, register with `btcli subnets register` instead"
+        ),
+    };
+    let hotkey = Hotkey::load(&daemon::hotkey_path(config))?;
+    let chain = cairn_node::subtensor::Subtensor::connect(
+        &config.chain.endpoint,
+        &config.chain.backend,
+        config.chain.netuid,
+    )
+    .await?;
+    let already = chain
+        .neurons()
+        .await?
+        .into_iter()
+        .any(|n| n.hotkey == hotkey.public());
+    if already {
+        println!(
+            "hotkey {} is already registered on subnet {}",
+            hotkey.ss58(),
+            config.chain.netuid
+        );
+    } else {
+        chain.register(coldkey.pair(), &hotkey.public()).await?;
+        println!(
+            "registered hotkey {} on subnet {}",
+            hotkey.ss58(),
+            config.chain.netuid
+        );
+    }
+    println!("start the node (`cairn run`) to publish its address");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Catches clashing flags and bad defaults, which clap otherwise only
+    /// reports when the offending subcommand runs.
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

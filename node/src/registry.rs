@@ -73,28 +73,69 @@ pub trait Registry: Send + Sync {
     fn member(&self, id: &NodeId) -> impl Future<Output = Result<Option<Member>>> + Send;
     /// Announces this node (role, addresses, capacity).
     fn publish(&self, me: &Member, hotkey: &Hotkey) -> impl Future<Output = Result<()>> + Send;
+    /// Sets this validator's weights over the miners.
+    fn set_weights(
+        &self,
+        validator: &Member,
+        hotkey: &Hotkey,
+        weights: &[WeightEntry],
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// One miner's weight as a validator sets it, with the evidence behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightEntry {
+    pub node_id: NodeId,
+    pub hotkey: String,
+    pub weight: u16,
+    /// Score, verified bytes, last failures: shown by the devnet and status pages.
+    #[serde(default)]
+    pub details: serde_json::Value,
 }
 
 /// The registries this build knows.
 #[derive(Clone)]
 pub enum AnyRegistry {
     Local(LocalRegistry),
+    Subtensor(crate::subtensor::Subtensor),
 }
 
 impl Registry for AnyRegistry {
     async fn members(&self) -> Result<Vec<Member>> {
         match self {
             AnyRegistry::Local(r) => r.members().await,
+            AnyRegistry::Subtensor(s) => s.members().await,
         }
     }
     async fn member(&self, id: &NodeId) -> Result<Option<Member>> {
         match self {
             AnyRegistry::Local(r) => r.member(id).await,
+            AnyRegistry::Subtensor(s) => {
+                let found = s.members().await?.into_iter().find(|m| m.node_id == *id);
+                if found.is_some() {
+                    return Ok(found);
+                }
+                // A node that just published: look again past the cache.
+                s.invalidate().await;
+                Ok(s.members().await?.into_iter().find(|m| m.node_id == *id))
+            }
         }
     }
     async fn publish(&self, me: &Member, hotkey: &Hotkey) -> Result<()> {
         match self {
             AnyRegistry::Local(r) => r.publish(me, hotkey).await,
+            AnyRegistry::Subtensor(s) => s.publish(me, hotkey).await,
+        }
+    }
+    async fn set_weights(
+        &self,
+        validator: &Member,
+        hotkey: &Hotkey,
+        weights: &[WeightEntry],
+    ) -> Result<()> {
+        match self {
+            AnyRegistry::Local(r) => r.set_weights(validator, hotkey, weights).await,
+            AnyRegistry::Subtensor(s) => s.set_weights(hotkey, weights).await,
         }
     }
 }
@@ -219,6 +260,25 @@ impl Registry for LocalRegistry {
 
     async fn member(&self, id: &NodeId) -> Result<Option<Member>> {
         Self::read_entry(&self.entry_path(id))
+    }
+
+    async fn set_weights(
+        &self,
+        validator: &Member,
+        hotkey: &Hotkey,
+        weights: &[WeightEntry],
+    ) -> Result<()> {
+        let doc = serde_json::json!({
+            "validator": validator.node_id.to_string(),
+            "hotkey": hotkey.ss58(),
+            "updated": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            "weights": weights,
+        });
+        let json = serde_json::to_vec_pretty(&doc).expect("serializable");
+        self.write_file(&format!("weights-{}.json", validator.node_id), &json)
     }
 
     async fn publish(&self, me: &Member, hotkey: &Hotkey) -> Result<()> {

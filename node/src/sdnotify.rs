@@ -34,7 +34,8 @@ impl Notifier {
     pub fn notify(&self, state: &str) {
         let Some(target) = &self.target else { return };
         if let Err(e) = send(target, state) {
-            tracing::warn!(error = %e, "sd_notify failed");
+            // The listener may be gone (a tool that only waited for READY=1).
+            tracing::debug!(error = %e, "sd_notify failed");
         }
     }
 

@@ -19,11 +19,12 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::manifest::Placement;
 use crate::registry::{AnyRegistry, Member, Registry};
 use crate::store::{ShardState, Store};
 use crate::wire::{
     self, DecodeError, ErrorCode, InventoryEntry, MAX_CONTROL_FRAME, MAX_INVENTORY_PAGE,
-    MAX_MANIFEST_LEN, NodeInfo, ReadFrame, Request, Response,
+    MAX_MANIFEST_LEN, MAX_PLACEMENT_LEN, NodeInfo, ReadFrame, Request, Response,
 };
 use crate::{Error, NodeId};
 
@@ -34,6 +35,22 @@ const IO_CHUNK: usize = 256 * 1024;
 
 /// Something a validator does with an audit request (the validator installs it).
 pub type AuditHook = Arc<dyn Fn(NodeId, [u8; 32]) -> Result<(), String> + Send + Sync>;
+/// A validator's scoreboard as JSON (the validator installs it).
+pub type ScoresHook = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+/// Answers challenges in place of the honest prover: an extension point for
+/// research and for tests that play a cheating miner. Never set by `cairn`.
+pub type ProverHook =
+    Arc<dyn Fn(&Challenge, &Arc<Store>, Result<Vec<u8>, String>) -> ProverAction + Send + Sync>;
+
+/// What a [`ProverHook`] decides.
+pub enum ProverAction {
+    /// Send these bytes as the proof.
+    Reply(Vec<u8>),
+    /// Claim the shard is not here.
+    NotFound,
+    /// Hold the stream open without answering for this long.
+    Stall(Duration),
+}
 
 /// Everything a request handler needs.
 pub struct NodeState {
@@ -42,6 +59,8 @@ pub struct NodeState {
     pub store: Arc<Store>,
     pub registry: AnyRegistry,
     pub audit_hook: Option<AuditHook>,
+    pub scores_hook: Option<ScoresHook>,
+    pub prover_hook: Option<ProverHook>,
     puts: Semaphore,
     gets: Semaphore,
     challenges: Semaphore,
@@ -58,6 +77,8 @@ impl NodeState {
             store,
             registry,
             audit_hook: None,
+            scores_hook: None,
+            prover_hook: None,
         }
     }
 
@@ -302,7 +323,7 @@ async fn dispatch(
             let challenge = Challenge::new(id, len, nonce, samples)
                 .map_err(|e| Refusal::new(ErrorCode::BadRequest, e.to_string()))?;
             let store = Arc::clone(&state.store);
-            let proof = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, Refusal> {
+            let honest = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, Refusal> {
                 let f = store.open_shard(&id)?;
                 if f.len() != len {
                     return Err(Refusal::new(
@@ -314,7 +335,23 @@ async fn dispatch(
                     .map_err(|e| Refusal::from(Error::from(e)))
             })
             .await
-            .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))??;
+            .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+            let proof = match &state.prover_hook {
+                None => honest?,
+                Some(hook) => match hook(&challenge, &state.store, honest.map_err(|r| r.message)) {
+                    ProverAction::Reply(p) => p,
+                    ProverAction::NotFound => {
+                        return Err(Refusal::new(
+                            ErrorCode::NotFound,
+                            format!("shard {id} is not stored here"),
+                        ));
+                    }
+                    ProverAction::Stall(d) => {
+                        tokio::time::sleep(d).await;
+                        return Err(Refusal::new(ErrorCode::Busy, "stalled"));
+                    }
+                },
+            };
             reply(send, &Response::Proof(proof)).await?;
             Ok(())
         }
@@ -370,7 +407,7 @@ async fn dispatch(
                 Some((_, bytes)) => {
                     reply(
                         send,
-                        &Response::Manifest {
+                        &Response::Blob {
                             len: bytes.len() as u64,
                         },
                     )
@@ -400,7 +437,19 @@ async fn dispatch(
         }
         Request::DeleteManifest { cid } => {
             let m = require_member(member, &peer)?;
-            match state.store.delete_manifest(&cid, &peer, m.is_validator()) {
+            // The pinner (owner in the placement held here) may delete too, even
+            // when a validator re-stored the manifest after a repair.
+            let placement_owner = state
+                .store
+                .get_placement(&cid)?
+                .and_then(|b| Placement::decode(&b).ok())
+                .map(|p| p.owner);
+            let may = m.is_validator() || placement_owner == Some(peer);
+            let result = state.store.delete_manifest(&cid, &peer, may);
+            if result.is_ok() {
+                state.store.delete_placement(&cid)?;
+            }
+            match result {
                 Ok(_) => {
                     reply(send, &Response::Ok).await?;
                     Ok(())
@@ -408,6 +457,92 @@ async fn dispatch(
                 Err(Error::Other(msg)) => Err(Refusal::new(ErrorCode::Forbidden, msg)),
                 Err(e) => Err(e.into()),
             }
+        }
+        Request::PutPlacement { cid, len } => {
+            let m = require_member(member, &peer)?;
+            if len > MAX_PLACEMENT_LEN {
+                return Err(Refusal::new(
+                    ErrorCode::TooLarge,
+                    format!("placement of {len} bytes"),
+                ));
+            }
+            let bytes = read_exact_body(recv, len).await?;
+            let p = Placement::decode(&bytes)
+                .map_err(|e| Refusal::new(ErrorCode::BadRequest, e.to_string()))?;
+            if p.cid.0 != cid {
+                return Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    "placement is for another CID",
+                ));
+            }
+            // The pinner places its own data; validators re-place it after repair.
+            let signer_ok = p.signer == peer && (p.signer == p.owner || m.is_validator());
+            if !signer_ok {
+                return Err(Refusal::new(
+                    ErrorCode::Forbidden,
+                    "a placement must be signed and sent by its owner or by a validator",
+                ));
+            }
+            match state.store.put_placement(&cid, p.version, &p.owner, &bytes) {
+                Ok(_) => {
+                    reply(send, &Response::Ok).await?;
+                    Ok(())
+                }
+                Err(Error::Other(msg)) => Err(Refusal::new(ErrorCode::Forbidden, msg)),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Request::GetPlacement { cid } => {
+            require_member(member, &peer)?;
+            match state.store.get_placement(&cid)? {
+                Some(bytes) => {
+                    reply(
+                        send,
+                        &Response::Blob {
+                            len: bytes.len() as u64,
+                        },
+                    )
+                    .await?;
+                    send.write_all(&bytes)
+                        .await
+                        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+                    Ok(())
+                }
+                None => Err(Refusal::new(
+                    ErrorCode::NotFound,
+                    "no placement stored here",
+                )),
+            }
+        }
+        Request::Has { ids } => {
+            require_member(member, &peer)?;
+            let mut bits = Vec::with_capacity(ids.len());
+            for id in &ids {
+                bits.push(state.store.has_shard(id)?);
+            }
+            reply(send, &Response::Has(bits)).await?;
+            Ok(())
+        }
+        Request::Scores => {
+            require_member(member, &peer)?;
+            let Some(hook) = &state.scores_hook else {
+                return Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    "this node is not a validator",
+                ));
+            };
+            let json = serde_json::to_vec(&hook()).unwrap_or_default();
+            reply(
+                send,
+                &Response::Blob {
+                    len: json.len() as u64,
+                },
+            )
+            .await?;
+            send.write_all(&json)
+                .await
+                .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+            Ok(())
         }
         Request::Audit { cid } => {
             require_member(member, &peer)?;

@@ -540,6 +540,60 @@ impl Store {
         Ok(true)
     }
 
+    /// Stores a placement record if it is newer than the one held. Returns
+    /// the version now held and whether `bytes` replaced it.
+    pub fn put_placement(
+        &self,
+        cid: &[u8; 32],
+        version: u64,
+        owner: &NodeId,
+        bytes: &[u8],
+    ) -> Result<(u64, bool)> {
+        let _g = self.commit_lock.lock().expect("lock");
+        let key = placement_key(cid);
+        if let Some(old) = self.db.get_cf(self.cf(CF_APP), &key)?
+            && old.len() >= 40
+        {
+            let held = u64::from_le_bytes(old[..8].try_into().expect("8"));
+            if held >= version {
+                return Ok((held, false));
+            }
+            if old[8..40] != owner.as_bytes()[..] {
+                return Err(Error::Other(
+                    "placement names another owner than the one held".into(),
+                ));
+            }
+        }
+        let mut value = Vec::with_capacity(40 + bytes.len());
+        value.extend_from_slice(&version.to_le_bytes());
+        value.extend_from_slice(owner.as_bytes());
+        value.extend_from_slice(bytes);
+        self.db
+            .put_cf_opt(self.cf(CF_APP), key, value, &Self::synced())?;
+        Ok((version, true))
+    }
+
+    /// The placement record held for a CID.
+    pub fn get_placement(&self, cid: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_APP), placement_key(cid))?
+            .filter(|v| v.len() >= 40)
+            .map(|v| v[40..].to_vec()))
+    }
+
+    /// Drops the placement record of a CID.
+    pub fn delete_placement(&self, cid: &[u8; 32]) -> Result<()> {
+        self.db
+            .delete_cf_opt(self.cf(CF_APP), placement_key(cid), &Self::synced())?;
+        Ok(())
+    }
+
+    /// True if a present copy of `id` is held.
+    pub fn has_shard(&self, id: &ShardId) -> Result<bool> {
+        Ok(matches!(self.shard_meta(id)?, Some(m) if m.state == ShardState::Present))
+    }
+
     /// A key-value space for other components (pins, scores, repair queue),
     /// keys prefixed by the caller.
     pub fn app_put(&self, key: &[u8], value: &[u8]) -> Result<()> {
@@ -761,6 +815,12 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     };
     v.sort();
     Ok(v)
+}
+
+fn placement_key(cid: &[u8; 32]) -> Vec<u8> {
+    let mut k = b"placement/".to_vec();
+    k.extend_from_slice(cid);
+    k
 }
 
 fn owner_key(id: &ShardId, owner: &NodeId) -> [u8; 64] {

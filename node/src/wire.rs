@@ -31,6 +31,10 @@ pub const MAX_CONTROL_FRAME: usize = 64 * 1024;
 pub const MAX_MANIFEST_LEN: u64 = 64 << 20;
 /// Most inventory entries in one page.
 pub const MAX_INVENTORY_PAGE: u32 = 1024;
+/// Most shard ids in one `Has` request.
+pub const MAX_HAS_IDS: usize = 1024;
+/// Largest placement record accepted.
+pub const MAX_PLACEMENT_LEN: u64 = 32 << 20;
 
 /// A request, from client to server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +82,20 @@ pub enum Request {
     Audit {
         cid: [u8; 32],
     },
+    /// Followed by `len` raw bytes of a signed placement for `cid`.
+    PutPlacement {
+        cid: [u8; 32],
+        len: u64,
+    },
+    GetPlacement {
+        cid: [u8; 32],
+    },
+    /// Which of these shards are held here (at most [`MAX_HAS_IDS`]).
+    /// A validator's scoreboard (JSON), for `cairn status`.
+    Scores,
+    Has {
+        ids: Vec<ShardId>,
+    },
 }
 
 /// A response, from server to client.
@@ -101,10 +119,12 @@ pub enum Response {
         entries: Vec<InventoryEntry>,
         more: bool,
     },
-    /// Followed by `len` raw manifest bytes.
-    Manifest {
+    /// Followed by `len` raw bytes (a manifest or a placement).
+    Blob {
         len: u64,
     },
+    /// For each id asked, whether a present copy is held.
+    Has(Vec<bool>),
     Info(NodeInfo),
 }
 
@@ -242,14 +262,19 @@ mod kind {
     pub const DELETE_MANIFEST: u8 = 8;
     pub const INFO: u8 = 9;
     pub const AUDIT: u8 = 10;
+    pub const PUT_PLACEMENT: u8 = 11;
+    pub const GET_PLACEMENT: u8 = 12;
+    pub const HAS: u8 = 13;
+    pub const SCORES: u8 = 14;
 
     pub const OK: u8 = 128;
     pub const ERROR: u8 = 129;
     pub const SHARD_DATA: u8 = 130;
     pub const PROOF: u8 = 131;
     pub const INVENTORY_PAGE: u8 = 132;
-    pub const MANIFEST: u8 = 133;
+    pub const BLOB: u8 = 133;
     pub const INFO_REPLY: u8 = 134;
+    pub const HAS_REPLY: u8 = 135;
 }
 
 /// Bounds-checked little-endian reader over a payload.
@@ -390,6 +415,23 @@ impl Request {
                 p.extend_from_slice(cid);
                 kind::AUDIT
             }
+            Request::PutPlacement { cid, len } => {
+                p.extend_from_slice(cid);
+                p.extend_from_slice(&len.to_le_bytes());
+                kind::PUT_PLACEMENT
+            }
+            Request::GetPlacement { cid } => {
+                p.extend_from_slice(cid);
+                kind::GET_PLACEMENT
+            }
+            Request::Scores => kind::SCORES,
+            Request::Has { ids } => {
+                p.extend_from_slice(&(ids.len() as u16).to_le_bytes());
+                for id in ids {
+                    p.extend_from_slice(&id.0);
+                }
+                kind::HAS
+            }
         };
         frame(k, &p)
     }
@@ -431,6 +473,26 @@ impl Request {
             kind::DELETE_MANIFEST => Request::DeleteManifest { cid: c.b32()? },
             kind::INFO => Request::Info,
             kind::AUDIT => Request::Audit { cid: c.b32()? },
+            kind::PUT_PLACEMENT => Request::PutPlacement {
+                cid: c.b32()?,
+                len: c.u64()?,
+            },
+            kind::GET_PLACEMENT => Request::GetPlacement { cid: c.b32()? },
+            kind::SCORES => Request::Scores,
+            kind::HAS => {
+                let n = c.u16()? as usize;
+                if n > MAX_HAS_IDS {
+                    return Err(DecodeError::new(
+                        ErrorCode::TooLarge,
+                        format!("{n} ids in one request; at most {MAX_HAS_IDS}"),
+                    ));
+                }
+                let mut ids = Vec::with_capacity(n);
+                for _ in 0..n {
+                    ids.push(ShardId(c.b32()?));
+                }
+                Request::Has { ids }
+            }
             other => {
                 return Err(DecodeError::new(
                     ErrorCode::UnknownRequest,
@@ -481,9 +543,14 @@ impl Response {
                 p.push(u8::from(*more));
                 kind::INVENTORY_PAGE
             }
-            Response::Manifest { len } => {
+            Response::Blob { len } => {
                 p.extend_from_slice(&len.to_le_bytes());
-                kind::MANIFEST
+                kind::BLOB
+            }
+            Response::Has(bits) => {
+                p.extend_from_slice(&(bits.len() as u16).to_le_bytes());
+                p.extend(bits.iter().map(|b| u8::from(*b)));
+                kind::HAS_REPLY
             }
             Response::Info(i) => {
                 put_string(&mut p, &i.version);
@@ -536,7 +603,12 @@ impl Response {
                 let more = c.u8()? != 0;
                 Response::Inventory { entries, more }
             }
-            kind::MANIFEST => Response::Manifest { len: c.u64()? },
+            kind::BLOB => Response::Blob { len: c.u64()? },
+            kind::HAS_REPLY => {
+                let n = c.u16()? as usize;
+                let bits = c.take(n)?.iter().map(|b| *b != 0).collect();
+                Response::Has(bits)
+            }
             kind::INFO_REPLY => Response::Info(NodeInfo {
                 version: c.string()?,
                 role: c.string()?,
@@ -678,6 +750,23 @@ mod tests {
             Request::DeleteManifest { cid: [4; 32] },
             Request::Info,
             Request::Audit { cid: [5; 32] },
+            Request::PutPlacement {
+                cid: [6; 32],
+                len: 77,
+            },
+            Request::GetPlacement { cid: [6; 32] },
+            Request::Has {
+                ids: vec![id, ShardId([8; 32])],
+            },
+            Request::PutPlacement {
+                cid: [6; 32],
+                len: 77,
+            },
+            Request::GetPlacement { cid: [6; 32] },
+            Request::Scores,
+            Request::Has {
+                ids: vec![id, ShardId([8; 32])],
+            },
         ]
     }
 
@@ -707,7 +796,8 @@ mod tests {
                 }],
                 more: true,
             },
-            Response::Manifest { len: 12 },
+            Response::Blob { len: 12 },
+            Response::Has(vec![true, false, true]),
             Response::Info(NodeInfo {
                 version: "0.1".into(),
                 role: "miner".into(),
@@ -767,7 +857,7 @@ mod tests {
         }
 
         #[test]
-        fn truncations_of_valid_requests_are_malformed(i in 0usize..12, cut in 0usize..100) {
+        fn truncations_of_valid_requests_are_malformed(i in 0usize..19, cut in 0usize..100) {
             let r = &requests()[i];
             let f = r.encode();
             let b = body(&f);

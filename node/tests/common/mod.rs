@@ -41,6 +41,11 @@ impl TestNet {
 
     /// `cairn init` a node directory.
     pub fn init(&self, name: &str, role: &str, extra: &[&str]) -> NodeDir {
+        self.init_with(&[CAIRN.to_string()], name, role, extra)
+    }
+
+    /// `cairn init` with another `cairn` program (e.g. a cross build under qemu).
+    pub fn init_with(&self, program: &[String], name: &str, role: &str, extra: &[&str]) -> NodeDir {
         let path = self.dir.path().join(name);
         let mut args = vec![
             "init",
@@ -56,9 +61,12 @@ impl TestNet {
             "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
-        let out = cairn(&args);
+        let out = run_program(program, &args);
         assert!(out.status.success(), "init failed: {}", stderr(&out));
-        let id = cairn(&["id", "--json", "--data-dir", path.to_str().unwrap()]);
+        let id = run_program(
+            program,
+            &["id", "--json", "--data-dir", path.to_str().unwrap()],
+        );
         assert!(id.status.success(), "{}", stderr(&id));
         let v: serde_json::Value = serde_json::from_slice(&id.stdout).unwrap();
         NodeDir {
@@ -110,7 +118,13 @@ async fn unregistered_client_with(secret: iroh::SecretKey) -> Client {
 }
 
 pub fn cairn(args: &[&str]) -> Output {
-    Command::new(CAIRN)
+    run_program(&[CAIRN.to_string()], args)
+}
+
+/// Runs `program` (a command and its leading arguments) with `args`.
+pub fn run_program(program: &[String], args: &[&str]) -> Output {
+    Command::new(&program[0])
+        .args(&program[1..])
         .args(args)
         .env_remove("NOTIFY_SOCKET")
         .output()
@@ -139,6 +153,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `cairn run` and waits for READY=1.
     pub fn start(node: &NodeDir, env: &[(&str, &str)]) -> Daemon {
+        Self::start_with(&[CAIRN.to_string()], node, env)
+    }
+
+    /// Starts `<program> run` (another build, another runner) and waits for READY=1.
+    pub fn start_with(program: &[String], node: &NodeDir, env: &[(&str, &str)]) -> Daemon {
         let notify_path = node
             .path
             .join(format!("notify-{}.sock", rand::random::<u32>()));
@@ -150,8 +169,9 @@ impl Daemon {
             .append(true)
             .open(node.path.join("daemon.log"))
             .unwrap();
-        let mut cmd = Command::new(CAIRN);
-        cmd.args(["run", "--data-dir", node.path.to_str().unwrap()])
+        let mut cmd = Command::new(&program[0]);
+        cmd.args(&program[1..])
+            .args(["run", "--data-dir", node.path.to_str().unwrap()])
             .env("NOTIFY_SOCKET", &notify_path)
             .env("CAIRN_LOG_FORMAT", "terminal")
             .env("CAIRN_LOG_LEVEL", "debug")

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Builds the release binaries for one target and its two .deb packages.
+#
+#   packaging/build.sh x86_64-unknown-linux-gnu        # amd64
+#   packaging/build.sh aarch64-unknown-linux-gnu       # arm64 (64-bit Raspberry Pi OS, most boards)
+#   packaging/build.sh armv7-unknown-linux-gnueabihf   # armhf (32-bit Raspberry Pi OS)
+#
+# Cross builds use Debian's cross toolchains (gcc/g++-aarch64-linux-gnu,
+# gcc/g++-arm-linux-gnueabihf: `.ci/setup.sh` installs them); no Docker.
+# Packages land in dist/. Man pages and shell completions are generated
+# with a host build of the same sources (they do not depend on the target).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target="${1:?usage: packaging/build.sh TARGET}"
+host=$(rustc -vV | sed -n 's/^host: //p')
+target_dir="${CARGO_TARGET_DIR:-target}"
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+debrev="${CAIRN_DEB_REVISION:-1}"
+
+case "$target" in
+  x86_64-unknown-linux-gnu) arch=amd64; prefix=x86_64-linux-gnu ;;
+  aarch64-unknown-linux-gnu) arch=arm64; prefix=aarch64-linux-gnu ;;
+  armv7-unknown-linux-gnueabihf) arch=armhf; prefix=arm-linux-gnueabihf ;;
+  *) echo "unsupported target $target (x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu, armv7-unknown-linux-gnueabihf)" >&2; exit 2 ;;
+esac
+
+if [ "$target" = "$host" ]; then
+  # Native: the plain `target/release` build, shared with the tests.
+  bindir="$target_dir/release"
+  cargo build --release --locked -p cairn-node -p cairn-validator
+else
+  var=$(echo "$target" | tr 'a-z-' 'A-Z_')
+  low=$(echo "$target" | tr '-' '_')
+  export "CARGO_TARGET_${var}_LINKER=${prefix}-gcc"
+  export "CC_${low}=${prefix}-gcc" "CXX_${low}=${prefix}-g++" "AR_${low}=${prefix}-ar"
+  # bindgen (RocksDB's bindings) must parse the target's headers.
+  export "BINDGEN_EXTRA_CLANG_ARGS_${low}=--sysroot=/usr/${prefix} --target=${target/armv7/armv7a}"
+  # The x86-64 -march setting of the Reed-Solomon SIMD code is for x86 only.
+  unset RUST_REED_SOLOMON_ERASURE_ARCH
+  bindir="$target_dir/$target/release"
+  cargo build --release --locked --target "$target" -p cairn-node -p cairn-validator
+  # The host binaries generate man pages and completions.
+  cargo build --release --locked -p cairn-node -p cairn-validator
+fi
+hostbin="$target_dir/release"
+
+for b in cairn cairn-validator; do
+  file "$bindir/$b" | grep -q ELF || { echo "$bindir/$b is not an ELF binary" >&2; exit 1; }
+done
+
+# Lowest glibc the binaries need, for Depends.
+glibc=$(objdump -T "$bindir/cairn" "$bindir/cairn-validator" 2>/dev/null \
+  | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
+glibc="${glibc:-2.31}"
+
+mkdir -p dist
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+
+# stage_package NAME BINARY CONFIG UNIT DESCRIPTION EXTRA_DEPENDS
+stage_package() {
+  local name=$1 bin=$2 config=$3 unit=$4 desc=$5 extra=$6
+  local root="$stage/$name"
+  install -Dm0755 "$bindir/$bin" "$root/usr/bin/$bin"
+  install -Dm0640 "$config" "$root/etc/cairn/$(basename "$config")"
+  install -Dm0644 "systemd/$unit" "$root/lib/systemd/system/$unit"
+  install -Dm0644 systemd/cairn.sysusers "$root/usr/lib/sysusers.d/cairn.conf"
+  install -Dm0644 systemd/cairn.tmpfiles "$root/usr/lib/tmpfiles.d/cairn.conf"
+  mkdir -p "$root/usr/share/man/man1" "$root/usr/share/bash-completion/completions" \
+           "$root/usr/share/zsh/vendor-completions" "$root/usr/share/fish/vendor_completions.d"
+  "$hostbin/$bin" generate man "$root/usr/share/man/man1"
+  gzip -9n "$root"/usr/share/man/man1/*.1
+  "$hostbin/$bin" generate completions bash > "$root/usr/share/bash-completion/completions/$bin"
+  "$hostbin/$bin" generate completions zsh > "$root/usr/share/zsh/vendor-completions/_$bin"
+  "$hostbin/$bin" generate completions fish > "$root/usr/share/fish/vendor_completions.d/$bin.fish"
+  install -Dm0644 packaging/deb/copyright "$root/usr/share/doc/$name/copyright"
+  mkdir -p "$root/DEBIAN"
+  local size
+  size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
+  sed -e "s/@NAME@/$name/" -e "s/@VERSION@/$version-$debrev/" -e "s/@ARCH@/$arch/" \
+      -e "s/@SIZE@/$size/" -e "s/@GLIBC@/$glibc/" -e "s/@EXTRA_DEPENDS@/$extra/" \
+      -e "s/@DESCRIPTION@/$desc/" packaging/deb/control.in > "$root/DEBIAN/control"
+  echo "/etc/cairn/$(basename "$config")" > "$root/DEBIAN/conffiles"
+  for s in postinst prerm postrm; do
+    sed -e "s/@NAME@/$name/g" -e "s/@UNIT@/$unit/g" -e "s|@CONFIG@|/etc/cairn/$(basename "$config")|g" \
+        -e "s/@BIN@/$bin/g" "packaging/deb/$s" > "$root/DEBIAN/$s"
+    chmod 0755 "$root/DEBIAN/$s"
+  done
+  dpkg-deb --root-owner-group -Zxz --build "$root" "dist/${name}_${version}-${debrev}_${arch}.deb" >/dev/null
+  echo "built dist/${name}_${version}-${debrev}_${arch}.deb"
+}
+
+stage_package cairn-node cairn node/node.toml cairn-node.service \
+  "storage miner and edge node for a Bittensor storage subnet" ""
+stage_package cairn-validator cairn-validator validator/validator.toml cairn-validator.service \
+  "validator for the cairn storage subnet: challenges, scoring, repair, weights" \
+  ", cairn-node (= $version-$debrev)"
+
+# Stripped sizes, for docs/PERFORMANCE.md.
+for b in cairn cairn-validator; do
+  printf '%s %s %s bytes\n' "$target" "$b" "$(stat -c %s "$bindir/$b")"
+done

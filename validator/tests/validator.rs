@@ -1,0 +1,476 @@
+//! The validator against real processes on loopback: cheaters of every kind
+//! are caught while honest miners keep a clean record, and lost shards are
+//! rebuilt on other miners until `status` shows k + m again.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use cairn_node::api_client::ApiClient;
+use cairn_node::devnet::{self, Devnet};
+use cairn_validator::service::ValidatorReport;
+
+fn bin_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cairn-validator"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn cairn_bin() -> PathBuf {
+    let p = bin_dir().join("cairn");
+    assert!(
+        p.exists(),
+        "{} missing: build the workspace (cargo test --workspace)",
+        p.display()
+    );
+    p
+}
+
+fn cheater_bin() -> PathBuf {
+    let p = bin_dir().join("examples").join("cheater");
+    assert!(
+        p.exists(),
+        "{} missing: cargo test builds examples",
+        p.display()
+    );
+    p
+}
+
+fn cairn(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(cairn_bin());
+    c.args(args).env_remove("NOTIFY_SOCKET");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+struct Net {
+    dir: tempfile::TempDir,
+    devnet: Devnet,
+}
+
+impl Net {
+    fn new() -> Net {
+        let dir = tempfile::tempdir().unwrap();
+        let devnet = Devnet::new(dir.path().join("net"), cairn_bin());
+        Net { dir, devnet }
+    }
+    /// The last lines of node `name`'s log that mention `needle`.
+    fn log_lines(&self, name: &str, needle: &str) -> String {
+        let log = std::fs::read_to_string(self.devnet.dir.join(name).join("daemon.log"))
+            .unwrap_or_default();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(needle)).collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+    fn net(&self) -> String {
+        self.devnet.dir.to_string_lossy().into_owned()
+    }
+    fn api(&self) -> String {
+        self.devnet.api().unwrap().to_string()
+    }
+    /// The validator's scoreboard, through its API.
+    fn report(&self) -> ValidatorReport {
+        let dir = self.devnet.dir.join("validator-0");
+        let reg = std::fs::read_dir(self.devnet.registry()).unwrap();
+        let key = cairn_node::identity::load_node_key(&dir).unwrap();
+        let _ = reg;
+        let entry = std::fs::read_to_string(
+            self.devnet
+                .registry()
+                .join(format!("{}.json", key.public())),
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&entry).unwrap();
+        let api: std::net::SocketAddr = v["member"]["api"].as_str().unwrap().parse().unwrap();
+        let r = ApiClient::new(api).get_json("/api/scores").unwrap();
+        serde_json::from_value(r).unwrap()
+    }
+    /// Polls the scoreboard until `done` holds (bounded; the validator's own
+    /// progress is the event).
+    fn wait_report(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&ValidatorReport) -> bool,
+    ) -> ValidatorReport {
+        let deadline = Instant::now() + limit;
+        loop {
+            let r = self.report();
+            if done(&r) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {r:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = self.devnet.down();
+    }
+}
+
+fn node_id_of(dir: &Path) -> String {
+    cairn_node::identity::load_node_key(dir)
+        .unwrap()
+        .public()
+        .to_string()
+}
+
+#[test]
+fn cheaters_are_caught_and_honest_miners_are_not() {
+    let net = Net::new();
+    // Validator settings for a short test: fast challenges, 10 samples (so a
+    // 10% loss shows as ~65% failures), short deadline, no repair.
+    let env = [
+        ("CAIRN_VALIDATOR_SAMPLES", "10"),
+        ("CAIRN_VALIDATOR_CHALLENGES_PER_SEC", "60"),
+        ("CAIRN_VALIDATOR_PER_MINER_PER_SEC", "8"),
+        ("CAIRN_VALIDATOR_DEADLINE_SECS", "2"),
+        ("CAIRN_VALIDATOR_REPAIR", "false"),
+        ("CAIRN_VALIDATOR_WEIGHTS_INTERVAL_SECS", "2"),
+    ];
+    let o = cairn(
+        &[
+            "devnet",
+            "up",
+            "--miners",
+            "4",
+            "--validators",
+            "1",
+            "--gateway-api",
+            "127.0.0.1:0",
+            "--dir",
+            &net.net(),
+        ],
+        &env,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // Four cheaters join: normal storage, dishonest answers.
+    let modes = ["hash-only", "replay", "other-shard", "stall"];
+    let mut cheaters = Vec::new();
+    for mode in modes {
+        let name = format!("cheat-{mode}");
+        let dir = net.devnet.dir.join(&name);
+        let o = cairn(
+            &[
+                "init",
+                "--quiet",
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--role",
+                "miner",
+                "--registry",
+                net.devnet.registry().to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--api",
+                "127.0.0.1:0",
+                "--capacity",
+                "2GiB",
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let pid = devnet::spawn_and_wait_ready(
+            &cheater_bin(),
+            &[mode, "--data-dir", dir.to_str().unwrap()],
+            &[],
+            &dir.join("daemon.log"),
+            &net.devnet.dir,
+        )
+        .unwrap();
+        std::fs::write(dir.join("pid"), pid.to_string()).unwrap();
+        cheaters.push((mode, node_id_of(&dir)));
+    }
+    // A dataset over all 8 miners: 1 MiB shards (4 MiB segments, k = 4).
+    let data = net.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.bin"), bytes(60 << 20, 1)).unwrap();
+    let o = cairn(
+        &[
+            "--api",
+            &net.api(),
+            "pin",
+            data.to_str().unwrap(),
+            "--segment-size",
+            "4MiB",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["validators_notified"], 1, "{v}");
+
+    // Honest miner 0 loses a tenth of every shard it holds: zeroed groups on disk.
+    let lossy_dir = net.devnet.dir.join("miner-0");
+    let lossy = node_id_of(&lossy_dir);
+    let mut damaged = 0;
+    for l1 in std::fs::read_dir(lossy_dir.join("shards"))
+        .unwrap()
+        .flatten()
+    {
+        for l2 in std::fs::read_dir(l1.path()).unwrap().flatten() {
+            for f in std::fs::read_dir(l2.path()).unwrap().flatten() {
+                let mut b = std::fs::read(f.path()).unwrap();
+                let shard_len = 1 << 20;
+                if b.len() < shard_len {
+                    continue;
+                }
+                // 6 of 64 groups (9.4%)
+                for g in [3usize, 13, 23, 33, 43, 53] {
+                    b[g * 16384..(g + 1) * 16384].fill(0);
+                }
+                std::fs::write(f.path(), b).unwrap();
+                damaged += 1;
+            }
+        }
+    }
+    assert!(damaged > 0, "miner-0 got no shards");
+
+    let honest: Vec<String> = (1..4)
+        .map(|i| node_id_of(&net.devnet.dir.join(format!("miner-{i}"))))
+        .collect();
+    let r = net.wait_report(
+        "enough audits of every miner",
+        Duration::from_secs(240),
+        |r| {
+            let all = cheaters
+                .iter()
+                .map(|c| &c.1)
+                .chain(honest.iter())
+                .chain([&lossy]);
+            all.into_iter()
+                .all(|id| r.miners.iter().any(|m| &m.node_id == id && m.audits >= 40))
+        },
+    );
+    let get = |id: &str| r.miners.iter().find(|m| m.node_id == id).unwrap().clone();
+    for (mode, id) in &cheaters {
+        let m = get(id);
+        println!(
+            "{mode:<12} score {:.3} audits {} failures {} timeouts {} last: {:?}",
+            m.score,
+            m.audits,
+            m.failures,
+            m.timeouts,
+            m.last_failures.last()
+        );
+        if *mode == "stall" {
+            assert_eq!(m.passes, 0);
+            assert!(m.timeouts >= 40, "{m:?}");
+            // Timed out, or cut off when another of its challenges timed
+            // out and the validator dropped the connection: never a verdict
+            // on proof bytes it never sent.
+            assert!(
+                m.last_failures
+                    .iter()
+                    .all(|f| f.contains("no answer") || f.contains("unreachable")),
+                "{m:?}"
+            );
+        } else {
+            // A replayed proof is genuine the first time it is sent, for
+            // the challenge it was made for: at most one pass per shard.
+            let allowed = if *mode == "replay" {
+                m.shards_assigned as u64
+            } else {
+                0
+            };
+            assert!(m.passes <= allowed, "{mode} passed a challenge: {m:?}");
+            assert!(m.disqualified, "{mode} not disqualified: {m:?}");
+            assert!(
+                m.last_failures.last().unwrap().contains("wrong proof"),
+                "{m:?}"
+            );
+        }
+    }
+    for id in &honest {
+        let m = get(id);
+        assert_eq!(
+            (m.failures, m.timeouts),
+            (0, 0),
+            "honest miner penalised: {m:?}"
+        );
+        assert!(m.score > 0.999, "{m:?}");
+    }
+    let l = get(&lossy);
+    let observed = l.failures as f64 / l.audits as f64;
+    let f = 6.0 / 64.0;
+    let expected = 1.0 - (1.0f64 - f).powi(10);
+    println!(
+        "lost {:.1}% of every shard, c = 10: failed {} of {} challenges = {observed:.3}; 1-(1-f)^c = {expected:.3}",
+        f * 100.0,
+        l.failures,
+        l.audits
+    );
+    let se = (expected * (1.0 - expected) / l.audits as f64).sqrt();
+    assert!(
+        (observed - expected).abs() < 5.0 * se + 0.02,
+        "observed {observed}, expected {expected}"
+    );
+    assert!(l.disqualified, "{l:?}");
+
+    // Weights: honest miners earn, cheaters and the lossy miner do not.
+    let weights_file = std::fs::read_dir(net.devnet.registry())
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("weights-"))
+        .expect("weights written");
+    let w: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(weights_file.path()).unwrap()).unwrap();
+    let weight = |id: &str| {
+        w["weights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["node_id"] == id)
+            .map(|e| e["weight"].as_u64().unwrap())
+            .unwrap_or(0)
+    };
+    for id in &honest {
+        assert!(weight(id) > 0, "honest miner without weight: {w}");
+    }
+    for (mode, id) in cheaters.iter().filter(|(m, _)| *m != "stall") {
+        assert_eq!(weight(id), 0, "{mode} earns weight: {w}");
+    }
+    assert_eq!(weight(&lossy), 0);
+}
+
+#[test]
+fn lost_miners_are_repaired_back_to_full_redundancy() {
+    let net = Net::new();
+    let env = [
+        ("CAIRN_VALIDATOR_CHALLENGES_PER_SEC", "40"),
+        ("CAIRN_VALIDATOR_PER_MINER_PER_SEC", "10"),
+        ("CAIRN_VALIDATOR_DEADLINE_SECS", "2"),
+        ("CAIRN_VALIDATOR_GRACE_SECS", "3"),
+        ("CAIRN_VALIDATOR_REFRESH_SECS", "2"),
+        ("CAIRN_VALIDATOR_WEIGHTS_INTERVAL_SECS", "2"),
+    ];
+    let o = cairn(
+        &[
+            "devnet",
+            "up",
+            "--miners",
+            "6",
+            "--validators",
+            "1",
+            "--gateway-api",
+            "127.0.0.1:0",
+            "--dir",
+            &net.net(),
+        ],
+        &env,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let data = net.dir.path().join("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(data.join("sub/a.bin"), bytes(20 << 20, 5)).unwrap();
+    std::fs::write(data.join("b.bin"), bytes(3_333_333, 6)).unwrap();
+    let o = cairn(
+        &[
+            "--api",
+            &net.api(),
+            "pin",
+            data.to_str().unwrap(),
+            "--segment-size",
+            "2MiB",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let cid = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    net.wait_report("the dataset audited", Duration::from_secs(60), |r| {
+        r.datasets == 1
+    });
+
+    // Two miners go for good; two new ones join.
+    for i in ["0", "3"] {
+        let o = cairn(&["devnet", "stop-miner", i, "--dir", &net.net()], &[]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    for _ in 0..2 {
+        let o = cairn(&["devnet", "add-miner", "--dir", &net.net()], &env);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let status = |json: bool| {
+        let mut a = vec!["--api".to_string(), net.api(), "status".into(), cid.clone()];
+        if json {
+            a.push("--json".into());
+        }
+        let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+        cairn(&a, &[])
+    };
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let s = loop {
+        let o = status(true);
+        assert!(o.status.success(), "{}", text(&o));
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        if s["healthy"] == s["segments"].as_array().unwrap().len() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not repaired: {s}\n{:#?}\nvalidator log (repairs):\n{}",
+            net.report(),
+            net.log_lines("validator-0", "repair")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let r = net.report();
+    println!(
+        "repaired {} shards; placement version {}",
+        r.repairs_done, s["placement_version"]
+    );
+    assert!(r.repairs_done > 0);
+    // Every byte still there.
+    let out = net.dir.path().join("out");
+    let o = cairn(
+        &[
+            "--api",
+            &net.api(),
+            "get",
+            &cid,
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(out.join("sub/a.bin")).unwrap(),
+        bytes(20 << 20, 5)
+    );
+    assert_eq!(
+        std::fs::read(out.join("b.bin")).unwrap(),
+        bytes(3_333_333, 6)
+    );
+    let human = String::from_utf8_lossy(&status(false).stdout).into_owned();
+    assert!(!human.contains("MISSING"), "{human}");
+}
