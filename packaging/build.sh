@@ -25,7 +25,9 @@ case "$target" in
 esac
 
 if [ "$target" = "$host" ]; then
-  # Native: the plain `target/release` build, shared with the tests.
+  # Native: the plain `target/release` build, shared with the tests. The
+  # amd64 package must run on any x86-64 with SSSE3 (not only AVX2 CPUs).
+  export RUST_REED_SOLOMON_ERASURE_ARCH="${RUST_REED_SOLOMON_ERASURE_ARCH:-x86-64-v2}"
   bindir="$target_dir/release"
   cargo build --release --locked -p cairn-node -p cairn-validator
 else
@@ -64,8 +66,11 @@ stage_package() {
   install -Dm0755 "$bindir/$bin" "$root/usr/bin/$bin"
   install -Dm0640 "$config" "$root/etc/cairn/$(basename "$config")"
   install -Dm0644 "systemd/$unit" "$root/lib/systemd/system/$unit"
-  install -Dm0644 systemd/cairn.sysusers "$root/usr/lib/sysusers.d/cairn.conf"
-  install -Dm0644 systemd/cairn.tmpfiles "$root/usr/lib/tmpfiles.d/cairn.conf"
+  if [ "$name" = cairn-node ]; then
+    # The user and directories belong to cairn-node; cairn-validator depends on it.
+    install -Dm0644 systemd/cairn.sysusers "$root/usr/lib/sysusers.d/cairn.conf"
+    install -Dm0644 systemd/cairn.tmpfiles "$root/usr/lib/tmpfiles.d/cairn.conf"
+  fi
   mkdir -p "$root/usr/share/man/man1" "$root/usr/share/bash-completion/completions" \
            "$root/usr/share/zsh/vendor-completions" "$root/usr/share/fish/vendor_completions.d"
   "$hostbin/$bin" generate man "$root/usr/share/man/man1"

@@ -64,6 +64,20 @@ fn hashes(dir: &Path) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// `VmHWM` of a `/proc/<pid>/status` file, as "N MiB".
+fn peak_rss(status: &str) -> String {
+    std::fs::read_to_string(status)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map(|kib| format!("{:.0} MiB", kib as f64 / 1024.0))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn mib(b: u64) -> f64 {
     b as f64 / 1048576.0
 }
@@ -199,6 +213,23 @@ pub fn run(devnet: Devnet, size: u64, miners: usize, keep: bool) -> Result<()> {
         ),
     ));
     let _ = std::fs::remove_dir_all(&work);
+    // Peak memory of the two client-side processes (the budget: < 200 MiB
+    // whatever the dataset size).
+    if let Some(pid) = devnet
+        .nodes()
+        .into_iter()
+        .find(|n| n.name == "gateway")
+        .and_then(|n| n.pid)
+    {
+        rows.push((
+            "peak RSS, gateway daemon (pins and gets)".into(),
+            peak_rss(&format!("/proc/{pid}/status")),
+        ));
+    }
+    rows.push((
+        "peak RSS, this CLI process".into(),
+        peak_rss("/proc/self/status"),
+    ));
 
     println!("\ncairn devnet demo: {:.1} MiB", mib(total));
     for (k, v) in &rows {
