@@ -439,11 +439,16 @@ impl Client {
         cid: [u8; 32],
         bytes: &[u8],
     ) -> Result<()> {
-        let (mut send, mut recv) = self.open(addr).await?;
         let req = Request::PutManifest {
             cid,
             len: bytes.len() as u64,
         };
+        self.put_blob(addr, &req, bytes).await
+    }
+
+    /// Sends `req`, then the bytes it announces; expects `Ok`.
+    async fn put_blob(&self, addr: &EndpointAddr, req: &Request, bytes: &[u8]) -> Result<()> {
+        let (mut send, mut recv) = self.open(addr).await?;
         wire::write_frame(&mut send, &req.encode()).await?;
         send.write_all(bytes)
             .await
@@ -455,19 +460,34 @@ impl Client {
         }
     }
 
-    /// Fetches a manifest and checks it hashes to `cid`.
-    pub async fn get_manifest(&self, addr: &EndpointAddr, cid: [u8; 32]) -> Result<Vec<u8>> {
+    /// Sends `req` and reads the `Blob` reply of at most `max` bytes.
+    async fn get_blob(
+        &self,
+        addr: &EndpointAddr,
+        req: &Request,
+        max: u64,
+        what: &str,
+    ) -> Result<Vec<u8>> {
         let (mut send, mut recv) = self.open(addr).await?;
-        wire::write_frame(&mut send, &Request::GetManifest { cid }.encode()).await?;
+        wire::write_frame(&mut send, &req.encode()).await?;
         let _ = send.finish();
         let len = match Self::response(&mut recv, &addr.id, MAX_CONTROL_FRAME).await? {
-            Response::Blob { len } if len <= MAX_MANIFEST_LEN => len,
+            Response::Blob { len } if len <= max => len,
             r => return Err(Self::unexpected(&addr.id, &r)),
         };
         let mut bytes = vec![0u8; len as usize];
         recv.read_exact(&mut bytes)
             .await
-            .map_err(|e| peer_err(&addr.id, format!("manifest body: {e}")))?;
+            .map_err(|e| peer_err(&addr.id, format!("{what} body: {e}")))?;
+        Ok(bytes)
+    }
+
+    /// Fetches a manifest and checks it hashes to `cid`.
+    pub async fn get_manifest(&self, addr: &EndpointAddr, cid: [u8; 32]) -> Result<Vec<u8>> {
+        let req = Request::GetManifest { cid };
+        let bytes = self
+            .get_blob(addr, &req, MAX_MANIFEST_LEN, "manifest")
+            .await?;
         if *blake3::hash(&bytes).as_bytes() != cid {
             return Err(peer_err(
                 &addr.id,
@@ -480,35 +500,19 @@ impl Client {
     /// Stores a signed placement record.
     pub async fn put_placement(&self, addr: &EndpointAddr, placement: &Placement) -> Result<()> {
         let bytes = placement.encode();
-        let (mut send, mut recv) = self.open(addr).await?;
         let req = Request::PutPlacement {
             cid: placement.cid.0,
             len: bytes.len() as u64,
         };
-        wire::write_frame(&mut send, &req.encode()).await?;
-        send.write_all(&bytes)
-            .await
-            .map_err(|e| peer_err(&addr.id, e.to_string()))?;
-        let _ = send.finish();
-        match Self::response(&mut recv, &addr.id, MAX_CONTROL_FRAME).await? {
-            Response::Ok => Ok(()),
-            r => Err(Self::unexpected(&addr.id, &r)),
-        }
+        self.put_blob(addr, &req, &bytes).await
     }
 
     /// Fetches the placement record held for `cid`, signature checked.
     pub async fn get_placement(&self, addr: &EndpointAddr, cid: Cid) -> Result<Placement> {
-        let (mut send, mut recv) = self.open(addr).await?;
-        wire::write_frame(&mut send, &Request::GetPlacement { cid: cid.0 }.encode()).await?;
-        let _ = send.finish();
-        let len = match Self::response(&mut recv, &addr.id, MAX_CONTROL_FRAME).await? {
-            Response::Blob { len } if len <= MAX_PLACEMENT_LEN => len,
-            r => return Err(Self::unexpected(&addr.id, &r)),
-        };
-        let mut bytes = vec![0u8; len as usize];
-        recv.read_exact(&mut bytes)
-            .await
-            .map_err(|e| peer_err(&addr.id, format!("placement body: {e}")))?;
+        let req = Request::GetPlacement { cid: cid.0 };
+        let bytes = self
+            .get_blob(addr, &req, MAX_PLACEMENT_LEN, "placement")
+            .await?;
         let p = Placement::decode(&bytes)
             .map_err(|e| peer_err(&addr.id, format!("bad placement: {e}")))?;
         if p.cid != cid {
@@ -557,17 +561,9 @@ impl Client {
 
     /// A validator's scoreboard.
     pub async fn scores(&self, addr: &EndpointAddr) -> Result<serde_json::Value> {
-        let (mut send, mut recv) = self.open(addr).await?;
-        wire::write_frame(&mut send, &Request::Scores.encode()).await?;
-        let _ = send.finish();
-        let len = match Self::response(&mut recv, &addr.id, MAX_CONTROL_FRAME).await? {
-            Response::Blob { len } if len <= MAX_MANIFEST_LEN => len,
-            r => return Err(Self::unexpected(&addr.id, &r)),
-        };
-        let mut bytes = vec![0u8; len as usize];
-        recv.read_exact(&mut bytes)
-            .await
-            .map_err(|e| peer_err(&addr.id, format!("scores: {e}")))?;
+        let bytes = self
+            .get_blob(addr, &Request::Scores, MAX_MANIFEST_LEN, "scores")
+            .await?;
         serde_json::from_slice(&bytes).map_err(|e| peer_err(&addr.id, format!("scores: {e}")))
     }
 

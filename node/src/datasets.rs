@@ -134,6 +134,16 @@ pub struct LiveMiner {
     pub free: u64,
 }
 
+/// The placement candidates among `live`, weighted by free capacity.
+pub fn candidates(live: &[LiveMiner]) -> Vec<Candidate> {
+    live.iter()
+        .map(|l| Candidate {
+            id: l.member.node_id,
+            weight: capacity_weight(l.free),
+        })
+        .collect()
+}
+
 impl DatasetContext {
     /// Registered miners other than this node.
     pub async fn registered_miners(&self) -> Result<Vec<Member>> {
@@ -444,13 +454,7 @@ pub async fn pin(
             dead.join(", ")
         )));
     }
-    let candidates: Vec<Candidate> = live
-        .iter()
-        .map(|l| Candidate {
-            id: l.member.node_id,
-            weight: capacity_weight(l.free),
-        })
-        .collect();
+    let candidates = candidates(&live);
     let live = Arc::new(live);
     let candidates = Arc::new(candidates);
 

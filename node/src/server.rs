@@ -199,6 +199,20 @@ impl From<Error> for Refusal {
     }
 }
 
+/// A `Blob` header, then the bytes it announces.
+async fn reply_blob(send: &mut SendStream, bytes: &[u8]) -> Result<(), Refusal> {
+    reply(
+        send,
+        &Response::Blob {
+            len: bytes.len() as u64,
+        },
+    )
+    .await?;
+    send.write_all(bytes)
+        .await
+        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))
+}
+
 async fn reply(send: &mut SendStream, r: &Response) -> crate::Result<()> {
     wire::write_frame(send, &r.encode()).await
 }
@@ -404,19 +418,7 @@ async fn dispatch(
         Request::GetManifest { cid } => {
             require_member(member, &peer)?;
             match state.store.get_manifest(&cid)? {
-                Some((_, bytes)) => {
-                    reply(
-                        send,
-                        &Response::Blob {
-                            len: bytes.len() as u64,
-                        },
-                    )
-                    .await?;
-                    send.write_all(&bytes)
-                        .await
-                        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
-                    Ok(())
-                }
+                Some((_, bytes)) => reply_blob(send, &bytes).await,
                 None => Err(Refusal::new(
                     ErrorCode::NotFound,
                     "manifest not stored here",
@@ -495,19 +497,7 @@ async fn dispatch(
         Request::GetPlacement { cid } => {
             require_member(member, &peer)?;
             match state.store.get_placement(&cid)? {
-                Some(bytes) => {
-                    reply(
-                        send,
-                        &Response::Blob {
-                            len: bytes.len() as u64,
-                        },
-                    )
-                    .await?;
-                    send.write_all(&bytes)
-                        .await
-                        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
-                    Ok(())
-                }
+                Some(bytes) => reply_blob(send, &bytes).await,
                 None => Err(Refusal::new(
                     ErrorCode::NotFound,
                     "no placement stored here",

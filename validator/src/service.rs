@@ -507,13 +507,7 @@ impl Validator {
         let mut encoder = Encoder::new(params)?;
         let encoded = encoder.encode(&segment)?;
         let live = self.live_miners().await?;
-        let candidates: Vec<Candidate> = live
-            .iter()
-            .map(|l| Candidate {
-                id: l.member.node_id,
-                weight: capacity_weight(l.free),
-            })
-            .collect();
+        let candidates = datasets::candidates(&live);
         let mut holders = ds.placement.holders_by_shard();
         let bad: HashSet<NodeId> = todo.iter().map(|(_, b)| *b).collect();
         let mut repaired = 0;
