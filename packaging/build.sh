@@ -35,14 +35,25 @@ else
   low=$(echo "$target" | tr '-' '_')
   export "CARGO_TARGET_${var}_LINKER=${prefix}-gcc"
   export "CC_${low}=${prefix}-gcc" "CXX_${low}=${prefix}-g++" "AR_${low}=${prefix}-ar"
+  if [ "$target" = armv7-unknown-linux-gnueabihf ]; then
+    # librocksdb-sys assumes __uint128_t, which 32-bit ARM lacks.
+    # A fixed path (the flag is part of the build's fingerprint): the header
+    # is copied into the target directory, the same for every checkout.
+    mkdir -p "$target_dir"
+    fix="$(realpath "$target_dir")/armv7-no-uint128.h"
+    cmp -s packaging/armv7-no-uint128.h "$fix" || cp packaging/armv7-no-uint128.h "$fix"
+    export "CXXFLAGS_${low}=-include $fix"
+  fi
   # bindgen (RocksDB's bindings) must parse the target's headers.
   export "BINDGEN_EXTRA_CLANG_ARGS_${low}=--sysroot=/usr/${prefix} --target=${target/armv7/armv7a}"
-  # The x86-64 -march setting of the Reed-Solomon SIMD code is for x86 only.
-  unset RUST_REED_SOLOMON_ERASURE_ARCH
   bindir="$target_dir/$target/release"
-  cargo build --release --locked --target "$target" -p cairn-node -p cairn-validator
-  # The host binaries generate man pages and completions.
-  cargo build --release --locked -p cairn-node -p cairn-validator
+  # The x86-64 -march setting of the Reed-Solomon SIMD code is for x86 only.
+  env -u RUST_REED_SOLOMON_ERASURE_ARCH \
+    cargo build --release --locked --target "$target" -p cairn-node -p cairn-validator
+  # The host binaries generate man pages and completions: the same build as
+  # the native packages (and CI's), so nothing is recompiled.
+  RUST_REED_SOLOMON_ERASURE_ARCH="${RUST_REED_SOLOMON_ERASURE_ARCH:-x86-64-v2}" \
+    cargo build --release --locked -p cairn-node -p cairn-validator
 fi
 hostbin="$target_dir/release"
 

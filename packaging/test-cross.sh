@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${1:?usage: packaging/test-cross.sh TARGET}"
 target_dir="${CARGO_TARGET_DIR:-target}"
+# The host side is CI's test build (see .ci/run); the same setting reuses it.
+export RUST_REED_SOLOMON_ERASURE_ARCH="${RUST_REED_SOLOMON_ERASURE_ARCH:-x86-64-v2}"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 case "$target" in
   aarch64-unknown-linux-gnu) arch=arm64; machine=AArch64; runner="qemu-aarch64 -L /usr/aarch64-linux-gnu" ;;
@@ -28,5 +30,5 @@ $runner "$x/usr/bin/cairn" --version
 
 # The packaged binary runs the real job under qemu.
 CAIRN_CROSS_CAIRN="$runner $x/usr/bin/cairn" CAIRN_REQUIRE_CROSS=1 \
-  cargo test --release --locked -p cairn-node --test cross -- --nocapture
+  cargo test --workspace --release --locked --test cross -- --nocapture
 echo "test-cross: ok"

@@ -1,0 +1,171 @@
+//! Challenges verified per second by one validator process, over real QUIC
+//! against a devnet of miner processes holding a pinned dataset.
+//!
+//! ```sh
+//! cargo build --release -p cairn-node --bin cairn
+//! cargo bench -p cairn-validator --bench challenges
+//! ```
+//!
+//! The validator runs with an unbounded rate (its in-flight limit is the only
+//! brake), so the figure is what the machine sustains: every challenge is
+//! sent, answered by a miner, and verified. The validator's own CPU time per
+//! challenge is printed beside it, which says what one validator core could
+//! verify were the miners elsewhere. `CAIRN_BENCH_SECS` (default 15) sets the
+//! measured window, `CAIRN_BENCH_IN_FLIGHT` (default 16) the in-flight limit,
+//! `CAIRN_BENCH_SAMPLES` (default 44) the samples per challenge.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs `cairn`, which must succeed.
+fn cairn_ok(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let out = cairn(args, env);
+    assert!(
+        out.status.success(),
+        "cairn {}: {}",
+        args.join(" "),
+        text(&out)
+    );
+    out
+}
+
+/// User + system CPU seconds and peak RSS (KiB) of a process.
+fn cpu_and_hwm(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which may hold spaces: utime and stime
+    // are the 12th and 13th of them.
+    let rest = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (ticks / CLK_TCK, hwm)
+}
+
+/// Clock ticks per second in /proc/PID/stat (USER_HZ): 100 on Linux.
+const CLK_TCK: f64 = 100.0;
+
+fn main() {
+    // `cargo test --benches` / `cargo bench -- --test`: compile-check only.
+    if !std::env::args().any(|a| a == "--bench") || std::env::args().any(|a| a == "--test") {
+        return;
+    }
+    let secs = env_num("CAIRN_BENCH_SECS", 15);
+    let in_flight = env_num("CAIRN_BENCH_IN_FLIGHT", 16).to_string();
+    let samples = env_num("CAIRN_BENCH_SAMPLES", 44).to_string();
+    let net = Net::new();
+    let env = [
+        ("CAIRN_VALIDATOR_SAMPLES", samples.as_str()),
+        ("CAIRN_VALIDATOR_CHALLENGES_PER_SEC", "100000"),
+        ("CAIRN_VALIDATOR_PER_MINER_PER_SEC", "100000"),
+        ("CAIRN_VALIDATOR_MAX_IN_FLIGHT", in_flight.as_str()),
+        ("CAIRN_VALIDATOR_REPAIR", "false"),
+        ("CAIRN_LOG_LEVEL", "warn"),
+    ];
+    cairn_ok(
+        &[
+            "devnet",
+            "up",
+            "--miners",
+            "6",
+            "--validators",
+            "1",
+            "--capacity",
+            "4GiB",
+            "--gateway-api",
+            "127.0.0.1:0",
+            "--dir",
+            &net.net(),
+        ],
+        &env,
+    );
+
+    // 64 MiB in 8 MiB segments: 8 segments x 6 shards of 2 MiB.
+    let data = net.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("weights.bin"), bytes(64 << 20, 1)).unwrap();
+    let pin = cairn_ok(
+        &["--api", &net.api(), "pin", data.to_str().unwrap(), "--json"],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&pin.stdout).unwrap();
+    assert_eq!(v["validators_notified"], 1, "{v}");
+
+    let vdir = net.devnet.dir.join("validator-0");
+    let pid: u32 = std::fs::read_to_string(vdir.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Warm-up: every miner's connection is up and its shards are assigned.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut r = net.report();
+    while r.challenges < 200 || r.miners.iter().filter(|m| m.passes > 0).count() < 6 {
+        assert!(Instant::now() < deadline, "validator not auditing: {r:#?}");
+        std::thread::sleep(Duration::from_millis(250));
+        r = net.report();
+    }
+
+    let (cpu0, _) = cpu_and_hwm(pid);
+    let (n0, t0) = (r.challenges, Instant::now());
+    std::thread::sleep(Duration::from_secs(secs));
+    let r = net.report();
+    let (cpu1, hwm) = cpu_and_hwm(pid);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let done = r.challenges - n0;
+    let failures: u64 = r.miners.iter().map(|m| m.failures + m.timeouts).sum();
+    assert_eq!(failures, 0, "honest miners failed challenges: {r:#?}");
+    let rate = done as f64 / elapsed;
+    let cpu_ms = (cpu1 - cpu0) * 1e3 / done.max(1) as f64;
+    // A proof carries each distinct sampled 16 KiB group of the 2 MiB shard
+    // (samples are drawn with replacement) plus hash-tree paths.
+    let groups = ((2u64 << 20) / 16384) as f64;
+    let c: f64 = samples.parse().unwrap();
+    let distinct = groups * (1.0 - (1.0 - 1.0 / groups).powf(c));
+
+    println!("\none validator, 6 miner processes, loopback, 2 MiB shards, one run");
+    let rows = [
+        (
+            format!("challenges verified (c={samples}, {in_flight} in flight)"),
+            format!("{rate:.0} /s over {elapsed:.1} s ({done} challenges, 0 failures)"),
+        ),
+        (
+            "proof bytes received".into(),
+            format!(
+                "about {:.0} MB/s ({distinct:.0} distinct 16 KiB groups per proof)",
+                rate * distinct * 16384.0 / 1e6
+            ),
+        ),
+        (
+            "validator CPU per challenge (send, receive, verify, score)".into(),
+            format!(
+                "{cpu_ms:.2} ms = about {:.0} challenges/s per validator core",
+                1e3 / cpu_ms
+            ),
+        ),
+        (
+            "validator peak RSS".into(),
+            format!("{:.1} MiB", hwm as f64 / 1024.0),
+        ),
+    ];
+    for (what, value) in rows {
+        println!("  {what:<60} {value}");
+    }
+}
