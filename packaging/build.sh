@@ -24,12 +24,18 @@ case "$target" in
   *) echo "unsupported target $target (x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu, armv7-unknown-linux-gnueabihf)" >&2; exit 2 ;;
 esac
 
+# Host binaries are built as `cargo test --workspace` builds them: selecting
+# the examples turns on the dev-dependencies' features too, so after the
+# tests (CI) nothing is recompiled; without them a handful of crates would
+# be built a second time with slightly different features.
+host_build() { cargo build --release --locked --workspace --bins --examples; }
+
 if [ "$target" = "$host" ]; then
   # Native: the plain `target/release` build, shared with the tests. The
   # amd64 package must run on any x86-64 with SSSE3 (not only AVX2 CPUs).
   export RUST_REED_SOLOMON_ERASURE_ARCH="${RUST_REED_SOLOMON_ERASURE_ARCH:-x86-64-v2}"
   bindir="$target_dir/release"
-  cargo build --release --locked -p cairn-node -p cairn-validator
+  host_build
 else
   var=$(echo "$target" | tr 'a-z-' 'A-Z_')
   low=$(echo "$target" | tr '-' '_')
@@ -53,7 +59,7 @@ else
   # The host binaries generate man pages and completions: the same build as
   # the native packages (and CI's), so nothing is recompiled.
   RUST_REED_SOLOMON_ERASURE_ARCH="${RUST_REED_SOLOMON_ERASURE_ARCH:-x86-64-v2}" \
-    cargo build --release --locked -p cairn-node -p cairn-validator
+    host_build
 fi
 hostbin="$target_dir/release"
 
