@@ -100,38 +100,12 @@ async fn raw_sink() {
 
 struct Row(String, String);
 
-/// Stops a devnet however the benchmark ends.
-struct DevnetDown(String);
-
-impl Drop for DevnetDown {
-    fn drop(&mut self) {
-        let _ = cairn(&["devnet", "down", "--dir", &self.0]);
-    }
-}
-
 /// Pins `total` bytes over four files through a fresh devnet and gets them
 /// back; returns (pin, get) in MB/s of dataset bytes.
 fn dataset_round_trip(total: u64) -> (f64, f64) {
-    let dir = tempfile::tempdir().unwrap();
-    let net = dir.path().join("net");
-    let net = net.to_str().unwrap();
-    let up = cairn(&[
-        "devnet",
-        "up",
-        "--miners",
-        "6",
-        "--capacity",
-        "8GiB",
-        "--gateway-api",
-        "127.0.0.1:0",
-        "--dir",
-        net,
-    ]);
-    assert!(up.status.success(), "devnet up: {}", stderr(&up));
-    let _down = DevnetDown(net.to_string());
-    let api = std::fs::read_to_string(dir.path().join("net/api")).unwrap();
-    let api = api.trim();
-    let data = dir.path().join("data");
+    let net = CliDevnet::up(6);
+    let dir = net.dir.path();
+    let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let parts = [0.4, 0.3, 0.2, 0.1];
     let mut written = 0u64;
@@ -141,14 +115,14 @@ fn dataset_round_trip(total: u64) -> (f64, f64) {
         written += len as u64;
     }
     let t = Instant::now();
-    let pin = cairn(&["--api", api, "pin", data.to_str().unwrap(), "--json"]);
+    let pin = net.cli(&["pin", data.to_str().unwrap(), "--json"]);
     let pin_secs = t.elapsed().as_secs_f64();
     assert!(pin.status.success(), "pin: {}", stderr(&pin));
     let v: serde_json::Value = serde_json::from_slice(&pin.stdout).unwrap();
     let cid = v["cid"].as_str().unwrap().to_string();
-    let out = dir.path().join("out");
+    let out = dir.join("out");
     let t = Instant::now();
-    let get = cairn(&["--api", api, "get", &cid, "-o", out.to_str().unwrap()]);
+    let get = net.cli(&["get", &cid, "-o", out.to_str().unwrap()]);
     let get_secs = t.elapsed().as_secs_f64();
     assert!(get.status.success(), "get: {}", stderr(&get));
     for i in 0..parts.len() {

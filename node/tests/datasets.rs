@@ -4,69 +4,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use common::*;
-
-struct Net {
-    dir: tempfile::TempDir,
-    api: String,
-}
-
-impl Net {
-    fn up(miners: usize) -> Net {
-        let dir = tempfile::tempdir().unwrap();
-        let out = cairn(&[
-            "devnet",
-            "up",
-            "--miners",
-            &miners.to_string(),
-            "--capacity",
-            "2GiB",
-            "--gateway-api",
-            "127.0.0.1:0",
-            "--dir",
-            dir.path().join("net").to_str().unwrap(),
-        ]);
-        assert!(
-            out.status.success(),
-            "devnet up: {}{}",
-            stdout(&out),
-            stderr(&out)
-        );
-        let api = std::fs::read_to_string(dir.path().join("net/api"))
-            .unwrap()
-            .trim()
-            .to_string();
-        Net { dir, api }
-    }
-
-    fn net(&self) -> String {
-        self.dir.path().join("net").to_string_lossy().into_owned()
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        let mut a = vec!["--api", &self.api];
-        a.extend_from_slice(args);
-        cairn(&a)
-    }
-
-    /// Bytes used on each miner, from its own counter.
-    fn miner_usage(&self, miners: usize) -> Vec<u64> {
-        (0..miners)
-            .map(|i| {
-                let d = self.dir.path().join(format!("net/miner-{i}"));
-                shard_files(&d).0
-            })
-            .collect()
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = cairn(&["devnet", "down", "--dir", &self.net()]);
-    }
-}
 
 fn write_dataset(root: &Path) -> u64 {
     std::fs::create_dir_all(root.join("a/b/c")).unwrap();
@@ -116,7 +55,7 @@ fn same_tree(a: &Path, b: &Path) {
 
 #[test]
 fn pin_kill_two_miners_get_status_unpin() {
-    let net = Net::up(6);
+    let net = CliDevnet::up(6);
     let data = net.dir.path().join("dataset");
     let total = write_dataset(&data);
     assert!(total >= 64 << 20);
@@ -220,7 +159,7 @@ fn pin_kill_two_miners_get_status_unpin() {
 
 #[test]
 fn bad_input_is_refused_clearly_and_nothing_is_half_written() {
-    let net = Net::up(6);
+    let net = CliDevnet::up(6);
     let d = net.dir.path();
 
     // a path that does not exist

@@ -332,3 +332,65 @@ pub fn temp_files(data_dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A devnet (`cairn devnet up`) in a temporary directory, driven through
+/// the CLI, taken down however the test ends.
+pub struct CliDevnet {
+    pub dir: tempfile::TempDir,
+    pub api: String,
+}
+
+impl CliDevnet {
+    pub fn up(miners: usize) -> CliDevnet {
+        let dir = tempfile::tempdir().unwrap();
+        let out = cairn(&[
+            "devnet",
+            "up",
+            "--miners",
+            &miners.to_string(),
+            "--capacity",
+            "2GiB",
+            "--gateway-api",
+            "127.0.0.1:0",
+            "--dir",
+            dir.path().join("net").to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "devnet up: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let api = std::fs::read_to_string(dir.path().join("net/api"))
+            .unwrap()
+            .trim()
+            .to_string();
+        CliDevnet { dir, api }
+    }
+
+    pub fn net(&self) -> String {
+        self.dir.path().join("net").to_string_lossy().into_owned()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut a = vec!["--api", &self.api];
+        a.extend_from_slice(args);
+        cairn(&a)
+    }
+
+    /// Bytes used on each miner, from its own counter.
+    pub fn miner_usage(&self, miners: usize) -> Vec<u64> {
+        (0..miners)
+            .map(|i| {
+                let d = self.dir.path().join(format!("net/miner-{i}"));
+                shard_files(&d).0
+            })
+            .collect()
+    }
+}
+
+impl Drop for CliDevnet {
+    fn drop(&mut self) {
+        let _ = cairn(&["devnet", "down", "--dir", &self.net()]);
+    }
+}
