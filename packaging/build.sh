@@ -55,7 +55,7 @@ else
   bindir="$target_dir/$target/release"
   # The x86-64 -march setting of the Reed-Solomon SIMD code is for x86 only.
   env -u RUST_REED_SOLOMON_ERASURE_ARCH \
-    cargo build --release --locked --target "$target" -p cairn-node -p cairn-validator
+    cargo build --release --locked --target "$target" -p cairn-cli -p cairn-validator
   # The host binaries generate man pages and completions: the same build as
   # the native packages (and CI's), so nothing is recompiled.
   RUST_REED_SOLOMON_ERASURE_ARCH="${RUST_REED_SOLOMON_ERASURE_ARCH:-x86-64-v2}" \

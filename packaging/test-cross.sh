@@ -29,6 +29,6 @@ echo "test-cross: $deb holds an $machine ELF ($(stat -c %s "$x/usr/bin/cairn") b
 $runner "$x/usr/bin/cairn" --version
 
 # The packaged binary runs the real job under qemu.
-CAIRN_CROSS_CAIRN="$runner $x/usr/bin/cairn" CAIRN_REQUIRE_CROSS=1 \
-  cargo test --workspace --release --locked --test cross -- --nocapture
+CAIRN_CROSS_CAIRN="$runner $x/usr/bin/cairn" \
+  cargo test --workspace --release --locked --test cross -- --ignored --nocapture
 echo "test-cross: ok"

@@ -9,8 +9,7 @@ use cairn_erasure::{Decoder, Encoder, Params};
 use criterion::{Criterion, Throughput};
 use reed_solomon_erasure::galois_8::ReedSolomon;
 
-#[path = "../../benches/ratio.rs"]
-mod ratio;
+use cairn_testkit::ratio;
 
 const SEGMENT: usize = 8 << 20;
 

@@ -123,6 +123,38 @@ impl Encoder {
     }
 }
 
+impl Encoder {
+    /// Encodes a segment the caller owns, without copying it: `segment`
+    /// holds the segment's bytes (1..=segment_size) and is zero-padded in
+    /// place to k shards of `ceil(len / k)` bytes (never past the segment
+    /// size), so data shard i is `segment[i * sl..(i + 1) * sl]`; the m
+    /// parity shards are written to `parity`, resized to `m * sl`. Returns
+    /// the shard length `sl`. The shards are those [`Encoder::encode`] gives.
+    pub fn encode_in_place(
+        &mut self,
+        segment: &mut Vec<u8>,
+        parity: &mut Vec<u8>,
+    ) -> Result<usize, Error> {
+        self.params.check_segment_len(segment.len())?;
+        let k = self.params.data_shards();
+        let m = self.params.parity_shards();
+        let sl = self.params.shard_len(segment.len());
+        segment.resize(k * sl, 0);
+        parity.clear();
+        parity.resize(m * sl, 0);
+        let mut data: [&[u8]; MAX_TOTAL_SHARDS] = [&[]; MAX_TOTAL_SHARDS];
+        for (slot, chunk) in data.iter_mut().zip(segment.chunks_exact(sl)) {
+            *slot = chunk;
+        }
+        let mut par: [&mut [u8]; MAX_TOTAL_SHARDS] = std::array::from_fn(|_| &mut [][..]);
+        for (slot, chunk) in par.iter_mut().zip(parity.chunks_exact_mut(sl)) {
+            *slot = chunk;
+        }
+        self.rs.encode_sep(&data[..k], &mut par[..m])?;
+        Ok(sl)
+    }
+}
+
 /// Restores segments from any k of their k + m shards, reusing one buffer.
 ///
 /// Shards can be copied in ([`Decoder::decode`]) or written straight into

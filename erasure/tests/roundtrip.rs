@@ -1,6 +1,7 @@
 //! Property tests: any k of the k + m shards of every segment restore any stream.
 
 use cairn_erasure::{Decoder, Encoder, Params, Segmenter};
+use cairn_testkit::bytes;
 use proptest::prelude::*;
 
 /// Segments the stream (fed in chunks of `chunk`), encodes every segment,
@@ -38,18 +39,6 @@ fn round_trip(params: Params, input: &[u8], chunk: usize, keep: &[usize]) -> Vec
     out
 }
 
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// A random choice of exactly k distinct shard indices out of k + m.
 fn k_of_n(k: usize, n: usize) -> impl Strategy<Value = Vec<usize>> {
     Just((0..n).collect::<Vec<_>>())
@@ -84,9 +73,40 @@ proptest! {
             4 => s + 1,
             _ => random_len.min(4 * s + 17),
         };
-        let input = pseudo_random(len, seed);
+        let input = bytes(len, seed);
         let out = round_trip(params, &input, chunk, &keep);
         prop_assert_eq!(out, input);
+    }
+
+    /// Encoding a segment in place gives the shards `encode` gives, with the
+    /// data shards left where they are (no copy) and nothing past the
+    /// segment size.
+    #[test]
+    fn in_place_encoding_gives_the_same_shards(
+        params in params_strategy(),
+        len_fraction in 0.0f64..=1.0,
+        seed in any::<u64>(),
+    ) {
+        let len = ((params.segment_size() as f64 * len_fraction) as usize).max(1);
+        let data = bytes(len, seed);
+        let mut encoder = Encoder::new(params).unwrap();
+        let expected: Vec<Vec<u8>> = encoder.encode(&data).unwrap().shards().map(|s| s.to_vec()).collect();
+        let mut segment = Vec::with_capacity(params.segment_size());
+        segment.extend_from_slice(&data);
+        let data_ptr = segment.as_ptr();
+        let mut parity = Vec::new();
+        let sl = encoder.encode_in_place(&mut segment, &mut parity).unwrap();
+        prop_assert_eq!(segment.as_ptr(), data_ptr, "the segment buffer moved");
+        prop_assert!(segment.len() <= params.segment_size());
+        let k = params.data_shards();
+        let got: Vec<Vec<u8>> = segment
+            .chunks_exact(sl)
+            .chain(parity.chunks_exact(sl))
+            .map(|s| s.to_vec())
+            .collect();
+        prop_assert_eq!(got.len(), params.total_shards());
+        prop_assert_eq!(&got[..k], &expected[..k]);
+        prop_assert_eq!(got, expected);
     }
 }
 
@@ -95,7 +115,7 @@ fn default_parameters_restore_with_m_shards_missing() {
     for (k, m) in [(4usize, 2usize), (10, 4)] {
         let params = Params::new(k, m, 64 * 1024 * k).unwrap();
         let len = 3 * params.segment_size() + 12345;
-        let input = pseudo_random(len, 7);
+        let input = bytes(len, 7);
         // keep exactly the last k shards: every data shard that is missing is rebuilt
         let keep: Vec<usize> = (m..k + m).collect();
         assert_eq!(round_trip(params, &input, 100_000, &keep), input);
@@ -105,7 +125,7 @@ fn default_parameters_restore_with_m_shards_missing() {
 #[test]
 fn every_k_subset_of_a_small_code_restores() {
     let params = Params::new(3, 3, 3 * 64).unwrap();
-    let input = pseudo_random(1000, 3);
+    let input = bytes(1000, 3);
     for mask in 0u32..64 {
         if mask.count_ones() != 3 {
             continue;

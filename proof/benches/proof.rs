@@ -9,8 +9,7 @@ use cairn_proof::{
 };
 use criterion::{Criterion, Throughput};
 
-#[path = "../../benches/ratio.rs"]
-mod ratio;
+use cairn_testkit::ratio;
 
 /// A shard of an 8 MiB segment with k = 4.
 const SHARD: usize = 2 << 20;

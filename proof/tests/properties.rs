@@ -4,19 +4,8 @@ use cairn_proof::{
     Challenge, Error, GROUP_LEN, MAX_PROOF_LEN, MAX_SAMPLES, ShardId, group_count, group_range,
     prove, shard_id_and_outboard, verify,
 };
+use cairn_testkit::bytes;
 use proptest::prelude::*;
-
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
@@ -31,7 +20,7 @@ proptest! {
         pick in any::<prop::sample::Index>(),
         bit in 0u8..8,
     ) {
-        let d = data(len, seed);
+        let d = bytes(len, seed);
         let (id, ob) = shard_id_and_outboard(&d);
         let c = Challenge::new(id, len as u64, nonce, samples).unwrap();
         let mut p = prove(&c, &d[..], &ob[..]).unwrap();
@@ -53,7 +42,7 @@ proptest! {
         samples in 1u16..50,
     ) {
         prop_assume!(n1 != n2);
-        let d = data(len, seed);
+        let d = bytes(len, seed);
         let (id, ob) = shard_id_and_outboard(&d);
         let c1 = Challenge::new(id, len as u64, n1, samples).unwrap();
         let p1 = prove(&c1, &d[..], &ob[..]).unwrap();
@@ -72,7 +61,7 @@ proptest! {
 #[test]
 fn a_proof_of_hashes_without_chunk_bytes_is_rejected() {
     let len = 64 * GROUP_LEN;
-    let d = data(len, 5);
+    let d = bytes(len, 5);
     let (id, ob) = shard_id_and_outboard(&d);
     let c = Challenge::new(id, len as u64, [3; 32], 10).unwrap();
     let honest = prove(&c, &d[..], &ob[..]).unwrap();
@@ -150,7 +139,7 @@ fn indices_are_uniform_chi_square() {
 fn detection_rate_matches_one_minus_one_minus_f_to_the_c() {
     let groups = 200usize;
     let len = groups * GROUP_LEN;
-    let d = data(len, 11);
+    let d = bytes(len, 11);
     let (id, ob) = shard_id_and_outboard(&d);
     let trials = 1500u32;
     println!("\n  f      c   trials  caught   observed  1-(1-f)^c");

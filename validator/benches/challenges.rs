@@ -2,7 +2,7 @@
 //! against a devnet of miner processes holding a pinned dataset.
 //!
 //! ```sh
-//! cargo build --release -p cairn-node --bin cairn
+//! cargo build --release -p cairn-cli --bin cairn
 //! cargo bench -p cairn-validator --bench challenges
 //! ```
 //!
@@ -14,53 +14,16 @@
 //! measured window, `CAIRN_BENCH_IN_FLIGHT` (default 16) the in-flight limit,
 //! `CAIRN_BENCH_SAMPLES` (default 44) the samples per challenge.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Runs `cairn`, which must succeed.
-fn cairn_ok(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let out = cairn(args, env);
-    assert!(
-        out.status.success(),
-        "cairn {}: {}",
-        args.join(" "),
-        text(&out)
-    );
-    out
-}
+use cairn_testkit::bench::{cpu_secs, env_num, rss_kib};
+use cairn_testkit::bytes;
+use cairn_testkit::net::*;
 
 /// User + system CPU seconds and peak RSS (KiB) of a process.
 fn cpu_and_hwm(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which may hold spaces: utime and stime
-    // are the 12th and 13th of them.
-    let rest = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (ticks / CLK_TCK, hwm)
+    (cpu_secs(pid), rss_kib(pid).1)
 }
-
-/// Clock ticks per second in /proc/PID/stat (USER_HZ): 100 on Linux.
-const CLK_TCK: f64 = 100.0;
 
 fn main() {
     // `cargo test --benches` / `cargo bench -- --test`: compile-check only.
@@ -70,7 +33,6 @@ fn main() {
     let secs = env_num("CAIRN_BENCH_SECS", 15);
     let in_flight = env_num("CAIRN_BENCH_IN_FLIGHT", 16).to_string();
     let samples = env_num("CAIRN_BENCH_SAMPLES", 44).to_string();
-    let net = Net::new();
     let env = [
         ("CAIRN_VALIDATOR_SAMPLES", samples.as_str()),
         ("CAIRN_VALIDATOR_CHALLENGES_PER_SEC", "100000"),
@@ -79,41 +41,18 @@ fn main() {
         ("CAIRN_VALIDATOR_REPAIR", "false"),
         ("CAIRN_LOG_LEVEL", "warn"),
     ];
-    cairn_ok(
-        &[
-            "devnet",
-            "up",
-            "--miners",
-            "6",
-            "--validators",
-            "1",
-            "--capacity",
-            "4GiB",
-            "--gateway-api",
-            "127.0.0.1:0",
-            "--dir",
-            &net.net(),
-        ],
-        &env,
-    );
+    let net = CliDevnet::with(6, 1, &env);
 
     // 64 MiB in 8 MiB segments: 8 segments x 6 shards of 2 MiB.
     let data = net.dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("weights.bin"), bytes(64 << 20, 1)).unwrap();
-    let pin = cairn_ok(
-        &["--api", &net.api(), "pin", data.to_str().unwrap(), "--json"],
-        &[],
-    );
+    let pin = net.cli(&["pin", data.to_str().unwrap(), "--json"]);
+    assert!(pin.status.success(), "{}", text(&pin));
     let v: serde_json::Value = serde_json::from_slice(&pin.stdout).unwrap();
     assert_eq!(v["validators_notified"], 1, "{v}");
 
-    let vdir = net.devnet.dir.join("validator-0");
-    let pid: u32 = std::fs::read_to_string(vdir.join("pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = net.pid("validator-0");
     // Warm-up: every miner's connection is up and its shards are assigned.
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut r = net.report();

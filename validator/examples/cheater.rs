@@ -16,10 +16,58 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_node::config::Config;
-use cairn_node::daemon::{Hooks, Node};
 use cairn_node::sdnotify::Notifier;
-use cairn_node::server::ProverAction;
+use cairn_node::server::HeldShards;
+use cairn_node::{Node, Prover, ProverAction};
 use cairn_proof::{Challenge, ShardId};
+
+/// A prover that cheats in one way.
+struct Cheater {
+    mode: String,
+    replay: Mutex<HashMap<ShardId, Vec<u8>>>,
+}
+
+impl Prover for Cheater {
+    fn answer(
+        &self,
+        ch: &Challenge,
+        shards: &dyn HeldShards,
+        honest: Result<Vec<u8>, String>,
+    ) -> ProverAction {
+        match self.mode.as_str() {
+            "hash-only" => {
+                let mut p = vec![1u8];
+                p.extend_from_slice(&[0u8; 32]);
+                for g in ch.sampled_groups() {
+                    p.extend_from_slice(blake3::hash(&g.to_le_bytes()).as_bytes());
+                }
+                ProverAction::Reply(p)
+            }
+            "replay" => {
+                let Ok(proof) = honest else {
+                    return ProverAction::NotFound;
+                };
+                let mut r = self.replay.lock().expect("lock");
+                ProverAction::Reply(r.entry(ch.shard_id).or_insert(proof).clone())
+            }
+            "other-shard" => {
+                let other = shards
+                    .list(64)
+                    .into_iter()
+                    .find(|(id, len)| *id != ch.shard_id && *len == ch.shard_len);
+                match other.map(|(id, _)| shards.prove(ch, &id)) {
+                    Some(Ok(p)) => ProverAction::Reply(p),
+                    _ => ProverAction::NotFound,
+                }
+            }
+            "stall" => ProverAction::Stall(Duration::from_secs(120)),
+            _ => match honest {
+                Ok(p) => ProverAction::Reply(p),
+                Err(_) => ProverAction::NotFound,
+            },
+        }
+    }
+}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -33,53 +81,16 @@ fn main() -> anyhow::Result<()> {
     let mut config = Config::load(Some(&dir.join("node.toml")), std::env::vars())?;
     config.data_dir = dir;
     cairn_node::logging::init("info", "terminal");
-    let replay: Arc<Mutex<HashMap<ShardId, Vec<u8>>>> = Arc::default();
-    let prover: cairn_node::server::ProverHook =
-        Arc::new(move |ch: &Challenge, store, honest| match mode.as_str() {
-            "hash-only" => {
-                let mut p = vec![1u8];
-                p.extend_from_slice(&[0u8; 32]);
-                for g in ch.sampled_groups() {
-                    p.extend_from_slice(blake3::hash(&g.to_le_bytes()).as_bytes());
-                }
-                ProverAction::Reply(p)
-            }
-            "replay" => {
-                let Ok(proof) = honest else {
-                    return ProverAction::NotFound;
-                };
-                let mut r = replay.lock().expect("lock");
-                ProverAction::Reply(r.entry(ch.shard_id).or_insert(proof).clone())
-            }
-            "other-shard" => {
-                let others = store.inventory(None, 64).unwrap_or_default();
-                let other = others
-                    .iter()
-                    .find(|(id, m)| *id != ch.shard_id && m.len == ch.shard_len);
-                match other.and_then(|(id, _)| store.open_shard(id).ok()) {
-                    Some(f) => match cairn_proof::prove(ch, &f.data(), &f.outboard_region()) {
-                        Ok(p) => ProverAction::Reply(p),
-                        Err(_) => ProverAction::NotFound,
-                    },
-                    None => ProverAction::NotFound,
-                }
-            }
-            "stall" => ProverAction::Stall(Duration::from_secs(120)),
-            _ => match honest {
-                Ok(p) => ProverAction::Reply(p),
-                Err(_) => ProverAction::NotFound,
-            },
-        });
+    let prover = Arc::new(Cheater {
+        mode,
+        replay: Mutex::default(),
+    });
     tokio::runtime::Runtime::new()?.block_on(async {
         let notifier = Arc::new(Notifier::from_env());
-        let hooks = Hooks {
-            prover: Some(prover),
-            ..Hooks::default()
-        };
-        let node = Node::start_with_hooks(config, hooks).await?;
+        let node = Node::builder(config).prover(prover).start().await?;
         node.start_background(Arc::clone(&notifier));
         notifier.ready("cheating");
-        cairn_node::daemon::wait_for_signal().await;
+        cairn_node::node::wait_for_signal().await;
         node.shutdown(Duration::from_secs(5)).await;
         Ok(())
     })

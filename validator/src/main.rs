@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use cairn_node::api_client::ApiClient;
+use cairn_api::ApiClient;
 use cairn_node::config::Config;
-use cairn_node::daemon;
 use cairn_node::logging;
 use cairn_node::sdnotify::Notifier;
-use cairn_validator::service::{Validator, ValidatorReport};
+use cairn_validator::service::Validator;
 use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -103,12 +102,12 @@ fn run(cli: Cli) -> Result<()> {
                     let notifier = Arc::new(Notifier::from_env());
                     let (validator, audits) = Validator::start(config).await?;
                     validator.node.start_background(Arc::clone(&notifier));
-                    tracing::info!(node_id = %validator.node.node_id(), hotkey = %validator.node.hotkey.ss58(), "validating");
+                    tracing::info!(node_id = %validator.node.node_id(), hotkey = %validator.node.hotkey().ss58(), "validating");
                     let validator = Arc::new(validator);
                     let (stop, stop_rx) = tokio::sync::watch::channel(false);
                     let loops = tokio::spawn(Arc::clone(&validator).run(audits, stop_rx));
                     notifier.ready("validating");
-                    daemon::wait_for_signal().await;
+                    cairn_node::node::wait_for_signal().await;
                     notifier.stopping();
                     let _ = stop.send(true);
                     let _ = loops.await;
@@ -124,14 +123,13 @@ fn run(cli: Cli) -> Result<()> {
 
 fn status(config: &Config, json: bool) -> Result<()> {
     let api = ApiClient::new(config.api.listen);
-    let v = api
-        .get_json("/api/scores")
+    let r = api
+        .scores()
         .with_context(|| format!("asking the validator at {}", config.api.listen))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
-    let r: ValidatorReport = serde_json::from_value(v)?;
     println!(
         "{} datasets audited, {} challenges, {} shards repaired ({} pending, {} failed attempts)",
         r.datasets, r.challenges, r.repairs_done, r.repairs_pending, r.repairs_failed

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn_node::devnet;
 use cairn_node::identity::{Hotkey, wallet_hotkey_path};
-use cairn_node::subtensor::Subtensor;
+use cairn_node::registry::Subtensor;
+use cairn_node::sdnotify::spawn_and_wait_ready;
 use subxt::dynamic::Value;
 
 fn shared_chain() -> Option<PathBuf> {
@@ -196,7 +196,7 @@ fn subtensor_weights_rank_an_honest_miner_above_a_dropper() {
             let o = Command::new(&cairn).args(["init", "--quiet", "--data-dir", d.to_str().unwrap()]).output().unwrap();
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
             let program = if i == 0 { &cairn_validator } else { &cairn };
-            let pid = devnet::spawn_and_wait_ready(
+            let pid = spawn_and_wait_ready(
                 program,
                 &["run", "--data-dir", d.to_str().unwrap()],
                 &[("CAIRN_STORAGE_SCRUB_RATE", "0")],

@@ -2,16 +2,18 @@
 //! are caught while honest miners keep a clean record, and lost shards are
 //! rebuilt on other miners until `status` shows k + m again.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use cairn_node::devnet;
-use common::*;
+use cairn_node::sdnotify::spawn_and_wait_ready;
+use cairn_testkit::bytes;
+use cairn_testkit::net::*;
+
+fn node_id_of(net: &CliDevnet, name: &str) -> String {
+    net.node_id(name).to_string()
+}
 
 #[test]
 fn cheaters_are_caught_and_honest_miners_are_not() {
-    let net = Net::new();
     // Validator settings for a short test: fast challenges, 10 samples (so a
     // 10% loss shows as ~65% failures), short deadline, no repair.
     let env = [
@@ -22,82 +24,59 @@ fn cheaters_are_caught_and_honest_miners_are_not() {
         ("CAIRN_VALIDATOR_REPAIR", "false"),
         ("CAIRN_VALIDATOR_WEIGHTS_INTERVAL_SECS", "2"),
     ];
-    let o = cairn(
-        &[
-            "devnet",
-            "up",
-            "--miners",
-            "4",
-            "--validators",
-            "1",
-            "--gateway-api",
-            "127.0.0.1:0",
-            "--dir",
-            &net.net(),
-        ],
-        &env,
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    let net = CliDevnet::with(4, 1, &env);
     // Four cheaters join: normal storage, dishonest answers.
     let modes = ["hash-only", "replay", "other-shard", "stall"];
     let mut cheaters = Vec::new();
     for mode in modes {
         let name = format!("cheat-{mode}");
-        let dir = net.devnet.dir.join(&name);
-        let o = cairn(
-            &[
-                "init",
-                "--quiet",
-                "--data-dir",
-                dir.to_str().unwrap(),
-                "--role",
-                "miner",
-                "--registry",
-                net.devnet.registry().to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-                "--api",
-                "127.0.0.1:0",
-                "--capacity",
-                "2GiB",
-            ],
-            &[],
-        );
+        let dir = net.path().join(&name);
+        let o = cairn(&[
+            "init",
+            "--quiet",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--role",
+            "miner",
+            "--registry",
+            net.registry().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+            "--capacity",
+            "2GiB",
+        ]);
         assert!(o.status.success(), "{}", text(&o));
-        let pid = devnet::spawn_and_wait_ready(
+        let pid = spawn_and_wait_ready(
             &cheater_bin(),
             &[mode, "--data-dir", dir.to_str().unwrap()],
             &[],
             &dir.join("daemon.log"),
-            &net.devnet.dir,
+            &net.path(),
         )
         .unwrap();
         std::fs::write(dir.join("pid"), pid.to_string()).unwrap();
-        cheaters.push((mode, node_id_of(&dir)));
+        cheaters.push((mode, node_id_of(&net, &name)));
     }
     // A dataset over all 8 miners: 1 MiB shards (4 MiB segments, k = 4).
     let data = net.dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("a.bin"), bytes(60 << 20, 1)).unwrap();
-    let o = cairn(
-        &[
-            "--api",
-            &net.api(),
-            "pin",
-            data.to_str().unwrap(),
-            "--segment-size",
-            "4MiB",
-            "--json",
-        ],
-        &[],
-    );
+    let o = net.cli(&[
+        "pin",
+        data.to_str().unwrap(),
+        "--segment-size",
+        "4MiB",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["validators_notified"], 1, "{v}");
 
     // Honest miner 0 loses a tenth of every shard it holds: zeroed groups on disk.
-    let lossy_dir = net.devnet.dir.join("miner-0");
-    let lossy = node_id_of(&lossy_dir);
+    let lossy_dir = net.path().join("miner-0");
+    let lossy = node_id_of(&net, "miner-0");
     let mut damaged = 0;
     for l1 in std::fs::read_dir(lossy_dir.join("shards"))
         .unwrap()
@@ -122,7 +101,7 @@ fn cheaters_are_caught_and_honest_miners_are_not() {
     assert!(damaged > 0, "miner-0 got no shards");
 
     let honest: Vec<String> = (1..4)
-        .map(|i| node_id_of(&net.devnet.dir.join(format!("miner-{i}"))))
+        .map(|i| node_id_of(&net, &format!("miner-{i}")))
         .collect();
     let r = net.wait_report(
         "enough audits of every miner",
@@ -203,7 +182,7 @@ fn cheaters_are_caught_and_honest_miners_are_not() {
     assert!(l.disqualified, "{l:?}");
 
     // Weights: honest miners earn, cheaters and the lossy miner do not.
-    let weights_file = std::fs::read_dir(net.devnet.registry())
+    let weights_file = std::fs::read_dir(net.registry())
         .unwrap()
         .flatten()
         .find(|e| e.file_name().to_string_lossy().starts_with("weights-"))
@@ -230,7 +209,6 @@ fn cheaters_are_caught_and_honest_miners_are_not() {
 
 #[test]
 fn lost_miners_are_repaired_back_to_full_redundancy() {
-    let net = Net::new();
     let env = [
         ("CAIRN_VALIDATOR_CHALLENGES_PER_SEC", "40"),
         ("CAIRN_VALIDATOR_PER_MINER_PER_SEC", "10"),
@@ -239,37 +217,12 @@ fn lost_miners_are_repaired_back_to_full_redundancy() {
         ("CAIRN_VALIDATOR_REFRESH_SECS", "2"),
         ("CAIRN_VALIDATOR_WEIGHTS_INTERVAL_SECS", "2"),
     ];
-    let o = cairn(
-        &[
-            "devnet",
-            "up",
-            "--miners",
-            "6",
-            "--validators",
-            "1",
-            "--gateway-api",
-            "127.0.0.1:0",
-            "--dir",
-            &net.net(),
-        ],
-        &env,
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    let net = CliDevnet::with(6, 1, &env);
     let data = net.dir.path().join("data");
     std::fs::create_dir_all(data.join("sub")).unwrap();
     std::fs::write(data.join("sub/a.bin"), bytes(20 << 20, 5)).unwrap();
     std::fs::write(data.join("b.bin"), bytes(3_333_333, 6)).unwrap();
-    let o = cairn(
-        &[
-            "--api",
-            &net.api(),
-            "pin",
-            data.to_str().unwrap(),
-            "--segment-size",
-            "2MiB",
-        ],
-        &[],
-    );
+    let o = net.cli(&["pin", data.to_str().unwrap(), "--segment-size", "2MiB"]);
     assert!(o.status.success(), "{}", text(&o));
     let cid = String::from_utf8_lossy(&o.stdout).trim().to_string();
     net.wait_report("the dataset audited", Duration::from_secs(60), |r| {
@@ -278,20 +231,17 @@ fn lost_miners_are_repaired_back_to_full_redundancy() {
 
     // Two miners go for good; two new ones join.
     for i in ["0", "3"] {
-        let o = cairn(&["devnet", "stop-miner", i, "--dir", &net.net()], &[]);
-        assert!(o.status.success(), "{}", text(&o));
+        net.devnet(&["stop-miner", i], &[]);
     }
     for _ in 0..2 {
-        let o = cairn(&["devnet", "add-miner", "--dir", &net.net()], &env);
-        assert!(o.status.success(), "{}", text(&o));
+        net.devnet(&["add-miner"], &env);
     }
     let status = |json: bool| {
-        let mut a = vec!["--api".to_string(), net.api(), "status".into(), cid.clone()];
+        let mut a = vec!["status", cid.as_str()];
         if json {
-            a.push("--json".into());
+            a.push("--json");
         }
-        let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
-        cairn(&a, &[])
+        net.cli(&a)
     };
     let deadline = Instant::now() + Duration::from_secs(240);
     let s = loop {
@@ -317,17 +267,7 @@ fn lost_miners_are_repaired_back_to_full_redundancy() {
     assert!(r.repairs_done > 0);
     // Every byte still there.
     let out = net.dir.path().join("out");
-    let o = cairn(
-        &[
-            "--api",
-            &net.api(),
-            "get",
-            &cid,
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let o = net.cli(&["get", &cid, "-o", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
         std::fs::read(out.join("sub/a.bin")).unwrap(),

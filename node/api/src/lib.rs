@@ -1,0 +1,231 @@
+//! cairn-api: the local HTTP API of a cairn node, as types.
+//!
+//! The daemon (`cairn-node`'s gateway) serves these structs as JSON; the CLI
+//! and `cairn-validator status` read them back through [`ApiClient`]. One
+//! definition on both sides, so renaming a field breaks the build, not a
+//! command at run time.
+//!
+//! | route | request | response |
+//! |---|---|---|
+//! | `GET /api/info` | | [`NodeInfo`] |
+//! | `GET /api/pins` | | `Vec<`[`PinRecord`]`>` |
+//! | `POST /api/pin` | u32 BE header length, JSON [`PinRequest`], the packed file bytes | [`PinOutcome`] |
+//! | `GET /api/datasets/<cid>` | | [`DatasetView`] |
+//! | `GET /api/datasets/<cid>/status` | | [`DatasetStatus`] |
+//! | `DELETE /api/datasets/<cid>` | | [`UnpinOutcome`] |
+//! | `GET /api/scores` | | [`ValidatorReport`] (validators) |
+//! | `GET /d/<cid>/<path>` | `Range` | the file's bytes |
+//!
+//! Every error is a status of 400 or more with an [`ErrorBody`].
+
+mod client;
+
+pub use client::{ApiClient, ApiError, FileStream};
+
+use serde::{Deserialize, Serialize};
+
+/// Longest pin header (the JSON file list) a daemon reads.
+pub const MAX_PIN_HEADER: u32 = 64 << 20;
+
+/// The body of every error reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// One entry of a pin request, in path order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileSpec {
+    pub path: String,
+    pub size: u64,
+    #[serde(default)]
+    pub executable: bool,
+    /// An empty directory.
+    #[serde(default)]
+    pub dir: bool,
+}
+
+/// The header of a pin: what follows, and how to code it.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct PinRequest {
+    /// Shown by `cairn ls`; not part of the CID.
+    pub name: String,
+    pub files: Vec<FileSpec>,
+    #[serde(default)]
+    pub single_file: bool,
+    #[serde(default)]
+    pub data_shards: Option<u16>,
+    #[serde(default)]
+    pub parity_shards: Option<u16>,
+    #[serde(default)]
+    pub segment_size: Option<u64>,
+}
+
+/// What a pin produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PinOutcome {
+    pub cid: String,
+    pub bytes: u64,
+    pub files: usize,
+    pub segments: usize,
+    pub data_shards: u16,
+    pub parity_shards: u16,
+    pub shards_stored: usize,
+    pub manifest_copies: usize,
+    pub validators_notified: usize,
+    pub seconds: f64,
+}
+
+/// The local record of a pin, for `cairn ls`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PinRecord {
+    pub cid: String,
+    pub name: String,
+    pub bytes: u64,
+    pub files: usize,
+    pub data_shards: u16,
+    pub parity_shards: u16,
+    pub pinned_at: u64,
+}
+
+/// What an entry of a dataset is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    File,
+    /// An empty directory (other directories are implied by file paths).
+    Dir,
+}
+
+/// A file (or empty directory) of a dataset, as its manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryView {
+    /// Relative, `/`-separated, no `.` or `..` components (as the daemon
+    /// checked it; a reader checks it again before writing anywhere).
+    pub path: String,
+    pub kind: EntryKind,
+    pub size: u64,
+    /// Where the file's bytes start in the packed stream.
+    pub offset: u64,
+    /// BLAKE3 of the file, lowercase hex.
+    pub blake3: String,
+    pub executable: bool,
+}
+
+/// A dataset's manifest and current placement version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatasetView {
+    pub cid: String,
+    pub bytes: u64,
+    pub single_file: bool,
+    pub data_shards: u16,
+    pub parity_shards: u16,
+    pub segment_size: u64,
+    pub segments: usize,
+    pub placement_version: u64,
+    pub entries: Vec<EntryView>,
+}
+
+/// Health of a dataset, per segment and per miner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatasetStatus {
+    pub cid: String,
+    pub bytes: u64,
+    pub data_shards: u16,
+    pub parity_shards: u16,
+    pub segments: Vec<SegmentStatus>,
+    pub miners: Vec<MinerStatus>,
+    /// Segments with all k + m shards.
+    pub healthy: usize,
+    /// Segments below k + m but still readable (>= k).
+    pub degraded: usize,
+    /// Segments with fewer than k shards.
+    pub lost: usize,
+    pub placement_version: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SegmentStatus {
+    pub index: usize,
+    pub alive: usize,
+    pub total: usize,
+    /// Holder of each shard (short node id, `-` for none), and whether it
+    /// answered that it holds it.
+    pub shards: Vec<(String, bool)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MinerStatus {
+    pub node_id: String,
+    pub reachable: bool,
+    pub shards_expected: usize,
+    pub shards_held: usize,
+}
+
+/// What an unpin did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnpinOutcome {
+    pub cid: String,
+    pub shards_deleted: usize,
+    /// Shards on miners that could not be reached; run unpin again later.
+    pub shards_pending: usize,
+    pub manifest_copies_deleted: usize,
+}
+
+/// The store's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreCounters {
+    pub capacity: u64,
+    pub used_bytes: u64,
+    pub reserved_bytes: u64,
+    pub shard_count: u64,
+    pub manifest_bytes: u64,
+    pub reconcile_done: bool,
+    pub orphans_removed: u64,
+    pub temporaries_removed: u64,
+    pub lost_found: u64,
+    pub scrubbed: u64,
+    pub corrupt_found: u64,
+}
+
+/// The node: who it is and how its store is doing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub version: String,
+    pub node_id: String,
+    pub hotkey: String,
+    pub role: String,
+    pub uptime_secs: u64,
+    pub rss_bytes: u64,
+    pub store: StoreCounters,
+    pub free_bytes: u64,
+}
+
+/// What a validator's scoreboard shows for one miner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MinerReport {
+    pub node_id: String,
+    pub hotkey: String,
+    pub score: f64,
+    pub disqualified: bool,
+    pub audits: u64,
+    pub passes: u64,
+    pub failures: u64,
+    pub timeouts: u64,
+    pub shards_assigned: usize,
+    pub verified_bytes: u64,
+    pub weight: u16,
+    pub last_latency_ms: Option<f64>,
+    pub last_failures: Vec<String>,
+}
+
+/// A validator's whole scoreboard.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ValidatorReport {
+    pub datasets: usize,
+    pub challenges: u64,
+    pub repairs_done: u64,
+    pub repairs_pending: usize,
+    pub repairs_failed: u64,
+    pub miners: Vec<MinerReport>,
+}

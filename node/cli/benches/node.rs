@@ -1,0 +1,428 @@
+//! The node between real processes: throughput beside a raw QUIC stream,
+//! challenge latency, idle memory and start-up with many shards.
+//!
+//! `cargo bench -p cairn-cli --bench node` prints one table measured in one
+//! run. `CAIRN_BENCH_SMALL_SHARDS` sets the shard count of the memory part
+//! (default 100000), `CAIRN_BENCH_MIB` the bytes moved per throughput test
+//! (default 256).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_node::config::Role;
+use cairn_proof::{Challenge, ShardId, shard_id_and_outboard};
+use cairn_testkit::bench::{env_num, rss_kib};
+use cairn_testkit::bytes;
+use cairn_testkit::net::*;
+use iroh::endpoint::presets;
+
+const RAW_ALPN: &[u8] = b"cairn-bench/raw";
+
+fn main() {
+    if std::env::var("CAIRN_BENCH_ROLE").as_deref() == Ok("raw-sink") {
+        return tokio::runtime::Runtime::new().unwrap().block_on(raw_sink());
+    }
+    // `cargo test --benches` / `cargo bench -- --test`: compile-check only.
+    if !std::env::args().any(|a| a == "--bench") || std::env::args().any(|a| a == "--test") {
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(bench());
+}
+
+/// A bare iroh endpoint that sinks uploads and sources downloads: the ceiling.
+async fn raw_sink() {
+    let ep = iroh::Endpoint::builder(presets::Minimal)
+        .alpns(vec![RAW_ALPN.to_vec()])
+        .clear_ip_transports()
+        .bind_addr("127.0.0.1:0")
+        .unwrap()
+        .bind()
+        .await
+        .unwrap();
+    println!("{} {}", ep.id(), ep.bound_sockets()[0]);
+    while let Some(inc) = ep.accept().await {
+        tokio::spawn(async move {
+            let conn = inc.await.unwrap();
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                tokio::spawn(async move {
+                    let mut op = [0u8; 9];
+                    recv.read_exact(&mut op).await.unwrap();
+                    let n = u64::from_le_bytes(op[1..].try_into().unwrap());
+                    if op[0] == b'u' {
+                        let mut total = 0u64;
+                        while let Ok(Some(c)) = recv.read_chunk(1 << 20).await {
+                            total += c.len() as u64;
+                        }
+                        send.write_all(&total.to_le_bytes()).await.unwrap();
+                    } else {
+                        let buf = vec![7u8; 1 << 20];
+                        let mut left = n;
+                        while left > 0 {
+                            let k = left.min(buf.len() as u64) as usize;
+                            send.write_all(&buf[..k]).await.unwrap();
+                            left -= k as u64;
+                        }
+                    }
+                    let _ = send.finish();
+                    let _ = send.stopped().await;
+                });
+            }
+        });
+    }
+}
+
+struct Row(String, String);
+
+/// Pins `total` bytes over four files through a fresh devnet and gets them
+/// back; returns (pin, get) in MB/s of dataset bytes.
+fn dataset_round_trip(total: u64) -> (f64, f64) {
+    let net = CliDevnet::up(6);
+    let dir = net.dir.path();
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let parts = [0.4, 0.3, 0.2, 0.1];
+    let mut written = 0u64;
+    for (i, share) in parts.iter().enumerate() {
+        let len = (total as f64 * share) as usize;
+        std::fs::write(data.join(format!("part-{i}.bin")), bytes(len, i as u64 + 7)).unwrap();
+        written += len as u64;
+    }
+    let t = Instant::now();
+    let pin = net.cli(&["pin", data.to_str().unwrap(), "--json"]);
+    let pin_secs = t.elapsed().as_secs_f64();
+    assert!(pin.status.success(), "pin: {}", stderr(&pin));
+    let v: serde_json::Value = serde_json::from_slice(&pin.stdout).unwrap();
+    let cid = v["cid"].as_str().unwrap().to_string();
+    let out = dir.join("out");
+    let t = Instant::now();
+    let get = net.cli(&["get", &cid, "-o", out.to_str().unwrap()]);
+    let get_secs = t.elapsed().as_secs_f64();
+    assert!(get.status.success(), "get: {}", stderr(&get));
+    for i in 0..parts.len() {
+        let name = format!("part-{i}.bin");
+        assert!(
+            std::fs::read(out.join(&name)).unwrap() == std::fs::read(data.join(&name)).unwrap(),
+            "{name} differs after get"
+        );
+    }
+    (
+        written as f64 / pin_secs / 1e6,
+        written as f64 / get_secs / 1e6,
+    )
+}
+
+async fn bench() {
+    let mib = env_num("CAIRN_BENCH_MIB", 256);
+    let total = mib << 20;
+    let mut rows: Vec<Row> = Vec::new();
+
+    // --- raw QUIC stream between two processes -------------------------------
+    let mut sink = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("CAIRN_BENCH_ROLE", "raw-sink")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sink.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let mut parts = line.split_whitespace();
+    let sink_id: iroh::PublicKey = parts.next().unwrap().parse().unwrap();
+    let sink_addr: std::net::SocketAddr = parts.next().unwrap().parse().unwrap();
+    let ep = iroh::Endpoint::builder(presets::Minimal)
+        .clear_ip_transports()
+        .bind_addr("127.0.0.1:0")
+        .unwrap()
+        .bind()
+        .await
+        .unwrap();
+    let conn = ep
+        .connect(
+            iroh::EndpointAddr::new(sink_id).with_ip_addr(sink_addr),
+            RAW_ALPN,
+        )
+        .await
+        .unwrap();
+    let buf = vec![1u8; 1 << 20];
+    let raw_up = {
+        let t = Instant::now();
+        let (mut s, mut r) = conn.open_bi().await.unwrap();
+        let mut op = vec![b'u'];
+        op.extend_from_slice(&0u64.to_le_bytes());
+        s.write_all(&op).await.unwrap();
+        for _ in 0..mib {
+            s.write_all(&buf).await.unwrap();
+        }
+        s.finish().unwrap();
+        let mut got = [0u8; 8];
+        r.read_exact(&mut got).await.unwrap();
+        assert_eq!(u64::from_le_bytes(got), total);
+        total as f64 / t.elapsed().as_secs_f64() / 1e6
+    };
+    let raw_down = {
+        let t = Instant::now();
+        let (mut s, mut r) = conn.open_bi().await.unwrap();
+        let mut op = vec![b'd'];
+        op.extend_from_slice(&total.to_le_bytes());
+        s.write_all(&op).await.unwrap();
+        s.finish().unwrap();
+        let mut got = 0u64;
+        while let Some(c) = r.read_chunk(1 << 20).await.unwrap() {
+            got += c.len() as u64;
+        }
+        assert_eq!(got, total);
+        total as f64 / t.elapsed().as_secs_f64() / 1e6
+    };
+    conn.close(0u32.into(), b"done");
+    ep.close().await;
+    let _ = sink.kill();
+    let _ = sink.wait();
+    rows.push(Row(
+        "raw QUIC stream, upload (1 stream)".into(),
+        format!("{raw_up:.0} MB/s"),
+    ));
+    rows.push(Row(
+        "raw QUIC stream, download (1 stream)".into(),
+        format!("{raw_down:.0} MB/s"),
+    ));
+
+    // --- a dataset pinned and fetched through a devnet -------------------------
+    // 6 miner processes + the gateway daemon, k = 4, m = 2, 8 MiB segments:
+    // what `cairn pin` / `cairn get` give, beside the raw stream above.
+    let (pin_rate, get_rate) = dataset_round_trip(total);
+    let wire = 6.0 / 4.0;
+    rows.push(Row(
+        format!("cairn pin {mib} MiB dataset, k=4 m=2 on 6 miners"),
+        format!(
+            "{pin_rate:.0} MB/s of data ({:.0} MB/s of shards = {:.2} x raw upload)",
+            pin_rate * wire,
+            pin_rate * wire / raw_up
+        ),
+    ));
+    rows.push(Row(
+        "cairn get of that dataset (verified, decoded, written)".into(),
+        format!(
+            "{get_rate:.0} MB/s of data = {:.2} x raw download",
+            get_rate / raw_down
+        ),
+    ));
+
+    // --- cairn put/get against a miner process ------------------------------
+    let net = TestNet::new();
+    let miner = net.init("miner", "miner", &["--capacity", "64GiB"]);
+    let d = Daemon::start(
+        &miner,
+        &[
+            ("CAIRN_STORAGE_SCRUB_RATE", "0"),
+            ("CAIRN_LOG_LEVEL", "warn"),
+        ],
+    );
+    let addr = d.addr().await;
+    let (client, _) = net.client(Role::Validator).await;
+    let client = Arc::new(client);
+    let shard_len = 2usize << 20;
+    let count = (total / shard_len as u64) as usize;
+    let shards: Vec<(ShardId, Vec<u8>)> = (0..count)
+        .map(|i| {
+            let b = bytes(shard_len, i as u64 + 1000);
+            (shard_id_and_outboard(&b).0, b)
+        })
+        .collect();
+    let shards = Arc::new(shards);
+    // sequential puts (each: stream, hash, one fsync, rename, synced commit)
+    let put_rate = {
+        let t = Instant::now();
+        for (id, b) in shards.iter() {
+            client.put_shard(&addr, *id, b, None).await.unwrap();
+        }
+        total as f64 / t.elapsed().as_secs_f64() / 1e6
+    };
+    let get_rate = {
+        let t = Instant::now();
+        for (id, b) in shards.iter() {
+            let r = client
+                .get_shard(&addr, *id, 0, u64::MAX, Some(b.len() as u64))
+                .await
+                .unwrap();
+            assert_eq!(r.bytes.len(), b.len());
+        }
+        total as f64 / t.elapsed().as_secs_f64() / 1e6
+    };
+    let get4_rate = {
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let (client, shards, addr) = (Arc::clone(&client), Arc::clone(&shards), addr.clone());
+            tasks.push(tokio::spawn(async move {
+                for (id, b) in shards.iter().skip(w).step_by(4) {
+                    client
+                        .get_shard(&addr, *id, 0, u64::MAX, Some(b.len() as u64))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        total as f64 / t.elapsed().as_secs_f64() / 1e6
+    };
+    rows.push(Row(
+        format!("cairn put, {count} x 2 MiB shards, sequential"),
+        format!("{put_rate:.0} MB/s = {:.2} x raw upload", put_rate / raw_up),
+    ));
+    rows.push(Row(
+        "cairn get (verified), sequential".into(),
+        format!(
+            "{get_rate:.0} MB/s = {:.2} x raw download",
+            get_rate / raw_down
+        ),
+    ));
+    rows.push(Row(
+        "cairn get (verified), 4 in parallel".into(),
+        format!(
+            "{get4_rate:.0} MB/s = {:.2} x raw download",
+            get4_rate / raw_down
+        ),
+    ));
+
+    // --- challenge latency -----------------------------------------------------
+    let mut lat = Vec::new();
+    let mut verify_us = Vec::new();
+    for i in 0..500u32 {
+        let (id, b) = &shards[i as usize % shards.len()];
+        let mut nonce = [0u8; 32];
+        nonce[..4].copy_from_slice(&i.to_le_bytes());
+        let ch = Challenge::new(*id, b.len() as u64, nonce, 44).unwrap();
+        let t = Instant::now();
+        let proof = client.challenge(&addr, &ch).await.unwrap();
+        lat.push(t.elapsed());
+        let t = Instant::now();
+        cairn_proof::verify(&ch, &proof).unwrap();
+        verify_us.push(t.elapsed());
+    }
+    lat.sort();
+    verify_us.sort();
+    let pct = |v: &[Duration], p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+    rows.push(Row(
+        "challenge c=44 on a 2 MiB shard, answered (p50 / p99)".into(),
+        format!(
+            "{:.2} ms / {:.2} ms",
+            pct(&lat, 0.5).as_secs_f64() * 1e3,
+            pct(&lat, 0.99).as_secs_f64() * 1e3
+        ),
+    ));
+    rows.push(Row(
+        "  of which verification at the validator (p50)".into(),
+        format!("{:.2} ms", pct(&verify_us, 0.5).as_secs_f64() * 1e3),
+    ));
+    let (rss, hwm) = rss_kib(d.child.id());
+    rows.push(Row(
+        format!("miner RSS after serving {mib} MiB in and out (now / peak)"),
+        format!(
+            "{:.1} MiB / {:.1} MiB",
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        ),
+    ));
+    drop(d);
+
+    // --- many small shards: idle RSS and time to serving --------------------
+    let small = env_num("CAIRN_BENCH_SMALL_SHARDS", 100_000) as usize;
+    let many = net.init("many", "miner", &["--capacity", "64GiB"]);
+    let env = [
+        ("CAIRN_STORAGE_SCRUB_RATE", "0"),
+        ("CAIRN_LOG_LEVEL", "warn"),
+    ];
+    let mut d = Daemon::start(&many, &env);
+    let (empty_rss, _) = rss_kib(d.child.id());
+    let addr = d.addr().await;
+    let t = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (client, addr, next) = (Arc::clone(&client), addr.clone(), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= small {
+                    break;
+                }
+                let mut b = vec![0u8; 4096];
+                b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                let (id, _) = shard_id_and_outboard(&b);
+                client.put_shard(&addr, id, &b, None).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let fill = t.elapsed();
+    let (full_rss, _) = rss_kib(d.child.id());
+    assert!(d.terminate().success());
+    client.forget(&many.node_id).await;
+    let t = Instant::now();
+    let mut d = Daemon::start(&many, &env);
+    let ready = t.elapsed();
+    let (ready_rss, _) = rss_kib(d.child.id());
+    d.wait_reconciled();
+    let reconciled = t.elapsed();
+    // idle: a few seconds of nothing after reconcile
+    let idle_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < idle_until {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (idle_rss, idle_hwm) = rss_kib(d.child.id());
+    let addr = d.addr().await;
+    let info = client.info(&addr).await.unwrap();
+    assert_eq!(info.shards, small as u64);
+    rows.push(Row(
+        format!("{small} x 4 KiB puts, 32 in parallel"),
+        format!(
+            "{:.1} s ({:.0} shards/s)",
+            fill.as_secs_f64(),
+            small as f64 / fill.as_secs_f64()
+        ),
+    ));
+    rows.push(Row(
+        "miner RSS: empty, idle".into(),
+        format!("{:.1} MiB", empty_rss as f64 / 1024.0),
+    ));
+    rows.push(Row(
+        format!("miner RSS: after {small} puts"),
+        format!("{:.1} MiB", full_rss as f64 / 1024.0),
+    ));
+    rows.push(Row(
+        format!("restart with {small} shards: spawn to READY=1"),
+        format!(
+            "{:.0} ms (RSS {:.1} MiB)",
+            ready.as_secs_f64() * 1e3,
+            ready_rss as f64 / 1024.0
+        ),
+    ));
+    rows.push(Row(
+        "  background reconcile done after".into(),
+        format!("{:.2} s", reconciled.as_secs_f64()),
+    ));
+    rows.push(Row(
+        format!("miner RSS idle with {small} shards (now / peak)"),
+        format!(
+            "{:.1} MiB / {:.1} MiB",
+            idle_rss as f64 / 1024.0,
+            idle_hwm as f64 / 1024.0
+        ),
+    ));
+
+    println!("\ncairn node, two processes on loopback, one run");
+    for r in &rows {
+        println!("  {:<58} {}", r.0, r.1);
+    }
+}

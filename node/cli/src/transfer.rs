@@ -1,0 +1,526 @@
+//! The client side of `cairn pin` and `cairn get`: walking a dataset and
+//! streaming it to the daemon; streaming it back and writing it atomically.
+//!
+//! Pin checks everything it can before sending a byte (the path exists,
+//! every file opens, names are UTF-8), then streams the files in path order
+//! with a known total length. Get checks every path the daemon names (a
+//! relative path, no `..`, no two entries that a case-folding filesystem
+//! would merge) before it writes anything, writes into a temporary
+//! directory beside the destination, checks every file's BLAKE3 against the
+//! manifest, and renames the whole tree into place only when all of it is
+//! right: an interrupted or failed get leaves nothing behind.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use cairn_api::{ApiClient, EntryKind, EntryView, FileSpec, PinOutcome, PinRequest};
+use cairn_proto::Cid;
+use cairn_proto::records::check_path;
+
+/// A dataset on disk, ready to stream.
+#[derive(Debug)]
+pub struct LocalDataset {
+    pub root: PathBuf,
+    pub single_file: bool,
+    pub files: Vec<FileSpec>,
+    pub total: u64,
+}
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> anyhow::Error {
+    let hint = match e.kind() {
+        std::io::ErrorKind::NotFound => "; check the path",
+        std::io::ErrorKind::PermissionDenied => "; check its permissions",
+        _ => "",
+    };
+    anyhow!("{what} {}: {e}{hint}", path.display())
+}
+
+/// Walks `path` (a file or a directory tree) and checks every file opens.
+pub fn scan(path: &Path) -> Result<LocalDataset> {
+    let meta = std::fs::metadata(path).map_err(|e| io_err(path, "cannot pin", e))?;
+    if meta.is_file() {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| anyhow!("{}: file name is not UTF-8", path.display()))?
+            .to_string();
+        File::open(path).map_err(|e| io_err(path, "cannot read", e))?;
+        let size = meta.len();
+        return Ok(LocalDataset {
+            root: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            single_file: true,
+            files: vec![FileSpec {
+                path: name,
+                size,
+                executable: is_executable(&meta),
+                dir: false,
+            }],
+            total: size,
+        });
+    }
+    if !meta.is_dir() {
+        bail!("{} is neither a file nor a directory", path.display());
+    }
+    let mut files = Vec::new();
+    walk(path, "", &mut files)?;
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let total = files.iter().map(|f| f.size).sum();
+    Ok(LocalDataset {
+        root: path.to_path_buf(),
+        single_file: false,
+        files,
+        total,
+    })
+}
+
+fn is_executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<FileSpec>) -> Result<()> {
+    let rd = std::fs::read_dir(dir).map_err(|e| io_err(dir, "cannot read directory", e))?;
+    let mut empty = true;
+    for entry in rd {
+        let entry = entry.map_err(|e| io_err(dir, "cannot read directory", e))?;
+        empty = false;
+        let name = entry.file_name();
+        let name = name
+            .to_str()
+            .ok_or_else(|| anyhow!("{}: a name in it is not UTF-8", dir.display()))?;
+        let rel = if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let p = entry.path();
+        let ft = entry
+            .file_type()
+            .map_err(|e| io_err(&p, "cannot stat", e))?;
+        if ft.is_symlink() {
+            tracing::warn!(path = %p.display(), "skipping symbolic link");
+            continue;
+        }
+        if ft.is_dir() {
+            walk(&p, &rel, out)?;
+        } else if ft.is_file() {
+            let meta = entry.metadata().map_err(|e| io_err(&p, "cannot stat", e))?;
+            File::open(&p).map_err(|e| io_err(&p, "cannot read", e))?;
+            out.push(FileSpec {
+                path: rel,
+                size: meta.len(),
+                executable: is_executable(&meta),
+                dir: false,
+            });
+        }
+    }
+    if empty && !prefix.is_empty() {
+        out.push(FileSpec {
+            path: prefix.to_string(),
+            size: 0,
+            executable: false,
+            dir: true,
+        });
+    }
+    Ok(())
+}
+
+/// Reads the files of a dataset in order, each exactly its scanned size.
+struct Concat<'a> {
+    ds: &'a LocalDataset,
+    next: usize,
+    current: Option<(std::io::Take<File>, PathBuf)>,
+}
+
+impl Read for Concat<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some((r, p)) = &mut self.current {
+                let n = r.read(buf)?;
+                if n > 0 {
+                    return Ok(n);
+                }
+                if r.limit() > 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("{} shrank while being pinned", p.display()),
+                    ));
+                }
+                self.current = None;
+            }
+            let Some(f) = self.ds.files.get(self.next) else {
+                return Ok(0);
+            };
+            self.next += 1;
+            if f.dir {
+                continue;
+            }
+            let p = self.ds.root.join(&f.path);
+            let file = File::open(&p)?;
+            self.current = Some((file.take(f.size), p));
+        }
+    }
+}
+
+/// Options of a pin.
+#[derive(Debug, Clone, Default)]
+pub struct PinOptions {
+    pub name: Option<String>,
+    pub data_shards: Option<u16>,
+    pub parity_shards: Option<u16>,
+    pub segment_size: Option<u64>,
+}
+
+/// Pins `path` through the daemon; `progress(sent, total)` follows the upload.
+pub fn pin(
+    api: &ApiClient,
+    path: &Path,
+    opts: &PinOptions,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<PinOutcome> {
+    let ds = scan(path)?;
+    let name = opts.name.clone().unwrap_or_else(|| {
+        path.canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| path.display().to_string())
+    });
+    let req = PinRequest {
+        name,
+        files: ds.files.clone(),
+        single_file: ds.single_file,
+        data_shards: opts.data_shards,
+        parity_shards: opts.parity_shards,
+        segment_size: opts.segment_size,
+    };
+    let total = ds.total;
+    let mut body = Concat {
+        ds: &ds,
+        next: 0,
+        current: None,
+    };
+    Ok(api.pin(&req, &mut body, total, |sent| progress(sent, total))?)
+}
+
+/// Checks the entries a daemon names before anything is written: each a
+/// relative path without `.` or `..`, none twice, none that differs from
+/// another only in case (the two would be one file on a case-folding
+/// filesystem), and no file that is also the directory of another.
+fn check_entries(entries: &[&EntryView]) -> Result<()> {
+    let mut folded = HashSet::new();
+    let mut files = HashSet::new();
+    for e in entries {
+        check_path(&e.path).map_err(|err| anyhow!("the daemon named an unsafe path: {err}"))?;
+        if !folded.insert(e.path.to_lowercase()) {
+            bail!(
+                "the daemon named {:?} twice (or two paths that differ only in case); nothing was written",
+                e.path
+            );
+        }
+        if e.kind == EntryKind::File {
+            files.insert(e.path.as_str());
+        }
+    }
+    for e in entries {
+        let mut prefix = e.path.as_str();
+        while let Some((parent, _)) = prefix.rsplit_once('/') {
+            if files.contains(parent) {
+                bail!(
+                    "the daemon named {:?} inside {parent:?}, which is a file; nothing was written",
+                    e.path
+                );
+            }
+            prefix = parent;
+        }
+    }
+    Ok(())
+}
+
+/// Fetches a dataset (or one file of it) into `out`, atomically.
+pub fn get(
+    api: &ApiClient,
+    target: &str,
+    out: Option<&Path>,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<GetOutcome> {
+    let started = Instant::now();
+    let (cid_str, sub) = target.split_once('/').unwrap_or((target, ""));
+    let cid: Cid = cid_str.parse()?;
+    let manifest = api.dataset(&cid.to_string())?;
+    let wanted: Vec<&EntryView> = if sub.is_empty() {
+        manifest.entries.iter().collect()
+    } else {
+        let e: Vec<&EntryView> = manifest.entries.iter().filter(|e| e.path == sub).collect();
+        if e.is_empty() {
+            bail!("{cid} has no file {sub:?}");
+        }
+        e
+    };
+    check_entries(&wanted)?;
+    let as_file = manifest.single_file || !sub.is_empty();
+    let dest: PathBuf = match out {
+        Some(p) => p.to_path_buf(),
+        None if as_file => {
+            PathBuf::from(Path::new(&wanted[0].path).file_name().unwrap_or_default())
+        }
+        None => PathBuf::from(cid.to_string()),
+    };
+    if dest.symlink_metadata().is_ok() {
+        bail!(
+            "{} already exists; cairn get never overwrites: choose another -o or remove it",
+            dest.display()
+        );
+    }
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!("{} is not a directory", parent.display());
+    }
+    let total: u64 = wanted.iter().map(|e| e.size).sum();
+    let tmp = parent.join(format!(
+        ".{}.cairn-partial-{}-{:08x}",
+        dest.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let result = (|| -> Result<u64> {
+        let mut done = 0u64;
+        if !as_file {
+            std::fs::create_dir(&tmp).map_err(|e| io_err(&tmp, "cannot create", e))?;
+        }
+        for e in &wanted {
+            let local = if as_file {
+                tmp.clone()
+            } else {
+                tmp.join(&e.path)
+            };
+            if e.kind == EntryKind::Dir {
+                std::fs::create_dir_all(&local)
+                    .map_err(|err| io_err(&local, "cannot create", err))?;
+                continue;
+            }
+            if let Some(p) = local.parent() {
+                std::fs::create_dir_all(p).map_err(|err| io_err(p, "cannot create", err))?;
+            }
+            let got = fetch_file(api, &cid, &e.path, &local, |n| progress(done + n, total))?;
+            if got.0 != e.size || got.1 != e.blake3 {
+                bail!(
+                    "{}: the bytes received do not match the manifest (size {} of {}, BLAKE3 {})",
+                    e.path,
+                    got.0,
+                    e.size,
+                    got.1
+                );
+            }
+            if e.executable {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o755));
+            }
+            done += e.size;
+        }
+        Ok(done)
+    })();
+    match result {
+        Ok(bytes) => {
+            std::fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, "cannot move into place", e))?;
+            Ok(GetOutcome {
+                path: dest,
+                bytes,
+                files: wanted.len(),
+                seconds: started.elapsed().as_secs_f64(),
+            })
+        }
+        Err(e) => {
+            let _ = if tmp.is_dir() {
+                std::fs::remove_dir_all(&tmp)
+            } else {
+                std::fs::remove_file(&tmp)
+            };
+            Err(e)
+        }
+    }
+}
+
+/// What a get wrote.
+#[derive(Debug, Clone)]
+pub struct GetOutcome {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub files: usize,
+    pub seconds: f64,
+}
+
+/// Streams one file to `local` (a new file: never through a link that is
+/// already there), returning its size and BLAKE3 (hex).
+fn fetch_file(
+    api: &ApiClient,
+    cid: &Cid,
+    path: &str,
+    local: &Path,
+    mut progress: impl FnMut(u64),
+) -> Result<(u64, String)> {
+    let mut resp = api.file(&cid.to_string(), path, None)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(local)
+        .map_err(|e| io_err(local, "cannot create", e))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n_total = 0u64;
+    loop {
+        let n = resp
+            .read(&mut buf)
+            .with_context(|| format!("{path}: the transfer broke off"))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        f.write_all(&buf[..n]).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::StorageFull {
+                anyhow!(
+                    "disk full writing {}; nothing was kept: free space and run get again",
+                    local.display()
+                )
+            } else {
+                io_err(local, "cannot write", e)
+            }
+        })?;
+        n_total += n as u64;
+        progress(n_total);
+    }
+    f.sync_all().map_err(|e| io_err(local, "cannot write", e))?;
+    Ok((n_total, hasher.finalize().to_hex().to_string()))
+}
+
+/// A one-line progress display on a terminal: bytes, rate, ETA.
+pub struct Progress {
+    label: String,
+    started: Instant,
+    last: Instant,
+    enabled: bool,
+}
+
+impl Progress {
+    pub fn new(label: &str, enabled: bool) -> Self {
+        let now = Instant::now();
+        Progress {
+            label: label.to_string(),
+            started: now,
+            last: now - std::time::Duration::from_secs(1),
+            enabled,
+        }
+    }
+
+    pub fn update(&mut self, done: u64, total: u64) {
+        if !self.enabled || (self.last.elapsed().as_millis() < 200 && done < total) {
+            return;
+        }
+        self.last = Instant::now();
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = done as f64 / secs;
+        let eta = if rate > 0.0 && total > done {
+            format!("{:.0}s", (total - done) as f64 / rate)
+        } else {
+            "-".into()
+        };
+        let mib = |b: u64| b as f64 / 1048576.0;
+        let pct = if total > 0 {
+            100.0 * done as f64 / total as f64
+        } else {
+            100.0
+        };
+        eprint!(
+            "\r{}: {:>8.1} / {:.1} MiB {:>5.1}%  {:>7.1} MiB/s  ETA {eta}   ",
+            self.label,
+            mib(done),
+            mib(total),
+            pct,
+            rate / 1048576.0
+        );
+        let _ = std::io::stderr().flush();
+    }
+
+    pub fn finish(&self) {
+        if self.enabled {
+            eprintln!();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_sorts_records_empty_dirs_and_checks_files() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("b/nested")).unwrap();
+        std::fs::create_dir_all(r.join("empty")).unwrap();
+        std::fs::write(r.join("b/nested/z.bin"), [1; 10]).unwrap();
+        std::fs::write(r.join("a.txt"), b"hello").unwrap();
+        std::fs::write(r.join("zero"), b"").unwrap();
+        let ds = scan(r).unwrap();
+        let paths: Vec<&str> = ds.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["a.txt", "b/nested/z.bin", "empty", "zero"]);
+        assert!(ds.files[2].dir);
+        assert_eq!(ds.total, 15);
+        let mut all = Vec::new();
+        Concat {
+            ds: &ds,
+            next: 0,
+            current: None,
+        }
+        .read_to_end(&mut all)
+        .unwrap();
+        assert_eq!(all.len(), 15);
+        assert!(
+            scan(&r.join("missing"))
+                .unwrap_err()
+                .to_string()
+                .contains("check the path")
+        );
+    }
+
+    fn entry(path: &str, kind: EntryKind) -> EntryView {
+        EntryView {
+            path: path.into(),
+            kind,
+            size: 0,
+            offset: 0,
+            blake3: String::new(),
+            executable: false,
+        }
+    }
+
+    #[test]
+    fn paths_from_the_daemon_are_checked_before_anything_is_written() {
+        let ok = [
+            entry("a/b.bin", EntryKind::File),
+            entry("c", EntryKind::Dir),
+        ];
+        assert!(check_entries(&ok.iter().collect::<Vec<_>>()).is_ok());
+        for bad in [
+            vec![entry("../evil", EntryKind::File)],
+            vec![entry("/tmp/x", EntryKind::File)],
+            vec![entry("a/./b", EntryKind::File)],
+            vec![
+                entry("A.bin", EntryKind::File),
+                entry("a.bin", EntryKind::File),
+            ],
+            vec![entry("x", EntryKind::File), entry("x/y", EntryKind::File)],
+        ] {
+            let refs: Vec<&EntryView> = bad.iter().collect();
+            assert!(check_entries(&refs).is_err(), "{:?} accepted", bad[0].path);
+        }
+    }
+}

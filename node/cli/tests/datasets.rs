@@ -1,0 +1,266 @@
+//! Pinning and getting datasets through the CLI, against a devnet of real
+//! processes: 6 miners, k = 4, m = 2.
+
+use std::path::{Path, PathBuf};
+
+use cairn_testkit::bytes;
+use cairn_testkit::net::*;
+
+fn write_dataset(root: &Path) -> u64 {
+    std::fs::create_dir_all(root.join("a/b/c")).unwrap();
+    std::fs::create_dir_all(root.join("empty-dir")).unwrap();
+    let files: [(&str, usize); 6] = [
+        ("a/b/c/deep.bin", 9_000_001),
+        ("a/large.bin", 40 << 20),
+        ("a/small.txt", 17),
+        ("empty.txt", 0),
+        ("z-last.bin", 20 << 20),
+        ("m.bin", 3 << 20),
+    ];
+    let mut total = 0;
+    for (i, (p, len)) in files.iter().enumerate() {
+        std::fs::write(root.join(p), bytes(*len, 100 + i as u64)).unwrap();
+        total += *len as u64;
+    }
+    total
+}
+
+fn same_tree(a: &Path, b: &Path) {
+    let list = |r: &Path| -> Vec<(PathBuf, Option<Vec<u8>>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![r.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                let rel = p.strip_prefix(r).unwrap().to_path_buf();
+                if p.is_dir() {
+                    out.push((rel, None));
+                    stack.push(p);
+                } else {
+                    out.push((rel, Some(std::fs::read(&p).unwrap())));
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    let (la, lb) = (list(a), list(b));
+    assert_eq!(la.len(), lb.len(), "different entries");
+    for (x, y) in la.iter().zip(&lb) {
+        assert_eq!(x.0, y.0);
+        assert!(x.1 == y.1, "{} differs", x.0.display());
+    }
+}
+
+#[test]
+fn pin_kill_two_miners_get_status_unpin() {
+    let net = CliDevnet::up(6);
+    let data = net.dir.path().join("dataset");
+    let total = write_dataset(&data);
+    assert!(total >= 64 << 20);
+
+    let pin = net.cli(&["pin", data.to_str().unwrap()]);
+    assert!(pin.status.success(), "{}", stderr(&pin));
+    let cid = stdout(&pin).trim().to_string();
+    assert!(cid.starts_with("cairn1"), "{cid}");
+    // the same data again: the same CID
+    let again = net.cli(&["pin", data.to_str().unwrap(), "--json"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let v: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(v["cid"], cid.as_str());
+    assert_eq!(
+        (v["data_shards"].as_u64(), v["parity_shards"].as_u64()),
+        (Some(4), Some(2))
+    );
+    let ls = net.cli(&["ls"]);
+    assert!(stdout(&ls).contains(&cid));
+
+    // every miner got a share
+    let usage = net.miner_usage(6);
+    assert!(
+        usage.iter().all(|u| *u > 0),
+        "unbalanced placement: {usage:?}"
+    );
+
+    // lose two miners for real
+    for i in [1, 4] {
+        let o = cairn(&["devnet", "stop-miner", &i.to_string(), "--dir", &net.net()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let out = net.dir.path().join("out");
+    let get = net.cli(&["get", &cid, "-o", out.to_str().unwrap()]);
+    assert!(get.status.success(), "{}", stderr(&get));
+    same_tree(&data, &out);
+
+    // one file, and a byte range of one file
+    let one = net.dir.path().join("one.bin");
+    let g = net.cli(&[
+        "get",
+        &format!("{cid}/a/b/c/deep.bin"),
+        "-o",
+        one.to_str().unwrap(),
+    ]);
+    assert!(g.status.success(), "{}", stderr(&g));
+    assert_eq!(
+        std::fs::read(&one).unwrap(),
+        std::fs::read(data.join("a/b/c/deep.bin")).unwrap()
+    );
+    let part = net.dir.path().join("part.bin");
+    let g = net.cli(&[
+        "get",
+        &format!("{cid}/a/large.bin"),
+        "--range",
+        "8388000-8389999",
+        "-o",
+        part.to_str().unwrap(),
+    ]);
+    assert!(g.status.success(), "{}", stderr(&g));
+    assert_eq!(
+        std::fs::read(&part).unwrap(),
+        std::fs::read(data.join("a/large.bin")).unwrap()[8_388_000..8_390_000]
+    );
+
+    // status names the missing shards
+    let st = net.cli(&["status", &cid, "--json"]);
+    assert!(st.status.success(), "{}", stderr(&st));
+    let s: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(s["lost"], 0);
+    assert!(s["degraded"].as_u64().unwrap() > 0, "{s}");
+    let unreachable = s["miners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["reachable"] == false)
+        .count();
+    assert_eq!(unreachable, 2);
+    let human = net.cli(&["status", &cid]);
+    assert!(stdout(&human).contains("MISSING"), "{}", stdout(&human));
+
+    // the miners come back; unpin frees the space on every one
+    for i in [1, 4] {
+        let o = cairn(&["devnet", "start-miner", &i.to_string(), "--dir", &net.net()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let un = net.cli(&["unpin", &cid]);
+    assert!(un.status.success(), "{}", stderr(&un));
+    assert_eq!(net.miner_usage(6), vec![0; 6]);
+    let un = net.cli(&["unpin", &cid]);
+    assert!(un.status.success(), "unpin is idempotent: {}", stderr(&un));
+    let get = net.cli(&[
+        "get",
+        &cid,
+        "-o",
+        net.dir.path().join("gone").to_str().unwrap(),
+    ]);
+    assert!(!get.status.success());
+    assert!(stderr(&get).contains("unknown CID"), "{}", stderr(&get));
+}
+
+#[test]
+fn bad_input_is_refused_clearly_and_nothing_is_half_written() {
+    let net = CliDevnet::up(6);
+    let d = net.dir.path();
+
+    // a path that does not exist
+    let o = net.cli(&["pin", d.join("nope").to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("nope") && stderr(&o).contains("check the path"),
+        "{}",
+        stderr(&o)
+    );
+
+    // an unreadable file (root reads everything: make it a dangling special case instead)
+    let ds = d.join("ds");
+    std::fs::create_dir_all(&ds).unwrap();
+    std::fs::write(ds.join("ok.bin"), bytes(1000, 1)).unwrap();
+    let locked = ds.join("locked.bin");
+    std::fs::write(&locked, b"secret").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if std::fs::File::open(&locked).is_err() {
+        let o = net.cli(&["pin", ds.to_str().unwrap()]);
+        assert!(!o.status.success());
+        assert!(
+            stderr(&o).contains("locked.bin") && stderr(&o).contains("permission"),
+            "{}",
+            stderr(&o)
+        );
+    } else {
+        eprintln!(
+            "running as root: every file is readable; the unreadable-file case cannot be made here"
+        );
+    }
+    std::fs::remove_file(&locked).unwrap();
+
+    // malformed and unknown CIDs
+    for bad in ["Qmfoo", "cairn1xyz"] {
+        let o = net.cli(&["get", bad]);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains("malformed CID"), "{}", stderr(&o));
+    }
+    let unknown = format!("cairn1{}", "a".repeat(52));
+    let o = net.cli(&["get", &unknown]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("unknown CID"), "{}", stderr(&o));
+
+    // an output directory that exists
+    let pin = net.cli(&["pin", ds.to_str().unwrap()]);
+    assert!(pin.status.success(), "{}", stderr(&pin));
+    let cid = stdout(&pin).trim().to_string();
+    let existing = d.join("exists");
+    std::fs::create_dir_all(&existing).unwrap();
+    let o = net.cli(&["get", &cid, "-o", existing.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_dir(&existing).unwrap().count(),
+        0,
+        "nothing written into it"
+    );
+
+    // more shards than registered miners: say what to do
+    let o = net.cli(&[
+        "pin",
+        ds.to_str().unwrap(),
+        "--data-shards",
+        "6",
+        "--parity-shards",
+        "2",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("6 miners are registered") && stderr(&o).contains("--data-shards"),
+        "{}",
+        stderr(&o)
+    );
+
+    // fewer than k miners alive at get time
+    for i in 0..3 {
+        assert!(
+            cairn(&["devnet", "stop-miner", &i.to_string(), "--dir", &net.net()])
+                .status
+                .success()
+        );
+    }
+    let out = d.join("partial");
+    let o = net.cli(&["get", &cid, "-o", out.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("shards could be fetched") || stderr(&o).contains("broke off"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists(), "a failed get left {}", out.display());
+    let leftovers: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("cairn-partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary output left behind");
+
+    // fewer than k + m miners alive at pin time: names the unreachable ones
+    let o = net.cli(&["pin", ds.to_str().unwrap(), "--name", "again"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("unreachable"), "{}", stderr(&o));
+}

@@ -1,0 +1,391 @@
+//! Datasets: pin ([`pin`]), read back ([`read`]), status ([`status`]) and
+//! unpin ([`unpin`]), and the node's one cache of opened datasets.
+//!
+//! [`Datasets`] is a service the node creates once; the gateway and the
+//! validator share it, so a placement a repair publishes is what the next
+//! read uses. Where shards and manifest copies go is decided by the one
+//! placement rule (`cairn_proto::placement`) over the registry's members,
+//! weighted by what they announce; this module only asks who is alive and
+//! walks the rule's orders.
+
+mod pin;
+mod read;
+mod status;
+mod unpin;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_api::PinRecord;
+use cairn_proto::placement::{self, Candidate};
+use cairn_proto::{Cid, Manifest, NodeId, Placement, SecretKey};
+use cairn_store::Store;
+use tokio::task::JoinSet;
+
+pub use pin::SEGMENTS_IN_FLIGHT;
+
+use crate::error::{Error, Result};
+use crate::net::Client;
+use crate::registry::{AnyRegistry, Member, Registry};
+use cairn_proto::Role;
+use iroh::EndpointAddr;
+
+/// How long a miner may take to answer a liveness probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an opened dataset (manifest + placement) is reused when nothing
+/// newer was published through this node.
+pub const DATASET_CACHE_TTL: Duration = Duration::from_secs(20);
+/// Readers ask this many miners of the read order at once for a manifest,
+/// then the rest only if none had it.
+const MANIFEST_FIRST_ASK: usize = 4;
+/// The key-value namespace of this node's pins.
+const PINS: &str = "pin";
+
+/// A miner that answered a probe.
+#[derive(Debug, Clone)]
+pub struct LiveMiner {
+    pub member: Member,
+    /// Free bytes it reported just now.
+    pub free: u64,
+}
+
+/// The placement candidates among `live`, as the rule weighs them (by what
+/// the registry says they announced, the same for everyone).
+pub fn candidates(live: &[LiveMiner]) -> Vec<Candidate> {
+    live.iter().map(|l| l.member.candidate()).collect()
+}
+
+/// Default k and m for a network of `miners` miners: 4 + 2 below 12, 10 + 4 from 12.
+pub fn default_shards(miners: usize) -> (u16, u16) {
+    if miners >= 12 { (10, 4) } else { (4, 2) }
+}
+
+/// A dataset opened for reading: its manifest, its newest placement, and
+/// how to reach the members it names.
+#[derive(Clone)]
+pub struct Dataset {
+    pub cid: Cid,
+    pub manifest: Arc<Manifest>,
+    pub placement: Arc<Placement>,
+    members: Arc<HashMap<NodeId, Member>>,
+}
+
+impl Dataset {
+    pub fn addr(&self, node: &NodeId) -> EndpointAddr {
+        self.members
+            .get(node)
+            .map(|m| m.endpoint_addr())
+            .unwrap_or_else(|| EndpointAddr::new(*node))
+    }
+}
+
+/// The dataset service of one node.
+pub struct Datasets {
+    node_id: NodeId,
+    key: SecretKey,
+    client: Arc<Client>,
+    registry: AnyRegistry,
+    store: Arc<Store>,
+    cache: Mutex<HashMap<Cid, (Instant, Dataset)>>,
+}
+
+impl Datasets {
+    pub(crate) fn new(
+        key: SecretKey,
+        client: Arc<Client>,
+        registry: AnyRegistry,
+        store: Arc<Store>,
+    ) -> Self {
+        Datasets {
+            node_id: key.public(),
+            key,
+            client,
+            registry,
+            store,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Registered miners other than this node.
+    pub async fn registered_miners(&self) -> Result<Vec<Member>> {
+        Ok(self
+            .registry
+            .members()
+            .await?
+            .into_iter()
+            .filter(|m| m.role == Role::Miner && m.node_id != self.node_id)
+            .collect())
+    }
+
+    /// Probes miners concurrently; returns those that answered, in input order.
+    pub async fn probe(&self, miners: &[Member]) -> Vec<LiveMiner> {
+        let mut set = JoinSet::new();
+        for (i, m) in miners.iter().enumerate() {
+            if m.addrs.is_empty() && m.relay.is_none() {
+                continue;
+            }
+            let client = Arc::clone(&self.client);
+            let addr = m.endpoint_addr();
+            set.spawn(async move {
+                let r = tokio::time::timeout(PROBE_TIMEOUT, client.info(&addr)).await;
+                (i, r.ok().and_then(|r| r.ok()))
+            });
+        }
+        let mut live: Vec<(usize, LiveMiner)> = Vec::new();
+        while let Some(Ok((i, info))) = set.join_next().await {
+            if let Some(info) = info {
+                live.push((
+                    i,
+                    LiveMiner {
+                        member: miners[i].clone(),
+                        free: info.free,
+                    },
+                ));
+            }
+        }
+        live.sort_by_key(|(i, _)| *i);
+        live.into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// This node's pins, newest first.
+    pub fn pins(&self) -> Result<Vec<PinRecord>> {
+        let mut out: Vec<PinRecord> = self
+            .store
+            .kv(PINS)?
+            .scan()?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect();
+        out.sort_by_key(|p| std::cmp::Reverse(p.pinned_at));
+        Ok(out)
+    }
+
+    /// Finds a dataset's manifest and newest placement. Opened datasets are
+    /// cached for [`DATASET_CACHE_TTL`], so the files of one `get` share one
+    /// look-up; a placement published through this node replaces its entry.
+    pub async fn open(&self, cid: Cid) -> Result<Dataset> {
+        if let Some((at, ds)) = self.cache.lock().expect("lock").get(&cid)
+            && at.elapsed() < DATASET_CACHE_TTL
+        {
+            return Ok(ds.clone());
+        }
+        let ds = self.open_uncached(cid).await?;
+        self.remember(&ds);
+        Ok(ds)
+    }
+
+    /// Opens a dataset past the cache (and refreshes it): for status, unpin
+    /// and audits, which must see the current members and placement.
+    pub async fn open_fresh(&self, cid: Cid) -> Result<Dataset> {
+        self.forget(&cid);
+        self.open(cid).await
+    }
+
+    fn remember(&self, ds: &Dataset) {
+        let mut cache = self.cache.lock().expect("lock");
+        cache.retain(|_, (at, _)| at.elapsed() < DATASET_CACHE_TTL);
+        cache.insert(ds.cid, (Instant::now(), ds.clone()));
+    }
+
+    /// Forgets a cached dataset (after unpin).
+    pub fn forget(&self, cid: &Cid) {
+        self.cache.lock().expect("lock").remove(cid);
+    }
+
+    /// The local store first; then the miners of the read order for the
+    /// CID, the first few (the manifest holders) at once and the rest only
+    /// if they had nothing; recently failed miners are skipped.
+    async fn open_uncached(&self, cid: Cid) -> Result<Dataset> {
+        let members: HashMap<NodeId, Member> = self
+            .registry
+            .members()
+            .await?
+            .into_iter()
+            .map(|m| (m.node_id, m))
+            .collect();
+        let mut manifest = match self.store.get_manifest(&cid.0)? {
+            Some((_, bytes)) => Some(Manifest::decode(&bytes)?),
+            None => None,
+        };
+        let mut placement = match self.store.get_placement(&cid.0)? {
+            Some(bytes) => Some(Placement::decode(&bytes)?),
+            None => None,
+        };
+        let miners: Vec<&Member> = members
+            .values()
+            .filter(|m| m.role == Role::Miner && m.node_id != self.node_id)
+            .filter(|m| !m.addrs.is_empty() || m.relay.is_some())
+            .collect();
+        let candidates: Vec<Candidate> = miners.iter().map(|m| m.candidate()).collect();
+        let order: Vec<usize> = placement::read_order(&cid.0, &candidates)
+            .into_iter()
+            .filter(|&i| !self.client.is_suspect(&miners[i].node_id))
+            .collect();
+        let (first, rest) = order.split_at(order.len().min(MANIFEST_FIRST_ASK));
+        for (round, batch) in [first, rest].into_iter().enumerate() {
+            if round > 0 && manifest.is_some() && placement.is_some() {
+                break;
+            }
+            let mut set = JoinSet::new();
+            for &i in batch {
+                let (client, addr) = (Arc::clone(&self.client), miners[i].endpoint_addr());
+                let want_manifest = manifest.is_none();
+                set.spawn(async move {
+                    let got = tokio::time::timeout(PROBE_TIMEOUT, async {
+                        let m = if want_manifest {
+                            client.get_manifest(&addr, cid.0).await.ok()
+                        } else {
+                            None
+                        };
+                        let p = client.get_placement(&addr, cid).await.ok();
+                        (m, p)
+                    })
+                    .await;
+                    (addr.id, got)
+                });
+            }
+            while let Some(Ok((node, got))) = set.join_next().await {
+                let Ok((m, p)) = got else {
+                    self.client.mark_failed(&node).await;
+                    continue;
+                };
+                if manifest.is_none()
+                    && let Some(bytes) = m
+                    && let Ok(decoded) = Manifest::decode(&bytes)
+                    && decoded.cid() == cid
+                {
+                    manifest = Some(decoded);
+                }
+                if let Some(p) = p
+                    && placement.as_ref().is_none_or(|old| p.version > old.version)
+                {
+                    placement = Some(p);
+                }
+            }
+        }
+        let manifest = manifest.ok_or_else(|| {
+            Error::NotFound(format!(
+                "unknown CID {cid}: no manifest here nor on any of the {} miners asked; check the CID, or whether the network that pinned it is reachable",
+                order.len()
+            ))
+        })?;
+        let placement = placement.ok_or_else(|| {
+            Error::Unavailable(format!(
+                "{cid}: manifest found but no placement record; the miners that hold it may be down"
+            ))
+        })?;
+        if placement.holders.len() != manifest.segments.len() * manifest.total_shards() {
+            return Err(Error::Corrupt(format!(
+                "{cid}: the placement record does not match the manifest"
+            )));
+        }
+        Ok(Dataset {
+            cid,
+            manifest: Arc::new(manifest),
+            placement: Arc::new(placement),
+            members: Arc::new(members),
+        })
+    }
+
+    /// Stores a manifest and its placement locally and on the manifest
+    /// holders (the first m + 1 of the read order among `live`). Returns the
+    /// number of remote copies taken.
+    async fn publish(
+        &self,
+        manifest: &Manifest,
+        placement: &Placement,
+        live: &[LiveMiner],
+    ) -> Result<usize> {
+        let cid = placement.cid;
+        let bytes = manifest.encode();
+        self.store.put_manifest(&cid.0, &bytes, &self.node_id)?;
+        self.store.put_placement(
+            &cid.0,
+            placement.version,
+            &placement.owner,
+            &placement.encode(),
+        )?;
+        let copies = usize::from(manifest.parity_shards) + 1;
+        let candidates = candidates(live);
+        let mut stored = 0;
+        let mut errors = Vec::new();
+        for i in placement::manifest_holders(&cid.0, copies, &candidates) {
+            let addr = live[i].member.endpoint_addr();
+            let r = async {
+                self.client.put_manifest(&addr, cid.0, &bytes).await?;
+                self.client.put_placement(&addr, placement).await
+            }
+            .await;
+            match r {
+                Ok(()) => stored += 1,
+                Err(e) => {
+                    tracing::warn!(%cid, miner = %addr.id.fmt_short(), error = %e, "manifest copy not stored");
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        if stored == 0 {
+            return Err(Error::Unavailable(format!(
+                "no miner took the manifest of {cid}: {}",
+                errors.join("; ")
+            )));
+        }
+        Ok(stored)
+    }
+
+    /// Publishes a new placement of `ds` with `holders` (one per shard),
+    /// signed by this node: a validator's repair. The new version is above
+    /// the old one; the dataset as now placed is cached and returned.
+    pub async fn publish_repair(
+        &self,
+        ds: &Dataset,
+        holders: &[Option<NodeId>],
+        live: &[LiveMiner],
+    ) -> Result<Dataset> {
+        let next = ds.placement.version.checked_add(1).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "{}: placement version {} cannot grow",
+                ds.cid, ds.placement.version
+            ))
+        })?;
+        let version = next.max(cairn_store::unix_millis());
+        let placement = Placement::signed(ds.cid, version, ds.placement.owner, holders, &self.key);
+        self.publish(&ds.manifest, &placement, live).await?;
+        let new = Dataset {
+            cid: ds.cid,
+            manifest: Arc::clone(&ds.manifest),
+            placement: Arc::new(placement),
+            members: Arc::clone(&ds.members),
+        };
+        self.remember(&new);
+        Ok(new)
+    }
+
+    /// Asks every registered validator to audit `cid` (best effort).
+    /// Returns how many accepted.
+    async fn notify_validators(&self, cid: Cid) -> usize {
+        let Ok(members) = self.registry.members().await else {
+            return 0;
+        };
+        let mut set = JoinSet::new();
+        for v in members
+            .into_iter()
+            .filter(|m| m.is_validator() && m.node_id != self.node_id)
+        {
+            let client = Arc::clone(&self.client);
+            set.spawn(async move {
+                let addr = v.endpoint_addr();
+                matches!(
+                    tokio::time::timeout(PROBE_TIMEOUT, client.audit(&addr, cid.0)).await,
+                    Ok(Ok(()))
+                )
+            });
+        }
+        let mut n = 0;
+        while let Some(r) = set.join_next().await {
+            n += usize::from(r.unwrap_or(false));
+        }
+        n
+    }
+}

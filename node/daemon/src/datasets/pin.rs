@@ -1,0 +1,652 @@
+//! Pinning: a stream of packed file bytes in, segments coded into shards
+//! and placed on miners, a manifest and a signed placement out.
+//!
+//! A pipeline of bounded depth. A blocking stage fills a segment buffer from
+//! the stream, hashes the files as they go by, encodes the segment in place
+//! (the data shards stay where they are; only parity is written) and hashes
+//! each shard into its id; an async stage uploads each shard to the miner
+//! the placement rule picks for it, falling back along the rule's order when
+//! one fails, never two shards of a segment on one miner.
+//!
+//! Memory: exactly [`SEGMENTS_IN_FLIGHT`] segment buffers exist (segment
+//! plus parity, O(segment x (k+m)/k) each), handed round a pool: the stage
+//! waits for a free one before it reads on. Never O(dataset).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use cairn_api::{FileSpec, PinOutcome, PinRecord, PinRequest};
+use cairn_erasure::{Encoder, Params};
+use cairn_proof::ShardId;
+use cairn_proto::placement::{self, Candidate};
+use cairn_proto::records::check_path;
+use cairn_proto::{Entry, EntryKind, Manifest, NodeId, Placement, SegmentRecord};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use super::{Datasets, LiveMiner, PINS, candidates, default_shards};
+use crate::error::{Error, Result};
+
+/// Segment buffers of one pin: one being filled and encoded while the others'
+/// shards upload.
+pub const SEGMENTS_IN_FLIGHT: usize = 3;
+/// Shard uploads at the same time, over all segments.
+const UPLOADS_IN_FLIGHT: usize = 12;
+/// Miners tried for one shard before the pin gives up on it.
+const TRIES_PER_SHARD: usize = 4;
+
+/// A segment's bytes (zero-padded to k shards once encoded) and its parity.
+struct SegmentBuf {
+    data: Vec<u8>,
+    parity: Vec<u8>,
+}
+
+/// A segment cut, hashed and encoded, waiting for upload. Its buffer goes
+/// back to the pool when the last upload of it is done.
+struct EncodedSegment {
+    index: usize,
+    len: u64,
+    hash: [u8; 32],
+    shard_len: usize,
+    data_shards: usize,
+    ids: Vec<ShardId>,
+    buf: Option<SegmentBuf>,
+    pool: std::sync::mpsc::SyncSender<SegmentBuf>,
+}
+
+impl EncodedSegment {
+    /// Shard `i`: a slice of the segment (data) or of the parity.
+    fn shard(&self, i: usize) -> &[u8] {
+        let b = self.buf.as_ref().expect("held until dropped");
+        let sl = self.shard_len;
+        if i < self.data_shards {
+            &b.data[i * sl..(i + 1) * sl]
+        } else {
+            let j = i - self.data_shards;
+            &b.parity[j * sl..(j + 1) * sl]
+        }
+    }
+}
+
+impl Drop for EncodedSegment {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            // The pool has room for every buffer; a closed pool means the stage ended.
+            let _ = self.pool.try_send(b);
+        }
+    }
+}
+
+/// A segment's length, BLAKE3 and shard ids, as the manifest will record them.
+type SegmentInfo = (u64, [u8; 32], Vec<ShardId>);
+
+/// Per-file hashing as the packed stream goes by.
+struct FileHasher {
+    sizes: Vec<u64>,
+    current: usize,
+    left: u64,
+    hasher: blake3::Hasher,
+    hashes: Vec<[u8; 32]>,
+}
+
+impl FileHasher {
+    fn new(files: &[FileSpec]) -> Self {
+        let sizes: Vec<u64> = files
+            .iter()
+            .map(|f| if f.dir { 0 } else { f.size })
+            .collect();
+        let mut h = FileHasher {
+            sizes,
+            current: 0,
+            left: 0,
+            hasher: blake3::Hasher::new(),
+            hashes: Vec::with_capacity(files.len()),
+        };
+        h.left = h.sizes.first().copied().unwrap_or(0);
+        h.skip_finished();
+        h
+    }
+
+    /// Closes files that are complete (empty ones at once).
+    fn skip_finished(&mut self) {
+        while self.current < self.sizes.len() && self.left == 0 {
+            self.hashes.push(*self.hasher.finalize().as_bytes());
+            self.hasher = blake3::Hasher::new();
+            self.current += 1;
+            self.left = self.sizes.get(self.current).copied().unwrap_or(0);
+        }
+    }
+
+    fn update(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            if self.current >= self.sizes.len() {
+                return Err(Error::BadRequest(
+                    "more bytes arrived than the files' sizes add up to".into(),
+                ));
+            }
+            let n = (self.left as usize).min(data.len());
+            self.hasher.update(&data[..n]);
+            self.left -= n as u64;
+            data = &data[n..];
+            self.skip_finished();
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Vec<[u8; 32]>> {
+        if self.current < self.sizes.len() {
+            return Err(Error::BadRequest(format!(
+                "the stream ended {} bytes short, inside entry {}",
+                self.left, self.current
+            )));
+        }
+        Ok(self.hashes)
+    }
+}
+
+/// Checks a pin request's entries: sane paths, sorted, unique.
+fn check_files(files: &[FileSpec]) -> Result<()> {
+    let mut prev: Option<&str> = None;
+    for f in files {
+        check_path(&f.path)?;
+        if prev.is_some_and(|p| p >= f.path.as_str()) {
+            return Err(Error::BadRequest(format!(
+                "pin request: {:?} is out of order or repeated (entries must be sorted by path)",
+                f.path
+            )));
+        }
+        if f.dir && f.size != 0 {
+            return Err(Error::BadRequest(format!(
+                "pin request: directory {:?} has a size",
+                f.path
+            )));
+        }
+        prev = Some(&f.path);
+    }
+    Ok(())
+}
+
+/// The blocking stage: body chunks in, encoded segments out, each in a
+/// buffer taken from the pool.
+fn segment_stage(
+    params: Params,
+    files: Vec<FileSpec>,
+    mut body: mpsc::Receiver<Bytes>,
+    out: mpsc::Sender<EncodedSegment>,
+) -> Result<Vec<[u8; 32]>> {
+    let seg_size = params.segment_size();
+    let (pool_tx, pool) = std::sync::mpsc::sync_channel::<SegmentBuf>(SEGMENTS_IN_FLIGHT);
+    for _ in 0..SEGMENTS_IN_FLIGHT {
+        pool_tx
+            .try_send(SegmentBuf {
+                data: Vec::new(),
+                parity: Vec::new(),
+            })
+            .expect("the pool has room for every buffer");
+    }
+    let mut encoder = Encoder::new(params)?;
+    let mut hashes = FileHasher::new(&files);
+    let mut index = 0usize;
+    let mut current: Option<SegmentBuf> = None;
+    let mut emit = |mut buf: SegmentBuf, index: usize| -> Result<()> {
+        let len = buf.data.len() as u64;
+        let hash = *blake3::hash(&buf.data).as_bytes();
+        let shard_len = encoder.encode_in_place(&mut buf.data, &mut buf.parity)?;
+        let ids = buf
+            .data
+            .chunks_exact(shard_len)
+            .chain(buf.parity.chunks_exact(shard_len))
+            .map(|s| ShardId(*blake3::hash(s).as_bytes()))
+            .collect();
+        out.blocking_send(EncodedSegment {
+            index,
+            len,
+            hash,
+            shard_len,
+            data_shards: params.data_shards(),
+            ids,
+            buf: Some(buf),
+            pool: pool_tx.clone(),
+        })
+        .map_err(|_| Error::Internal("the upload stage stopped".into()))
+    };
+    while let Some(chunk) = body.blocking_recv() {
+        hashes.update(&chunk)?;
+        let mut rest: &[u8] = &chunk;
+        while !rest.is_empty() {
+            let buf = match current.as_mut() {
+                Some(b) => b,
+                None => {
+                    // Waits until an upload gives a buffer back.
+                    let mut b = pool
+                        .recv()
+                        .map_err(|_| Error::Internal("the segment pool closed".into()))?;
+                    b.data.clear();
+                    b.data.reserve_exact(seg_size);
+                    current.insert(b)
+                }
+            };
+            let n = (seg_size - buf.data.len()).min(rest.len());
+            buf.data.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if buf.data.len() == seg_size {
+                emit(current.take().expect("filled"), index)?;
+                index += 1;
+            }
+        }
+    }
+    if let Some(b) = current.take()
+        && !b.data.is_empty()
+    {
+        emit(b, index)?;
+    }
+    hashes.finish()
+}
+
+/// Records an upload's outcome: the holders, or the first failure.
+fn settle(
+    r: std::result::Result<Result<(usize, Vec<NodeId>)>, tokio::task::JoinError>,
+    holders: &mut [Option<Vec<NodeId>>],
+    failure: &mut Option<Error>,
+) {
+    match r.map_err(Error::task).and_then(|r| r) {
+        Ok((i, h)) => holders[i] = Some(h),
+        Err(e) => {
+            failure.get_or_insert(e);
+        }
+    }
+}
+
+/// Uploads one segment's shards: shard i to its miner by the rule, falling
+/// back along its order, never two shards of a segment on one miner.
+async fn upload_segment(
+    ds: Arc<Datasets>,
+    seg: EncodedSegment,
+    live: Arc<Vec<LiveMiner>>,
+    candidates: Arc<Vec<Candidate>>,
+    uploads: Arc<Semaphore>,
+) -> Result<(usize, Vec<NodeId>)> {
+    let total = seg.ids.len();
+    let orders = placement::segment_orders(&seg.hash, total, &candidates);
+    let used = Arc::new(std::sync::Mutex::new(vec![false; live.len()]));
+    // First choices are distinct: claim them up front.
+    for o in &orders {
+        if let Some(&first) = o.first() {
+            used.lock().expect("lock")[first] = true;
+        }
+    }
+    let seg = Arc::new(seg);
+    let mut set = JoinSet::new();
+    for (i, order) in orders.into_iter().enumerate() {
+        let (ds, live, used, seg, uploads) = (
+            Arc::clone(&ds),
+            Arc::clone(&live),
+            Arc::clone(&used),
+            Arc::clone(&seg),
+            Arc::clone(&uploads),
+        );
+        set.spawn(async move {
+            let _permit = uploads
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::Internal("upload slots closed".into()))?;
+            let id = seg.ids[i];
+            let mut errors = Vec::new();
+            for (attempt, &c) in order.iter().enumerate() {
+                if attempt > 0 {
+                    let mut u = used.lock().expect("lock");
+                    if u[c] {
+                        continue;
+                    }
+                    u[c] = true;
+                }
+                let m = &live[c].member;
+                match ds
+                    .client
+                    .put_shard(&m.endpoint_addr(), id, seg.shard(i), None)
+                    .await
+                {
+                    Ok(()) => return Ok((i, m.node_id)),
+                    Err(e) => {
+                        tracing::warn!(miner = %m.node_id.fmt_short(), shard = %id, error = %e, "upload failed; trying the next miner");
+                        errors.push(format!("{}: {e}", m.node_id.fmt_short()));
+                        if errors.len() >= TRIES_PER_SHARD {
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(Error::Unavailable(format!(
+                "shard {i} of segment {}: no miner took it ({})",
+                seg.index,
+                errors.join("; ")
+            )))
+        });
+    }
+    let mut holders = vec![None; total];
+    while let Some(r) = set.join_next().await {
+        let (i, node) = r.map_err(Error::task)??;
+        holders[i] = Some(node);
+    }
+    let holders = holders
+        .into_iter()
+        .collect::<Option<Vec<NodeId>>>()
+        .ok_or_else(|| Error::Internal("a shard was left without an upload".into()))?;
+    Ok((seg.index, holders))
+}
+
+impl Datasets {
+    /// Pins a dataset whose packed bytes arrive on `body`.
+    pub async fn pin(
+        self: &Arc<Self>,
+        req: PinRequest,
+        body: mpsc::Receiver<Bytes>,
+    ) -> Result<PinOutcome> {
+        let started = Instant::now();
+        check_files(&req.files)?;
+        let registered = self.registered_miners().await?;
+        let (dk, dm) = default_shards(registered.len());
+        let k = req.data_shards.unwrap_or(dk);
+        let m = req.parity_shards.unwrap_or(dm);
+        let total = usize::from(k) + usize::from(m);
+        if registered.len() < total {
+            let advice = if registered.len() >= 2 {
+                format!(
+                    "add miners, or pin with fewer shards (e.g. --data-shards {} --parity-shards 1)",
+                    registered.len() - 1
+                )
+            } else {
+                "add miners: a pin needs at least 2 (k = 1 data + m = 1 parity shard)".to_string()
+            };
+            return Err(Error::Unavailable(format!(
+                "{} miners are registered but k + m = {k} + {m} = {total} shards each need a different miner; {advice}",
+                registered.len(),
+            )));
+        }
+        let params = Params::with_segment_near(
+            usize::from(k),
+            usize::from(m),
+            req.segment_size
+                .unwrap_or(Params::DEFAULT_SEGMENT_SIZE as u64)
+                .try_into()
+                .unwrap_or(usize::MAX),
+        )
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
+        let live = self.probe(&registered).await;
+        if live.len() < total {
+            let dead: Vec<String> = registered
+                .iter()
+                .filter(|r| !live.iter().any(|l| l.member.node_id == r.node_id))
+                .map(|r| r.node_id.fmt_short().to_string())
+                .collect();
+            return Err(Error::Unavailable(format!(
+                "only {} of {} registered miners answered ({} needed for k + m = {total}); unreachable: {}",
+                live.len(),
+                registered.len(),
+                total,
+                dead.join(", ")
+            )));
+        }
+        let candidates = Arc::new(candidates(&live));
+        let live = Arc::new(live);
+
+        let (seg_tx, mut seg_rx) = mpsc::channel::<EncodedSegment>(1);
+        let files = req.files.clone();
+        let stage = tokio::task::spawn_blocking(move || segment_stage(params, files, body, seg_tx));
+
+        let uploads = Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT));
+        let mut in_flight = JoinSet::new();
+        let mut segments: Vec<Option<SegmentInfo>> = Vec::new();
+        let mut holders: Vec<Option<Vec<NodeId>>> = Vec::new();
+        let mut failure: Option<Error> = None;
+        while let Some(seg) = seg_rx.recv().await {
+            if segments.len() <= seg.index {
+                segments.resize(seg.index + 1, None);
+                holders.resize(seg.index + 1, None);
+            }
+            segments[seg.index] = Some((seg.len, seg.hash, seg.ids.clone()));
+            in_flight.spawn(upload_segment(
+                Arc::clone(self),
+                seg,
+                Arc::clone(&live),
+                Arc::clone(&candidates),
+                Arc::clone(&uploads),
+            ));
+            // A finished upload gives its buffer back to the stage at once;
+            // collect the results as they come so a failure stops the pin.
+            while let Some(r) = in_flight.try_join_next() {
+                settle(r, &mut holders, &mut failure);
+            }
+            if failure.is_some() {
+                break;
+            }
+        }
+        drop(seg_rx);
+        while let Some(r) = in_flight.join_next().await {
+            settle(r, &mut holders, &mut failure);
+        }
+        let stage_result = stage.await.map_err(Error::task)?;
+        let file_hashes = match (failure, stage_result) {
+            (Some(e), _) | (None, Err(e)) => {
+                self.cleanup_uploads(&segments, &holders, &live).await;
+                return Err(e);
+            }
+            (None, Ok(h)) => h,
+        };
+
+        let mut offset = 0u64;
+        let entries: Vec<Entry> = req
+            .files
+            .iter()
+            .zip(file_hashes)
+            .map(|(f, hash)| {
+                let e = Entry {
+                    path: f.path.clone(),
+                    kind: if f.dir {
+                        EntryKind::Dir
+                    } else {
+                        EntryKind::File
+                    },
+                    size: if f.dir { 0 } else { f.size },
+                    offset,
+                    blake3: if f.dir { [0; 32] } else { hash },
+                    executable: f.executable,
+                };
+                offset += e.size;
+                e
+            })
+            .collect();
+        let segments = segments
+            .into_iter()
+            .map(|s| {
+                s.map(|(len, blake3, shards)| SegmentRecord {
+                    len,
+                    blake3,
+                    shards,
+                })
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::Internal("a segment was not recorded".into()))?;
+        let manifest = Manifest {
+            data_shards: k,
+            parity_shards: m,
+            segment_size: params.segment_size() as u64,
+            total_len: offset,
+            single_file: req.single_file,
+            entries,
+            segments,
+        };
+        let cid = manifest.cid();
+        let flat: Vec<Option<NodeId>> = holders
+            .into_iter()
+            .map(|h| h.ok_or_else(|| Error::Internal("a segment was not placed".into())))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .map(Some)
+            .collect();
+        let placement = Placement::signed(
+            cid,
+            cairn_store::unix_millis(),
+            self.node_id,
+            &flat,
+            &self.key,
+        );
+        let copies = self.publish(&manifest, &placement, &live).await?;
+        let validators = self.notify_validators(cid).await;
+        let record = PinRecord {
+            cid: cid.to_string(),
+            name: req.name.clone(),
+            bytes: manifest.total_len,
+            files: manifest.entries.len(),
+            data_shards: k,
+            parity_shards: m,
+            pinned_at: cairn_store::unix_secs(),
+        };
+        self.store.kv(PINS)?.put(
+            &cid.0,
+            &serde_json::to_vec(&record).expect("a pin record serializes"),
+        )?;
+        Ok(PinOutcome {
+            cid: cid.to_string(),
+            bytes: manifest.total_len,
+            files: manifest.entries.len(),
+            segments: manifest.segments.len(),
+            data_shards: k,
+            parity_shards: m,
+            shards_stored: flat.len(),
+            manifest_copies: copies,
+            validators_notified: validators,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Best effort: removes the shards of a pin that failed half-way.
+    async fn cleanup_uploads(
+        &self,
+        segments: &[Option<SegmentInfo>],
+        holders: &[Option<Vec<NodeId>>],
+        live: &[LiveMiner],
+    ) {
+        let addrs: HashMap<NodeId, iroh::EndpointAddr> = live
+            .iter()
+            .map(|l| (l.member.node_id, l.member.endpoint_addr()))
+            .collect();
+        for (s, h) in segments.iter().zip(holders) {
+            if let (Some((_, _, ids)), Some(h)) = (s, h) {
+                for (id, node) in ids.iter().zip(h) {
+                    if let Some(addr) = addrs.get(node) {
+                        let _ = self.client.delete_shard(addr, *id, None).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(path: &str, size: u64) -> FileSpec {
+        FileSpec {
+            path: path.into(),
+            size,
+            executable: false,
+            dir: false,
+        }
+    }
+
+    #[test]
+    fn file_hasher_splits_the_stream_by_size() {
+        let files = vec![spec("a", 3), spec("b", 0), spec("c", 5)];
+        let mut h = FileHasher::new(&files);
+        h.update(b"abcde").unwrap();
+        h.update(b"fgh").unwrap();
+        let hashes = h.finish().unwrap();
+        assert_eq!(hashes[0], *blake3::hash(b"abc").as_bytes());
+        assert_eq!(hashes[1], *blake3::hash(b"").as_bytes());
+        assert_eq!(hashes[2], *blake3::hash(b"defgh").as_bytes());
+        let mut short = FileHasher::new(&files);
+        short.update(b"abc").unwrap();
+        assert!(short.finish().is_err());
+        let mut long = FileHasher::new(&files);
+        assert!(long.update(b"abcdefghX").is_err());
+    }
+
+    #[test]
+    fn pin_requests_must_be_sorted_and_sane() {
+        assert!(check_files(&[spec("a", 1), spec("b", 1)]).is_ok());
+        assert!(check_files(&[spec("b", 1), spec("a", 1)]).is_err());
+        assert!(check_files(&[spec("a", 1), spec("a", 1)]).is_err());
+        assert!(check_files(&[spec("../x", 1)]).is_err());
+    }
+
+    /// The stage never holds more than the pool's buffers, whatever the
+    /// uploads do: with the uploads stalled, it stops reading after
+    /// SEGMENTS_IN_FLIGHT segments; and every data shard is a slice of the
+    /// segment buffer it was read into (no copy).
+    #[test]
+    fn the_stage_holds_at_most_the_pool_and_copies_no_data_shard() {
+        let params = Params::new(4, 2, 4 * 64 * 16).unwrap();
+        let seg = params.segment_size();
+        let total = 10 * seg + 100;
+        let files = vec![spec("a", total as u64)];
+        // A body channel of two chunks: when it stays full, the stage has
+        // stopped reading.
+        let (body_tx, body_rx) = mpsc::channel::<Bytes>(2);
+        let (out_tx, mut out_rx) = mpsc::channel::<EncodedSegment>(1);
+        let stage = std::thread::spawn(move || segment_stage(params, files, body_rx, out_tx));
+        let probe = body_tx.clone();
+        let feeder = std::thread::spawn(move || {
+            let data: Vec<u8> = (0..total).map(|i| (i * 7 % 251) as u8).collect();
+            for c in data.chunks(1000) {
+                if body_tx.blocking_send(Bytes::copy_from_slice(c)).is_err() {
+                    return;
+                }
+            }
+        });
+        // Take segments without giving their buffers back.
+        let mut held = Vec::new();
+        for _ in 0..SEGMENTS_IN_FLIGHT {
+            held.push(out_rx.blocking_recv().expect("a segment"));
+        }
+        // The event: the stage stops reading (the feeder fills the channel).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while probe.capacity() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the stage never stopped reading"
+            );
+            std::thread::yield_now();
+        }
+        drop(probe);
+        assert!(
+            out_rx.try_recv().is_err(),
+            "a segment beyond the pool was made"
+        );
+        for s in &held {
+            let b = s.buf.as_ref().unwrap();
+            for i in 0..4 {
+                let shard = s.shard(i);
+                let inside = b.data.as_ptr_range();
+                assert!(
+                    inside.contains(&shard.as_ptr()),
+                    "data shard {i} was copied"
+                );
+            }
+        }
+        // Give them back: the rest flows.
+        drop(held);
+        let mut n = SEGMENTS_IN_FLIGHT;
+        while let Some(s) = out_rx.blocking_recv() {
+            n += 1;
+            drop(s);
+        }
+        assert_eq!(n, 11);
+        feeder.join().unwrap();
+        stage.join().unwrap().unwrap();
+    }
+}

@@ -1,0 +1,78 @@
+//! `/metrics`: the node's gauges in the Prometheus text format.
+
+use hyper::Response;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+
+use super::{ApiState, ChannelBody, Resp, rss_bytes};
+
+pub(super) fn metrics(state: &ApiState) -> Resp {
+    let s = state.server.store.stats().unwrap_or_default();
+    let mut out = String::new();
+    let mut g = |name: &str, help: &str, v: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+        ));
+    };
+    g(
+        "cairn_capacity_bytes",
+        "Configured shard capacity.",
+        s.capacity,
+    );
+    g(
+        "cairn_used_bytes",
+        "Bytes used by stored shards and outboards.",
+        s.used_bytes,
+    );
+    g(
+        "cairn_reserved_bytes",
+        "Bytes reserved by writes in flight.",
+        s.reserved_bytes,
+    );
+    g("cairn_shards", "Shard records held.", s.shard_count);
+    g(
+        "cairn_manifest_bytes",
+        "Bytes of manifests held.",
+        s.manifest_bytes,
+    );
+    g(
+        "cairn_reconcile_done",
+        "1 once the start-up reconcile has finished.",
+        u64::from(s.reconcile_done),
+    );
+    g(
+        "cairn_orphans_removed_total",
+        "Orphan shard files removed by reconcile.",
+        s.orphans_removed,
+    );
+    g(
+        "cairn_lost_shards_found_total",
+        "Shards found missing by reconcile.",
+        s.lost_found,
+    );
+    g(
+        "cairn_scrubbed_shards_total",
+        "Shards re-hashed by the scrub.",
+        s.scrubbed,
+    );
+    g(
+        "cairn_corrupt_shards_found_total",
+        "Shards that failed the scrub (bit rot).",
+        s.corrupt_found,
+    );
+    g(
+        "cairn_resident_memory_bytes",
+        "Resident set size of the process.",
+        rss_bytes(),
+    );
+    g(
+        "cairn_uptime_seconds",
+        "Seconds since start.",
+        state.started.elapsed().as_secs(),
+    );
+    let mut r = Response::new(ChannelBody::full(out));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}

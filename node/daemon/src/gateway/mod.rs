@@ -1,0 +1,478 @@
+//! The local HTTP API: what the CLI talks to, the read gateway, the
+//! dashboard and `/metrics`. The request and response types are
+//! `cairn_api`'s; the routes are listed there.
+//!
+//! It listens on `api.listen` (127.0.0.1 by default): anyone who can reach it
+//! can pin and unpin, so bind it to a LAN address only on a trusted network.
+//! Every error reply's status is chosen from the error's variant
+//! ([`status_of`]).
+
+mod metrics;
+pub mod range;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use cairn_api::{
+    DatasetView, EntryView, ErrorBody, MAX_PIN_HEADER, NodeInfo, PinRequest, StoreCounters,
+};
+use cairn_proto::{Cid, EntryKind};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RANGE};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::datasets::{Dataset, Datasets};
+use crate::error::{Error, Result};
+use crate::server::Server;
+
+/// Everything the API needs.
+pub(crate) struct ApiState {
+    pub server: Arc<Server>,
+    pub datasets: Arc<Datasets>,
+    pub hotkey: String,
+    pub started: Instant,
+}
+
+/// A response body fed from a channel, so large files stream.
+pub struct ChannelBody {
+    rx: Option<mpsc::Receiver<Result<Bytes>>>,
+    once: Option<Bytes>,
+}
+
+impl ChannelBody {
+    fn full(b: impl Into<Bytes>) -> Self {
+        ChannelBody {
+            rx: None,
+            once: Some(b.into()),
+        }
+    }
+    fn empty() -> Self {
+        ChannelBody {
+            rx: None,
+            once: None,
+        }
+    }
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>>>> {
+        if let Some(b) = self.once.take() {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        match self.rx.as_mut() {
+            None => Poll::Ready(None),
+            Some(rx) => match rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+type Resp = Response<ChannelBody>;
+
+fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Resp {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    let mut r = Response::new(ChannelBody::full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Resp {
+    json(
+        status,
+        &ErrorBody {
+            error: message.into(),
+        },
+    )
+}
+
+/// The HTTP status of a library error, by its variant.
+pub fn status_of(e: &Error) -> StatusCode {
+    match e {
+        Error::BadRequest(_) | Error::Proto(_) | Error::Erasure(_) => StatusCode::BAD_REQUEST,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Peer { .. } | Error::BadReply { .. } | Error::Remote { .. } | Error::Corrupt(_) => {
+            StatusCode::BAD_GATEWAY
+        }
+        Error::Store(s) if s.is_full() => StatusCode::INSUFFICIENT_STORAGE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn failed(e: &Error) -> Resp {
+    error(status_of(e), e.to_string())
+}
+
+/// Serves the API until `shutdown` turns true.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: Arc<ApiState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "api accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let svc = hyper::service::service_fn(move |req| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(route(req, state).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await
+            {
+                tracing::debug!(error = %e, "api connection ended");
+            }
+        });
+    }
+}
+
+/// Binds the API listener, with a clear error when the port is taken.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        Error::Bind(format!(
+            "cannot listen on {addr} for the local API: {e}; set api.listen to a free address"
+        ))
+    })
+}
+
+async fn route(req: Request<Incoming>, state: Arc<ApiState>) -> Resp {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let parts: Vec<&str> = path.trim_start_matches('/').splitn(3, '/').collect();
+    match (&method, parts.as_slice()) {
+        (&Method::GET, [""]) => dashboard(),
+        (&Method::GET, ["metrics"]) => metrics::metrics(&state),
+        (&Method::GET, ["api", "info"]) => json(StatusCode::OK, &info(&state)),
+        (&Method::GET, ["api", "scores"]) => match &state.server.validator {
+            Some(v) => json(StatusCode::OK, &v.report()),
+            None => error(StatusCode::NOT_FOUND, "this node is not a validator"),
+        },
+        (&Method::GET, ["api", "pins"]) => match state.datasets.pins() {
+            Ok(p) => json(StatusCode::OK, &p),
+            Err(e) => failed(&e),
+        },
+        (&Method::POST, ["api", "pin"]) => pin(req, &state).await,
+        (&Method::GET, ["api", "datasets", rest])
+        | (&Method::DELETE, ["api", "datasets", rest]) => {
+            let (cid, sub) = rest.split_once('/').unwrap_or((rest, ""));
+            let cid = match cid.parse::<Cid>() {
+                Ok(c) => c,
+                Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+            };
+            let ds = &state.datasets;
+            match (&method, sub) {
+                (&Method::GET, "") => match ds.open(cid).await {
+                    Ok(d) => json(StatusCode::OK, &dataset_view(&d)),
+                    Err(e) => failed(&e),
+                },
+                (&Method::GET, "status") => match ds.open_fresh(cid).await {
+                    Ok(d) => match ds.status(&d).await {
+                        Ok(s) => json(StatusCode::OK, &s),
+                        Err(e) => failed(&e),
+                    },
+                    Err(e) => failed(&e),
+                },
+                (&Method::DELETE, "") => match ds.unpin(cid).await {
+                    Ok(o) => json(StatusCode::OK, &o),
+                    Err(e) => failed(&e),
+                },
+                _ => error(StatusCode::NOT_FOUND, format!("no route {method} {path}")),
+            }
+        }
+        (&Method::GET, ["d", rest @ ..]) | (&Method::HEAD, ["d", rest @ ..]) => {
+            let rest = rest.join("/");
+            gateway(&req, &state, &rest, method == Method::HEAD).await
+        }
+        _ => error(StatusCode::NOT_FOUND, format!("no route {method} {path}")),
+    }
+}
+
+fn info(state: &ApiState) -> NodeInfo {
+    let store = &state.server.store;
+    let s = store.stats().unwrap_or_default();
+    NodeInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        node_id: state.server.node_id.to_string(),
+        hotkey: state.hotkey.clone(),
+        role: state.server.config.role.to_string(),
+        uptime_secs: state.started.elapsed().as_secs(),
+        rss_bytes: rss_bytes(),
+        store: StoreCounters {
+            capacity: s.capacity,
+            used_bytes: s.used_bytes,
+            reserved_bytes: s.reserved_bytes,
+            shard_count: s.shard_count,
+            manifest_bytes: s.manifest_bytes,
+            reconcile_done: s.reconcile_done,
+            orphans_removed: s.orphans_removed,
+            temporaries_removed: s.temporaries_removed,
+            lost_found: s.lost_found,
+            scrubbed: s.scrubbed,
+            corrupt_found: s.corrupt_found,
+        },
+        free_bytes: store.free_bytes().unwrap_or(0),
+    }
+}
+
+/// This process's resident memory, from /proc.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024)
+        .unwrap_or(0)
+}
+
+fn dashboard() -> Resp {
+    let mut r = Response::new(ChannelBody::full(include_str!("dashboard.html")));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
+fn dataset_view(ds: &Dataset) -> DatasetView {
+    let m = &ds.manifest;
+    DatasetView {
+        cid: ds.cid.to_string(),
+        bytes: m.total_len,
+        single_file: m.single_file,
+        data_shards: m.data_shards,
+        parity_shards: m.parity_shards,
+        segment_size: m.segment_size,
+        segments: m.segments.len(),
+        placement_version: ds.placement.version,
+        entries: m
+            .entries
+            .iter()
+            .map(|e| EntryView {
+                path: e.path.clone(),
+                kind: match e.kind {
+                    EntryKind::File => cairn_api::EntryKind::File,
+                    EntryKind::Dir => cairn_api::EntryKind::Dir,
+                },
+                size: e.size,
+                offset: e.offset,
+                blake3: data_encoding::HEXLOWER.encode(&e.blake3),
+                executable: e.executable,
+            })
+            .collect(),
+    }
+}
+
+/// Reads the pin header, then feeds the body to the pin pipeline. A pin
+/// refused early still reads the rest of the body, so the client, which
+/// sends it all before it reads a reply, gets the reason.
+async fn pin(req: Request<Incoming>, state: &ApiState) -> Resp {
+    let mut body = req.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut header: Option<PinRequest> = None;
+    // Read until the header is complete.
+    while header.is_none() {
+        match body.frame().await {
+            Some(Ok(f)) => {
+                if let Ok(d) = f.into_data() {
+                    buf.extend_from_slice(&d);
+                }
+            }
+            Some(Err(e)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the pin body: {e}"),
+                );
+            }
+            None => return error(StatusCode::BAD_REQUEST, "pin body ended inside its header"),
+        }
+        if buf.len() >= 4 {
+            let n = u32::from_be_bytes(buf[..4].try_into().expect("4"));
+            if n > MAX_PIN_HEADER {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("pin header of {n} bytes exceeds {MAX_PIN_HEADER}"),
+                );
+            }
+            if buf.len() >= 4 + n as usize {
+                match serde_json::from_slice::<PinRequest>(&buf[4..4 + n as usize]) {
+                    Ok(h) => header = Some(h),
+                    Err(e) => return error(StatusCode::BAD_REQUEST, format!("pin header: {e}")),
+                }
+                buf.drain(..4 + n as usize);
+            }
+        }
+    }
+    let Some(header) = header else {
+        return error(StatusCode::BAD_REQUEST, "pin body ended inside its header");
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let feeder = tokio::spawn(async move {
+        let mut tx = Some(tx);
+        if !buf.is_empty()
+            && let Some(t) = &tx
+            && t.send(Bytes::from(buf)).await.is_err()
+        {
+            tx = None;
+        }
+        while let Some(f) = body.frame().await {
+            let f = f.map_err(|e| format!("the pin body broke off: {e}"))?;
+            if let Ok(d) = f.into_data()
+                && let Some(t) = &tx
+                && t.send(d).await.is_err()
+            {
+                // The pipeline stopped (an error): read on, discarding.
+                tx = None;
+            }
+        }
+        Ok::<(), String>(())
+    });
+    let result = state.datasets.pin(header, rx).await;
+    let fed = feeder
+        .await
+        .unwrap_or_else(|e| Err(format!("the pin body reader failed: {e}")));
+    match (result, fed) {
+        (Ok(outcome), _) => {
+            tracing::info!(cid = %outcome.cid, bytes = outcome.bytes, secs = outcome.seconds, "pinned");
+            json(StatusCode::OK, &outcome)
+        }
+        (Err(e), Err(feed)) => error(StatusCode::BAD_REQUEST, format!("{feed} ({e})")),
+        (Err(e), Ok(())) => {
+            tracing::warn!(error = %e, "pin failed");
+            failed(&e)
+        }
+    }
+}
+
+async fn gateway(req: &Request<Incoming>, state: &ApiState, rest: &str, head: bool) -> Resp {
+    let (cid_str, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let cid = match cid_str.parse::<Cid>() {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let Some(path) = range::decode_path(path) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the path is not UTF-8 once decoded",
+        );
+    };
+    let ds = match state.datasets.open(cid).await {
+        Ok(ds) => ds,
+        Err(e) => return failed(&e),
+    };
+    let m = &ds.manifest;
+    let entry = if path.is_empty() && m.single_file && m.entries.len() == 1 {
+        &m.entries[0]
+    } else {
+        match m.entry(&path) {
+            Some(e) if e.kind == EntryKind::File => e,
+            Some(_) => return error(StatusCode::BAD_REQUEST, format!("{path:?} is a directory")),
+            None => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("{cid} has no file {path:?}; `cairn get {cid}` lists its files"),
+                );
+            }
+        }
+    };
+    let len = entry.size;
+    let range = req
+        .headers()
+        .get(RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| range::parse_range(h, len));
+    let (status, start, end) = match range {
+        None => (StatusCode::OK, 0, len),
+        Some(Ok((a, b))) => (StatusCode::PARTIAL_CONTENT, a, b),
+        Some(Err(())) => {
+            let mut r = error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                format!("range outside a {len}-byte file"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                r.headers_mut().insert(hyper::header::CONTENT_RANGE, v);
+            }
+            return r;
+        }
+    };
+    let body = if head || start == end {
+        ChannelBody::empty()
+    } else {
+        let (tx, mut rx) = mpsc::channel(4);
+        tokio::spawn(Arc::clone(&state.datasets).stream_range(
+            ds.clone(),
+            entry.offset + start,
+            entry.offset + end,
+            tx,
+        ));
+        // The first segment decides the status: a dataset that cannot be read
+        // gets an error reply, not a 200 that breaks off.
+        match rx.recv().await {
+            Some(Ok(first)) => ChannelBody {
+                rx: Some(rx),
+                once: Some(first),
+            },
+            Some(Err(e)) => return failed(&e),
+            None => return error(StatusCode::INTERNAL_SERVER_ERROR, "the reader stopped"),
+        }
+    };
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(
+        hyper::header::ACCEPT_RANGES,
+        HeaderValue::from_static("bytes"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&(end - start).to_string()) {
+        h.insert(CONTENT_LENGTH, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "\"{}\"",
+        data_encoding::HEXLOWER.encode(&entry.blake3)
+    )) {
+        h.insert(hyper::header::ETAG, v);
+    }
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1))
+    {
+        h.insert(hyper::header::CONTENT_RANGE, v);
+    }
+    r
+}

@@ -1,0 +1,602 @@
+//! The protocol client: requests to other nodes over one cached QUIC
+//! connection per peer, one stream per request.
+//!
+//! Everything read from a peer is checked before it is used: shard bytes
+//! against the shard id group by group as they stream in (the outboard comes
+//! first and is itself checked against the id), manifests against their
+//! content id, and every length against a bound before anything is allocated.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use cairn_proof::{Challenge, GROUP_LEN, ShardId, ShardVerifier, outboard_len};
+use cairn_proto::wire::{
+    self, InventoryEntry, MAX_CONTROL_FRAME, MAX_MANIFEST_LEN, MAX_PLACEMENT_LEN, NodeInfo,
+    Request, Response,
+};
+use cairn_proto::{Cid, Placement};
+use iroh::Endpoint;
+use iroh::endpoint::{Connection, RecvStream, SendStream};
+
+use crate::error::{Error, Result};
+use crate::net::frames::{ReadFrame, read_frame, write_frame};
+use crate::net::health::PeerHealth;
+use cairn_proto::{ALPN, NodeId};
+use iroh::EndpointAddr;
+
+/// Largest shard fetched when the caller does not know the length.
+pub const MAX_FETCH_LEN: u64 = 1 << 30;
+
+/// A client bound to this node's endpoint.
+pub struct Client {
+    endpoint: Endpoint,
+    conns: tokio::sync::Mutex<HashMap<NodeId, Connection>>,
+    connect_timeout: Duration,
+    health: PeerHealth,
+}
+
+fn peer_err(peer: &NodeId, message: impl Into<String>) -> Error {
+    Error::Peer {
+        peer: peer.fmt_short().to_string(),
+        message: message.into(),
+    }
+}
+
+/// The peer sent what no honest peer sends.
+fn bad_reply(peer: &NodeId, message: impl Into<String>) -> Error {
+    Error::BadReply {
+        peer: peer.fmt_short().to_string(),
+        message: message.into(),
+    }
+}
+
+/// Verified bytes of a shard range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardRange {
+    pub shard_len: u64,
+    /// Offset of `bytes[0]` in the shard.
+    pub offset: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl Client {
+    pub fn new(endpoint: Endpoint) -> Self {
+        Client {
+            endpoint,
+            conns: tokio::sync::Mutex::new(HashMap::new()),
+            connect_timeout: Duration::from_secs(10),
+            health: PeerHealth::default(),
+        }
+    }
+
+    /// Records that a request to `peer` failed or timed out, and drops its
+    /// connection so the next request reconnects.
+    pub async fn mark_failed(&self, peer: &NodeId) {
+        self.health.failed(peer, Instant::now());
+        self.forget(peer).await;
+    }
+
+    /// True if `peer` failed within the last half minute.
+    pub fn is_suspect(&self, peer: &NodeId) -> bool {
+        self.health.is_suspect(peer, Instant::now())
+    }
+
+    /// Records a success: `peer` is no longer suspect.
+    pub fn mark_ok(&self, peer: &NodeId) {
+        self.health.ok(peer);
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    pub fn with_connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    async fn connection(&self, addr: &EndpointAddr) -> Result<Connection> {
+        let id = addr.id;
+        {
+            let conns = self.conns.lock().await;
+            if let Some(c) = conns.get(&id)
+                && c.close_reason().is_none()
+            {
+                return Ok(c.clone());
+            }
+        }
+        let addrs: Vec<String> = addr.ip_addrs().map(|a| a.to_string()).collect();
+        let conn = tokio::time::timeout(self.connect_timeout, self.endpoint.connect(addr.clone(), ALPN))
+            .await
+            .map_err(|_| {
+                peer_err(
+                    &id,
+                    format!(
+                        "unreachable: no answer within {:?} at [{}]; is it running and is its UDP port open?",
+                        self.connect_timeout,
+                        addrs.join(", ")
+                    ),
+                )
+            })?
+            .map_err(|e| peer_err(&id, format!("cannot connect at [{}]: {e}", addrs.join(", "))))?;
+        self.conns.lock().await.insert(id, conn.clone());
+        Ok(conn)
+    }
+
+    /// Drops the cached connection to a peer (after it failed).
+    pub async fn forget(&self, id: &NodeId) {
+        if let Some(c) = self.conns.lock().await.remove(id) {
+            c.close(0u32.into(), b"bye");
+        }
+    }
+
+    async fn open(&self, addr: &EndpointAddr) -> Result<(SendStream, RecvStream)> {
+        for attempt in 0..2 {
+            let conn = self.connection(addr).await?;
+            match conn.open_bi().await {
+                Ok(s) => return Ok(s),
+                Err(e) if attempt == 0 => {
+                    tracing::debug!(error = %e, "stale connection; reconnecting");
+                    self.conns.lock().await.remove(&addr.id);
+                }
+                Err(e) => return Err(peer_err(&addr.id, format!("open stream: {e}"))),
+            }
+        }
+        Err(peer_err(&addr.id, "open stream: no connection"))
+    }
+
+    async fn response(recv: &mut RecvStream, peer: &NodeId, limit: usize) -> Result<Response> {
+        match read_frame(recv, limit, peer).await? {
+            ReadFrame::Body(b) => {
+                let r = Response::decode(&b).map_err(|e| bad_reply(peer, e.message))?;
+                if let Response::Error { code, message } = r {
+                    return Err(Error::Remote {
+                        peer: peer.fmt_short().to_string(),
+                        code,
+                        message,
+                    });
+                }
+                Ok(r)
+            }
+            ReadFrame::End | ReadFrame::Truncated => {
+                Err(peer_err(peer, "closed the stream without a reply"))
+            }
+            ReadFrame::TooLarge { len, limit } => Err(bad_reply(
+                peer,
+                format!("reply of {len} bytes exceeds {limit}"),
+            )),
+        }
+    }
+
+    /// Sends raw bytes as a request and returns the decoded reply, error
+    /// replies included (for tests and diagnostics of malformed input).
+    pub async fn raw_request(
+        &self,
+        addr: &EndpointAddr,
+        bytes: &[u8],
+        finish: bool,
+    ) -> Result<Response> {
+        let (mut send, mut recv) = self.open(addr).await?;
+        send.write_all(bytes)
+            .await
+            .map_err(|e| peer_err(&addr.id, e.to_string()))?;
+        if finish {
+            let _ = send.finish();
+        }
+        match read_frame(&mut recv, MAX_CONTROL_FRAME, &addr.id).await? {
+            ReadFrame::Body(b) => {
+                Response::decode(&b).map_err(|e| bad_reply(&addr.id, e.to_string()))
+            }
+            other => Err(peer_err(&addr.id, format!("no reply: {other:?}"))),
+        }
+    }
+
+    async fn simple(&self, addr: &EndpointAddr, req: &Request) -> Result<Response> {
+        let (mut send, mut recv) = self.open(addr).await?;
+        write_frame(&mut send, &req.encode(), &addr.id).await?;
+        let _ = send.finish();
+        Self::response(&mut recv, &addr.id, MAX_CONTROL_FRAME).await
+    }
+
+    fn unexpected(peer: &NodeId, r: &Response) -> Error {
+        bad_reply(peer, format!("unexpected reply {r:?}"))
+    }
+
+    pub async fn info(&self, addr: &EndpointAddr) -> Result<NodeInfo> {
+        match self.simple(addr, &Request::Info).await? {
+            Response::Info(i) => Ok(i),
+            r => Err(Self::unexpected(&addr.id, &r)),
+        }
+    }
+
+    /// Starts a put; write the bytes with [`PutStream::write`], then [`PutStream::finish`].
+    pub async fn begin_put(
+        &self,
+        addr: &EndpointAddr,
+        id: ShardId,
+        len: u64,
+        on_behalf: Option<NodeId>,
+    ) -> Result<PutStream> {
+        let (mut send, recv) = self.open(addr).await?;
+        let req = Request::PutShard {
+            id,
+            len,
+            on_behalf: on_behalf.map(|n| *n.as_bytes()),
+        };
+        write_frame(&mut send, &req.encode(), &addr.id).await?;
+        Ok(PutStream {
+            peer: addr.id,
+            send,
+            recv,
+            stopped: false,
+        })
+    }
+
+    /// Stores a shard on a peer; the peer verifies the bytes hash to `id`.
+    pub async fn put_shard(
+        &self,
+        addr: &EndpointAddr,
+        id: ShardId,
+        bytes: &[u8],
+        on_behalf: Option<NodeId>,
+    ) -> Result<()> {
+        let mut p = self
+            .begin_put(addr, id, bytes.len() as u64, on_behalf)
+            .await?;
+        p.write(bytes).await?;
+        p.finish().await
+    }
+
+    /// Fetches bytes `[offset, offset + length)` of a shard (`length =
+    /// u64::MAX`: to the end), verified against `id`. `expected_len`, when
+    /// known, is checked against what the peer announces.
+    pub async fn get_shard(
+        &self,
+        addr: &EndpointAddr,
+        id: ShardId,
+        offset: u64,
+        length: u64,
+        expected_len: Option<u64>,
+    ) -> Result<ShardRange> {
+        let mut out = Vec::new();
+        let mut first = None;
+        let shard_len = self
+            .fetch_verified(addr, id, offset, length, expected_len, |pos, bytes| {
+                first.get_or_insert(pos);
+                out.extend_from_slice(bytes);
+            })
+            .await?;
+        let group_start = first.unwrap_or(offset);
+        let end = if length == u64::MAX {
+            shard_len
+        } else {
+            offset.saturating_add(length).min(shard_len)
+        };
+        let from = (offset.saturating_sub(group_start)) as usize;
+        let to = (end.saturating_sub(group_start)) as usize;
+        let bytes = out
+            .get(from..to.min(out.len()))
+            .unwrap_or_default()
+            .to_vec();
+        Ok(ShardRange {
+            shard_len,
+            offset,
+            bytes,
+        })
+    }
+
+    /// Fetches a whole shard of known length into `dest`, verified.
+    pub async fn get_shard_into(
+        &self,
+        addr: &EndpointAddr,
+        id: ShardId,
+        dest: &mut [u8],
+    ) -> Result<()> {
+        let len = dest.len() as u64;
+        self.fetch_verified(addr, id, 0, u64::MAX, Some(len), |pos, bytes| {
+            dest[pos as usize..pos as usize + bytes.len()].copy_from_slice(bytes);
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Streams verified chunk groups of a range to `sink(offset, bytes)`.
+    async fn fetch_verified(
+        &self,
+        addr: &EndpointAddr,
+        id: ShardId,
+        offset: u64,
+        length: u64,
+        expected_len: Option<u64>,
+        mut sink: impl FnMut(u64, &[u8]),
+    ) -> Result<u64> {
+        let peer = addr.id;
+        let (mut send, mut recv) = self.open(addr).await?;
+        write_frame(
+            &mut send,
+            &Request::GetShard { id, offset, length }.encode(),
+            &peer,
+        )
+        .await?;
+        let _ = send.finish();
+        let (shard_len, start, len, ob_len) =
+            match Self::response(&mut recv, &peer, MAX_CONTROL_FRAME).await? {
+                Response::ShardData {
+                    shard_len,
+                    start,
+                    length,
+                    outboard_len,
+                } => (shard_len, start, length, outboard_len),
+                r => return Err(Self::unexpected(&peer, &r)),
+            };
+        let bound = expected_len.unwrap_or(MAX_FETCH_LEN);
+        if expected_len.is_some_and(|e| e != shard_len) || shard_len > bound {
+            return Err(bad_reply(
+                &peer,
+                format!("announced a {shard_len}-byte shard; expected {bound} bytes"),
+            ));
+        }
+        let g = GROUP_LEN as u64;
+        if ob_len != outboard_len(shard_len)
+            || start % g != 0
+            || start.saturating_add(len) > shard_len
+            || start > offset
+        {
+            return Err(bad_reply(&peer, "announced an inconsistent shard range"));
+        }
+        let mut outboard = vec![0u8; ob_len as usize];
+        recv.read_exact(&mut outboard)
+            .await
+            .map_err(|e| peer_err(&peer, format!("outboard: {e}")))?;
+        let verifier = ShardVerifier::new(id, shard_len, &outboard)
+            .map_err(|e| bad_reply(&peer, format!("sent a bad outboard for {id}: {e}")))?;
+        let mut buf = vec![0u8; GROUP_LEN];
+        let mut pos = start;
+        let end = start + len;
+        while pos < end {
+            let n = ((end - pos) as usize).min(GROUP_LEN);
+            recv.read_exact(&mut buf[..n])
+                .await
+                .map_err(|e| peer_err(&peer, format!("shard body ended early: {e}")))?;
+            let group = pos / g;
+            let expected = cairn_proof::group_range(shard_len, group);
+            if expected.end - expected.start != n as u64 {
+                return Err(bad_reply(
+                    &peer,
+                    "shard range does not end on a group boundary",
+                ));
+            }
+            verifier
+                .verify_group(group, &buf[..n])
+                .map_err(|e| bad_reply(&peer, format!("sent bytes that fail verification: {e}")))?;
+            sink(pos, &buf[..n]);
+            pos += n as u64;
+        }
+        if shard_len == 0 {
+            verifier
+                .verify_group(0, &[])
+                .map_err(|e| bad_reply(&peer, format!("empty shard fails verification: {e}")))?;
+        }
+        Ok(shard_len)
+    }
+
+    /// Sends a challenge; returns the proof bytes (unverified: the caller
+    /// verifies and decides). Reads at most the challenge's exact proof length.
+    pub async fn challenge(&self, addr: &EndpointAddr, challenge: &Challenge) -> Result<Vec<u8>> {
+        let (mut send, mut recv) = self.open(addr).await?;
+        let req = Request::Challenge {
+            id: challenge.shard_id,
+            len: challenge.shard_len,
+            nonce: challenge.nonce,
+            samples: challenge.samples,
+        };
+        write_frame(&mut send, &req.encode(), &addr.id).await?;
+        let _ = send.finish();
+        let limit = (challenge.proof_len() + 2).max(MAX_CONTROL_FRAME);
+        match Self::response(&mut recv, &addr.id, limit).await? {
+            Response::Proof(p) => Ok(p),
+            r => Err(Self::unexpected(&addr.id, &r)),
+        }
+    }
+
+    /// One page of a peer's shard inventory.
+    pub async fn inventory(
+        &self,
+        addr: &EndpointAddr,
+        after: Option<ShardId>,
+        limit: u32,
+    ) -> Result<(Vec<InventoryEntry>, bool)> {
+        match self
+            .simple(addr, &Request::Inventory { after, limit })
+            .await?
+        {
+            Response::Inventory { entries, more } => Ok((entries, more)),
+            r => Err(Self::unexpected(&addr.id, &r)),
+        }
+    }
+
+    /// A peer's whole inventory, page by page.
+    pub async fn inventory_all(&self, addr: &EndpointAddr) -> Result<Vec<InventoryEntry>> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, more) = self
+                .inventory(addr, after, wire::MAX_INVENTORY_PAGE)
+                .await?;
+            after = page.last().map(|e| e.id);
+            all.extend(page);
+            if !more || after.is_none() {
+                return Ok(all);
+            }
+        }
+    }
+
+    pub async fn put_manifest(
+        &self,
+        addr: &EndpointAddr,
+        cid: [u8; 32],
+        bytes: &[u8],
+    ) -> Result<()> {
+        let req = Request::PutManifest {
+            cid,
+            len: bytes.len() as u64,
+        };
+        self.put_blob(addr, &req, bytes).await
+    }
+
+    /// Sends `req`, then the bytes it announces; expects `Ok`.
+    async fn put_blob(&self, addr: &EndpointAddr, req: &Request, bytes: &[u8]) -> Result<()> {
+        let (mut send, mut recv) = self.open(addr).await?;
+        write_frame(&mut send, &req.encode(), &addr.id).await?;
+        send.write_all(bytes)
+            .await
+            .map_err(|e| peer_err(&addr.id, e.to_string()))?;
+        let _ = send.finish();
+        match Self::response(&mut recv, &addr.id, MAX_CONTROL_FRAME).await? {
+            Response::Ok => Ok(()),
+            r => Err(Self::unexpected(&addr.id, &r)),
+        }
+    }
+
+    /// Sends `req` and reads the `Blob` reply of at most `max` bytes.
+    async fn get_blob(
+        &self,
+        addr: &EndpointAddr,
+        req: &Request,
+        max: u64,
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        let (mut send, mut recv) = self.open(addr).await?;
+        write_frame(&mut send, &req.encode(), &addr.id).await?;
+        let _ = send.finish();
+        let len = match Self::response(&mut recv, &addr.id, MAX_CONTROL_FRAME).await? {
+            Response::Blob { len } if len <= max => len,
+            r => return Err(Self::unexpected(&addr.id, &r)),
+        };
+        let mut bytes = vec![0u8; len as usize];
+        recv.read_exact(&mut bytes)
+            .await
+            .map_err(|e| peer_err(&addr.id, format!("{what} body: {e}")))?;
+        Ok(bytes)
+    }
+
+    /// Fetches a manifest and checks it hashes to `cid`.
+    pub async fn get_manifest(&self, addr: &EndpointAddr, cid: [u8; 32]) -> Result<Vec<u8>> {
+        let req = Request::GetManifest { cid };
+        let bytes = self
+            .get_blob(addr, &req, MAX_MANIFEST_LEN, "manifest")
+            .await?;
+        if *blake3::hash(&bytes).as_bytes() != cid {
+            return Err(bad_reply(
+                &addr.id,
+                "sent a manifest that does not match its content id",
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Stores a signed placement record.
+    pub async fn put_placement(&self, addr: &EndpointAddr, placement: &Placement) -> Result<()> {
+        let bytes = placement.encode();
+        let req = Request::PutPlacement {
+            cid: placement.cid.0,
+            len: bytes.len() as u64,
+        };
+        self.put_blob(addr, &req, &bytes).await
+    }
+
+    /// Fetches the placement record held for `cid`, signature checked.
+    pub async fn get_placement(&self, addr: &EndpointAddr, cid: Cid) -> Result<Placement> {
+        let req = Request::GetPlacement { cid: cid.0 };
+        let bytes = self
+            .get_blob(addr, &req, MAX_PLACEMENT_LEN, "placement")
+            .await?;
+        let p = Placement::decode(&bytes)
+            .map_err(|e| bad_reply(&addr.id, format!("bad placement: {e}")))?;
+        if p.cid != cid {
+            return Err(bad_reply(&addr.id, "sent a placement for another CID"));
+        }
+        Ok(p)
+    }
+
+    /// Which of `ids` the peer holds.
+    pub async fn has(&self, addr: &EndpointAddr, ids: &[ShardId]) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(wire::MAX_HAS_IDS) {
+            let req = Request::Has {
+                ids: chunk.to_vec(),
+            };
+            match self.simple(addr, &req).await? {
+                Response::Has(bits) if bits.len() == chunk.len() => out.extend(bits),
+                r => return Err(Self::unexpected(&addr.id, &r)),
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn delete_shard(
+        &self,
+        addr: &EndpointAddr,
+        id: ShardId,
+        on_behalf: Option<NodeId>,
+    ) -> Result<()> {
+        let req = Request::DeleteShard {
+            id,
+            on_behalf: on_behalf.map(|n| *n.as_bytes()),
+        };
+        match self.simple(addr, &req).await? {
+            Response::Ok => Ok(()),
+            r => Err(Self::unexpected(&addr.id, &r)),
+        }
+    }
+
+    pub async fn delete_manifest(&self, addr: &EndpointAddr, cid: [u8; 32]) -> Result<()> {
+        match self.simple(addr, &Request::DeleteManifest { cid }).await? {
+            Response::Ok => Ok(()),
+            r => Err(Self::unexpected(&addr.id, &r)),
+        }
+    }
+
+    /// Asks a validator to audit a dataset.
+    pub async fn audit(&self, addr: &EndpointAddr, cid: [u8; 32]) -> Result<()> {
+        match self.simple(addr, &Request::Audit { cid }).await? {
+            Response::Ok => Ok(()),
+            r => Err(Self::unexpected(&addr.id, &r)),
+        }
+    }
+}
+
+/// A put in progress.
+pub struct PutStream {
+    peer: NodeId,
+    send: SendStream,
+    recv: RecvStream,
+    stopped: bool,
+}
+
+impl PutStream {
+    /// Sends the next bytes. If the peer already has the shard it stops the
+    /// stream early; the remaining writes are skipped and `finish` reports.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        if self.stopped {
+            return Ok(());
+        }
+        match self.send.write_all(bytes).await {
+            Ok(()) => Ok(()),
+            Err(iroh::endpoint::WriteError::Stopped(_)) => {
+                self.stopped = true;
+                Ok(())
+            }
+            Err(e) => Err(peer_err(&self.peer, format!("sending shard: {e}"))),
+        }
+    }
+
+    /// Ends the body and waits for the peer's verdict.
+    pub async fn finish(mut self) -> Result<()> {
+        let _ = self.send.finish();
+        match Client::response(&mut self.recv, &self.peer, MAX_CONTROL_FRAME).await? {
+            Response::Ok => Ok(()),
+            r => Err(Client::unexpected(&self.peer, &r)),
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The node's QUIC endpoint (iroh): bound as the network config says,
+//! keep-alives short enough that a dead peer is noticed in seconds, and the
+//! addresses this node publishes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use iroh::endpoint::{QuicTransportConfig, VarInt, presets};
+use iroh::{Endpoint, RelayMode, SecretKey};
+
+use crate::config::NetworkConfig;
+use crate::error::{Error, Result};
+use cairn_proto::ALPN;
+
+/// Binds the QUIC endpoint as the network config says.
+pub async fn bind_endpoint(
+    secret: SecretKey,
+    net: &NetworkConfig,
+    max_streams: u32,
+) -> Result<Endpoint> {
+    // Keep-alives every 2 s and a 10 s idle timeout: a dead peer is noticed in
+    // seconds, not after the default half minute.
+    let idle = iroh::endpoint::IdleTimeout::try_from(Duration::from_secs(10))
+        .map_err(|e| Error::Internal(format!("idle timeout: {e}")))?;
+    let transport = QuicTransportConfig::builder()
+        .max_concurrent_bidi_streams(VarInt::from_u32(max_streams))
+        .keep_alive_interval(Duration::from_secs(2))
+        .max_idle_timeout(Some(idle))
+        .build();
+    let builder = match net.relay.as_str() {
+        "default" => Endpoint::builder(presets::N0),
+        _ => Endpoint::builder(presets::Minimal),
+    };
+    let mut builder = builder
+        .secret_key(secret)
+        .alpns(vec![ALPN.to_vec()])
+        .transport_config(transport)
+        .clear_ip_transports()
+        .bind_addr(net.listen)
+        .map_err(|e| Error::Bind(format!("network.listen {}: {e}", net.listen)))?;
+    builder = match net.relay.as_str() {
+        "off" => builder.relay_mode(RelayMode::Disabled),
+        "default" => builder,
+        url => {
+            let url = url
+                .parse()
+                .map_err(|e| Error::Bind(format!("network.relay {url:?}: {e}")))?;
+            builder.relay_mode(RelayMode::custom([url]))
+        }
+    };
+    for a in &net.external_addrs {
+        builder = builder.external_addr(*a);
+    }
+    builder.bind().await.map_err(|e| {
+        Error::Bind(format!(
+            "cannot bind the QUIC endpoint on UDP {}: {e}; is the port in use by another process?",
+            net.listen
+        ))
+    })
+}
+
+/// Addresses to publish: bound sockets (interfaces when bound to 0.0.0.0)
+/// plus configured external addresses.
+pub fn published_addrs(endpoint: &Endpoint, net: &NetworkConfig) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for a in endpoint.bound_sockets() {
+        if !a.ip().is_unspecified() {
+            out.push(a);
+        }
+    }
+    for a in endpoint.addr().ip_addrs() {
+        if !out.contains(a) {
+            out.push(*a);
+        }
+    }
+    for a in &net.external_addrs {
+        if !out.contains(a) {
+            out.push(*a);
+        }
+    }
+    out
+}

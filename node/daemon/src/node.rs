@@ -1,0 +1,321 @@
+//! [`Node`]: the facade of a running node, and the only door other crates
+//! (the `cairn` binary, the validator, tests) use.
+//!
+//! Start-up does O(1) work before serving: open RocksDB, read the keys,
+//! bind. Reconcile and scrub start afterwards, in the background. The node
+//! tells systemd when it is ready, pings the watchdog, and shuts down cleanly
+//! on SIGTERM (requests in flight finish, or leave no trace).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_store::{Kv, Store};
+use iroh::Endpoint;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::datasets::Datasets;
+use crate::error::{Error, Result};
+use crate::gateway::{self, ApiState};
+use crate::identity::{Hotkey, load_node_key};
+use crate::net::Client;
+use crate::net::endpoint::{bind_endpoint, published_addrs};
+use crate::registry::{self, AnyRegistry, Member, Registry};
+use crate::sdnotify::{Notifier, watchdog_interval};
+use crate::server::{self, Server};
+use cairn_proto::NodeId;
+
+pub use crate::server::{AuditRefusal, HeldShards, Prover, ProverAction, ValidatorService};
+
+/// How a node is started: its config and what a validator or a test adds.
+pub struct NodeBuilder {
+    config: Config,
+    validator: Option<Arc<dyn ValidatorService>>,
+    prover: Option<Arc<dyn Prover>>,
+}
+
+impl NodeBuilder {
+    /// Serve audit requests and the scoreboard for this validator.
+    pub fn validator(mut self, v: Arc<dyn ValidatorService>) -> Self {
+        self.validator = Some(v);
+        self
+    }
+
+    /// Answer challenges with this prover instead of the honest one (tests
+    /// and research only).
+    pub fn prover(mut self, p: Arc<dyn Prover>) -> Self {
+        self.prover = Some(p);
+        self
+    }
+
+    /// Opens the store, binds, starts serving and publishes this node.
+    pub async fn start(self) -> Result<Node> {
+        let config = Arc::new(self.config);
+        let secret = load_node_key(&config.data_dir)?;
+        let hotkey = Hotkey::load(&config.hotkey_path())?;
+        let store = Arc::new(Store::open(&config.data_dir, config.capacity.0)?);
+        let registry = registry::open(&config).await?;
+        let endpoint = bind_endpoint(
+            secret.clone(),
+            &config.network,
+            config.limits.max_streams_per_connection,
+        )
+        .await?;
+        let node_id = endpoint.id();
+        let server = Arc::new(Server::new(
+            node_id,
+            Arc::clone(&config),
+            Arc::clone(&store),
+            registry.clone(),
+            self.validator,
+            self.prover,
+        ));
+        let tracker = TaskTracker::new();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        tokio::spawn(server::serve(
+            endpoint.clone(),
+            Arc::clone(&server),
+            tracker.clone(),
+            shutdown_rx,
+        ));
+        let client = Arc::new(Client::new(endpoint.clone()));
+        let datasets = Arc::new(Datasets::new(
+            secret,
+            Arc::clone(&client),
+            registry.clone(),
+            Arc::clone(&store),
+        ));
+        let listener = gateway::bind(config.api.listen).await?;
+        let api_addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("api listener address", e))?;
+        let api = Arc::new(ApiState {
+            server: Arc::clone(&server),
+            datasets: Arc::clone(&datasets),
+            hotkey: hotkey.ss58(),
+            started: std::time::Instant::now(),
+        });
+        tokio::spawn(gateway::serve(listener, api, shutdown.subscribe()));
+        let node = Node {
+            config,
+            server,
+            store,
+            registry,
+            endpoint,
+            client,
+            datasets,
+            hotkey,
+            api_addr,
+            tracker,
+            shutdown,
+        };
+        node.publish().await?;
+        Ok(node)
+    }
+}
+
+/// A running node.
+pub struct Node {
+    config: Arc<Config>,
+    server: Arc<Server>,
+    store: Arc<Store>,
+    registry: AnyRegistry,
+    endpoint: Endpoint,
+    client: Arc<Client>,
+    datasets: Arc<Datasets>,
+    hotkey: Hotkey,
+    api_addr: SocketAddr,
+    tracker: TaskTracker,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Node {
+    /// A node of this config, to be started.
+    pub fn builder(config: Config) -> NodeBuilder {
+        NodeBuilder {
+            config,
+            validator: None,
+            prover: None,
+        }
+    }
+
+    /// Starts a plain node (miner, gateway or client).
+    pub async fn start(config: Config) -> Result<Node> {
+        Self::builder(config).start().await
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.server.node_id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn hotkey(&self) -> &Hotkey {
+        &self.hotkey
+    }
+
+    /// Where the local HTTP API listens.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The protocol client bound to this node's endpoint and identity.
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    /// The node's dataset service (one cache, shared with the gateway).
+    pub fn datasets(&self) -> &Arc<Datasets> {
+        &self.datasets
+    }
+
+    /// Membership, as this node's registry sees it.
+    pub fn registry(&self) -> &AnyRegistry {
+        &self.registry
+    }
+
+    /// A namespace of the node's key-value space, for a component's state.
+    pub fn kv(&self, namespace: &str) -> Result<Kv<'_>> {
+        Ok(self.store.kv(namespace)?)
+    }
+
+    /// This node as the registry should show it.
+    pub fn member(&self) -> Member {
+        let c = &self.config;
+        Member {
+            node_id: self.node_id(),
+            role: c.role,
+            addrs: published_addrs(&self.endpoint, &c.network),
+            relay: self
+                .endpoint
+                .addr()
+                .relay_urls()
+                .next()
+                .map(|u| u.to_string()),
+            hotkey: self.hotkey.ss58(),
+            uid: None,
+            stake: 0,
+            validator_permit: false,
+            capacity: c.capacity.0,
+            free: self.store.free_bytes().unwrap_or(0),
+            api: Some(self.api_addr),
+        }
+    }
+
+    /// Announces (or refreshes) this node in the registry.
+    pub async fn publish(&self) -> Result<()> {
+        self.registry.publish(&self.member(), &self.hotkey).await
+    }
+
+    /// Starts reconcile and scrub in the background, the watchdog pings and
+    /// the registry refresh; reports through `notifier`.
+    pub fn start_background(&self, notifier: Arc<Notifier>) {
+        let store = Arc::clone(&self.store);
+        let n = Arc::clone(&notifier);
+        tokio::spawn(async move {
+            let s = Arc::clone(&store);
+            match tokio::task::spawn_blocking(move || s.reconcile()).await {
+                Ok(Ok(r)) => {
+                    tracing::info!(
+                        temporaries = r.temporaries_removed,
+                        orphans = r.orphans_removed,
+                        lost = r.lost_found,
+                        "reconcile done"
+                    );
+                    n.status(&format!(
+                        "serving; reconciled: {} orphans, {} temporaries removed, {} lost",
+                        r.orphans_removed, r.temporaries_removed, r.lost_found
+                    ));
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "reconcile failed"),
+                Err(e) => tracing::error!(error = %e, "reconcile panicked"),
+            }
+        });
+        let rate = self.config.storage.scrub_rate.0;
+        let interval = self.config.storage.scrub_interval_secs;
+        if rate > 0 {
+            tokio::spawn(scrub_loop(Arc::clone(&self.store), rate, interval));
+        }
+        if let Some(every) = watchdog_interval() {
+            let store = Arc::clone(&self.store);
+            tokio::spawn(async move {
+                loop {
+                    // Ping only while the metadata store answers.
+                    if store.stats().is_ok() {
+                        notifier.watchdog();
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            });
+        }
+        // Refresh the registry entry (free space changes).
+        let registry = self.registry.clone();
+        let hotkey = self.hotkey.clone();
+        let member = self.member();
+        let store = Arc::clone(&self.store);
+        tokio::spawn(async move {
+            let mut member = member;
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                member.free = store.free_bytes().unwrap_or(0);
+                if let Err(e) = registry.publish(&member, &hotkey).await {
+                    tracing::warn!(error = %e, "registry refresh failed");
+                }
+            }
+        });
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to `grace`), closes.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still in flight after {grace:?}; closing anyway");
+        }
+        self.endpoint.close().await;
+    }
+}
+
+async fn scrub_loop(store: Arc<Store>, rate: u64, interval: u64) {
+    let mut cursor = None;
+    loop {
+        let older_than = cairn_store::unix_secs().saturating_sub(interval);
+        let s = Arc::clone(&store);
+        let c = cursor;
+        let r = tokio::task::spawn_blocking(move || s.scrub_one(c.as_ref(), older_than)).await;
+        match r {
+            Ok(Ok(Some((id, _, bytes)))) => {
+                cursor = Some(id);
+                let pause = Duration::from_secs_f64(bytes as f64 / rate as f64);
+                tokio::time::sleep(pause.max(Duration::from_millis(1))).await;
+            }
+            Ok(Ok(None)) => {
+                cursor = None;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "scrub step failed");
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

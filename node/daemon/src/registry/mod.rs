@@ -1,0 +1,103 @@
+//! Membership: who is on the network, in which role, and how to reach them.
+//!
+//! Behind one trait, [`Registry`], sit the local registry (a directory shared
+//! by the nodes of one machine or LAN: the embedded default, no chain needed)
+//! and the subtensor chain. Every member binds an iroh node id to a hotkey:
+//! in the local registry the entry is signed by the hotkey; on chain the
+//! hotkey itself publishes the node id.
+
+mod local;
+mod member;
+pub mod subtensor;
+
+use std::future::Future;
+
+pub use local::LocalRegistry;
+pub use member::{Member, WeightEntry};
+pub use subtensor::Subtensor;
+
+use crate::config::{ChainKind, Config};
+use crate::error::Result;
+use crate::identity::Hotkey;
+use cairn_proto::NodeId;
+
+/// Opens the registry the config names.
+pub async fn open(config: &Config) -> Result<AnyRegistry> {
+    match config.chain.kind {
+        ChainKind::Local => Ok(AnyRegistry::Local(LocalRegistry::open(
+            &config.registry_dir(),
+        )?)),
+        ChainKind::Subtensor => Ok(AnyRegistry::Subtensor(
+            Subtensor::connect(
+                &config.chain.endpoint,
+                &config.chain.backend,
+                config.chain.netuid,
+            )
+            .await?,
+        )),
+    }
+}
+
+/// Membership, whatever backs it.
+pub trait Registry: Send + Sync {
+    /// Every current member.
+    fn members(&self) -> impl Future<Output = Result<Vec<Member>>> + Send;
+    /// One member, if registered.
+    fn member(&self, id: &NodeId) -> impl Future<Output = Result<Option<Member>>> + Send;
+    /// Announces this node (role, addresses, capacity).
+    fn publish(&self, me: &Member, hotkey: &Hotkey) -> impl Future<Output = Result<()>> + Send;
+    /// Sets this validator's weights over the miners.
+    fn set_weights(
+        &self,
+        validator: &Member,
+        hotkey: &Hotkey,
+        weights: &[WeightEntry],
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The registries this build knows.
+#[derive(Clone)]
+pub enum AnyRegistry {
+    Local(LocalRegistry),
+    Subtensor(Subtensor),
+}
+
+impl Registry for AnyRegistry {
+    async fn members(&self) -> Result<Vec<Member>> {
+        match self {
+            AnyRegistry::Local(r) => r.members().await,
+            AnyRegistry::Subtensor(s) => s.members().await,
+        }
+    }
+    async fn member(&self, id: &NodeId) -> Result<Option<Member>> {
+        match self {
+            AnyRegistry::Local(r) => r.member(id).await,
+            AnyRegistry::Subtensor(s) => {
+                let found = s.members().await?.into_iter().find(|m| m.node_id == *id);
+                if found.is_some() {
+                    return Ok(found);
+                }
+                // A node that just published: look again past the cache.
+                s.invalidate().await;
+                Ok(s.members().await?.into_iter().find(|m| m.node_id == *id))
+            }
+        }
+    }
+    async fn publish(&self, me: &Member, hotkey: &Hotkey) -> Result<()> {
+        match self {
+            AnyRegistry::Local(r) => r.publish(me, hotkey).await,
+            AnyRegistry::Subtensor(s) => s.publish(me, hotkey).await,
+        }
+    }
+    async fn set_weights(
+        &self,
+        validator: &Member,
+        hotkey: &Hotkey,
+        weights: &[WeightEntry],
+    ) -> Result<()> {
+        match self {
+            AnyRegistry::Local(r) => r.set_weights(validator, hotkey, weights).await,
+            AnyRegistry::Subtensor(s) => s.set_weights(hotkey, weights).await,
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! The subtensor backend of the registry: the Bittensor chain, through subxt.
+//!
+//! Calls are encoded from the chain's own metadata (dynamic), so the node
+//! follows the runtime it talks to rather than a compiled-in copy. Reads:
+//! the subnet's neurons (`SubnetworkN`, `Keys`, `ValidatorPermit`,
+//! `TotalHotkeyAlpha`) and each neuron's cairn address, published with
+//! `Commitments.set_commitment` as two raw fields: the iroh node id (32
+//! bytes) and `cairn1;<role>;<addr>,<addr>...` (axon info would reject
+//! loopback and LAN-only addresses, and holds no node id). Writes:
+//! `set_commitment`, `burned_register` (only on `cairn register`) and
+//! `set_weights`.
+//!
+//! Every chain error reaches the operator by name with what to do about it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sp_core::Pair as _;
+use sp_core::sr25519;
+use subxt::dynamic::{At, Value};
+use subxt::ext::scale_value::{Composite, Primitive, ValueDef};
+use subxt::utils::{AccountId32, MultiSignature};
+use subxt::{OnlineClient, SubstrateConfig};
+
+use crate::error::{Error, Result};
+use crate::identity::{Hotkey, public_to_ss58};
+use crate::registry::{Member, WeightEntry};
+use cairn_proto::{NodeId, Role};
+
+type Api = OnlineClient<SubstrateConfig>;
+
+/// How long a metagraph read is reused.
+const MEMBERS_TTL: Duration = Duration::from_secs(30);
+
+/// Signs extrinsics with an sr25519 key (a hotkey, or a coldkey for registration).
+pub struct PairSigner(pub sr25519::Pair);
+
+impl subxt::tx::Signer<SubstrateConfig> for PairSigner {
+    fn account_id(&self) -> AccountId32 {
+        AccountId32(self.0.public().0)
+    }
+    fn sign(&self, payload: &[u8]) -> MultiSignature {
+        MultiSignature::Sr25519(self.0.sign(payload).0)
+    }
+}
+
+type AtBlock = subxt::client::ClientAtBlock<
+    SubstrateConfig,
+    subxt::client::OnlineClientAtBlockImpl<SubstrateConfig>,
+>;
+
+/// Reads one storage entry at a block already resolved (one block for many reads).
+async fn fetch_at<K, V>(at: &AtBlock, pallet: &str, entry: &str, keys: K) -> Result<Option<V>>
+where
+    K: subxt::ext::frame_decode::storage::IntoEncodableValues
+        + subxt::ext::frame_decode::storage::IntoDecodableValues
+        + Clone,
+    V: subxt::ext::scale_decode::DecodeAsType,
+{
+    let addr = subxt::dynamic::storage::<K, V>(pallet, entry);
+    match at.storage().try_fetch(addr, keys).await {
+        Ok(Some(v)) => v
+            .decode()
+            .map(Some)
+            .map_err(|e| explain(&format!("decoding {pallet}.{entry}"), e)),
+        Ok(None) => Ok(None),
+        Err(e) => Err(explain(&format!("reading {pallet}.{entry}"), e)),
+    }
+}
+
+/// One neuron of the subnet's metagraph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neuron {
+    pub uid: u16,
+    pub hotkey: [u8; 32],
+    pub stake: u64,
+    pub validator_permit: bool,
+    /// The cairn address published by this hotkey, if any.
+    pub address: Option<(NodeId, Role, Vec<std::net::SocketAddr>)>,
+}
+
+/// A connection to a subtensor endpoint, for one subnet.
+#[derive(Clone)]
+pub struct Subtensor {
+    api: Api,
+    rpc: subxt::rpcs::RpcClient,
+    netuid: u16,
+    endpoint: String,
+    cache: Arc<tokio::sync::Mutex<Option<CachedMembers>>>,
+}
+
+/// The metagraph as last read, and when.
+type CachedMembers = (Instant, Vec<Member>);
+
+/// Turns a subxt error into one an operator can act on.
+pub fn explain(context: &str, e: impl std::fmt::Display) -> Error {
+    let mut s = e.to_string();
+    // Subtensor's transaction validity errors arrive as bare numbers.
+    if let Some(code) = s
+        .split("\"custom\":")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u8>().ok())
+    {
+        let name = match code {
+            0 => "ColdkeyInSwapSchedule",
+            1 => "StakeAmountTooLow",
+            2 => "BalanceTooLow (InsufficientBalance)",
+            3 => "SubnetDoesntExist (SubNetworkDoesNotExist)",
+            4 => "HotkeyAccountDoesntExist (HotKeyAccountNotExists)",
+            5 => "NotEnoughStakeToWithdraw",
+            6 => "RateLimitExceeded",
+            7 => "InsufficientLiquidity",
+            10 => "HotKeyNotRegisteredInNetwork (NotRegistered)",
+            11 => "InvalidIpAddress",
+            12 => "ServingRateLimitExceeded (RateLimit)",
+            _ => "custom transaction error",
+        };
+        s = format!("{s} = {name}");
+    }
+    let hint = if s.contains("HotKeyNotRegisteredInSubNet")
+        || s.contains("HotKeyAccountNotExists")
+        || s.contains("NotRegistered")
+    {
+        "the hotkey is not registered on this subnet: run `cairn register` (burned registration, paid by the coldkey)"
+    } else if s.contains("NeuronNoValidatorPermit") || s.contains("NoValidatorPermit") {
+        "this hotkey holds no validator permit: stake more to it, or wait for the next epoch after staking"
+    } else if s.contains("SettingWeightsTooFast")
+        || s.contains("RateLimit")
+        || s.contains("TooMany")
+    {
+        "rate limited by the chain: wait for the subnet's rate limit (blocks) to pass and retry"
+    } else if s.contains("NotEnoughBalance")
+        || s.contains("InsufficientBalance")
+        || s.contains("Payment")
+        || s.contains("balance too low")
+    {
+        "insufficient balance: fund the paying key (the coldkey for registration, the hotkey's account for fees)"
+    } else if s.contains("Connection")
+        || s.contains("connect")
+        || s.contains("refused")
+        || s.contains("Transport")
+    {
+        "the subtensor endpoint is unreachable: check chain.endpoint and that the node runs"
+    } else if s.contains("SubNetworkDoesNotExist") || s.contains("NetworkDoesNotExist") {
+        "no such subnet: check chain.netuid"
+    } else {
+        "see the chain's error above"
+    };
+    Error::Chain(format!("{context}: {s}; {hint}"))
+}
+
+/// Raw bytes of a `Value` holding a byte array or sequence.
+fn value_bytes<T>(v: &Value<T>) -> Option<Vec<u8>> {
+    match &v.value {
+        ValueDef::Composite(c) => {
+            let vals: Vec<&Value<T>> = c.values().collect();
+            if vals.len() == 1 && !matches!(vals[0].value, ValueDef::Primitive(_)) {
+                return value_bytes(vals[0]);
+            }
+            vals.iter()
+                .map(|x| match &x.value {
+                    ValueDef::Primitive(Primitive::U128(n)) => u8::try_from(*n).ok(),
+                    _ => None,
+                })
+                .collect()
+        }
+        ValueDef::Variant(var) => {
+            let vals: Vec<&Value<T>> = var.values.values().collect();
+            if vals.len() == 1 {
+                value_bytes(vals[0])
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Encodes this node's address for `set_commitment`.
+pub fn commitment_fields(
+    node: &NodeId,
+    role: Role,
+    addrs: &[std::net::SocketAddr],
+) -> Vec<Vec<u8>> {
+    let mut text = format!("cairn1;{role};");
+    for (i, a) in addrs.iter().enumerate() {
+        let next = if i == 0 {
+            a.to_string()
+        } else {
+            format!(",{a}")
+        };
+        if text.len() + next.len() > 128 {
+            break;
+        }
+        text.push_str(&next);
+    }
+    vec![node.as_bytes().to_vec(), text.into_bytes()]
+}
+
+/// Decodes what [`commitment_fields`] wrote.
+pub fn parse_commitment(fields: &[Vec<u8>]) -> Option<(NodeId, Role, Vec<std::net::SocketAddr>)> {
+    let id: [u8; 32] = fields.first()?.as_slice().try_into().ok()?;
+    let node = NodeId::from_bytes(&id).ok()?;
+    let text = std::str::from_utf8(fields.get(1)?).ok()?;
+    let mut parts = text.splitn(3, ';');
+    if parts.next()? != "cairn1" {
+        return None;
+    }
+    let role = match parts.next()? {
+        "miner" => Role::Miner,
+        "validator" => Role::Validator,
+        "client" => Role::Client,
+        _ => return None,
+    };
+    let addrs = parts
+        .next()
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    Some((node, role, addrs))
+}
+
+impl Subtensor {
+    /// Connects; `backend` is `legacy` (chains that serve only the legacy
+    /// RPCs, such as chopsticks) or `default`.
+    pub async fn connect(endpoint: &str, backend: &str, netuid: u16) -> Result<Subtensor> {
+        let rpc = subxt::rpcs::RpcClient::from_insecure_url(endpoint)
+            .await
+            .map_err(|e| explain(&format!("connecting to {endpoint}"), e))?;
+        let api = if backend == "legacy" {
+            let b = subxt::backend::LegacyBackend::builder().build(rpc.clone());
+            Api::from_backend(Arc::new(b)).await
+        } else {
+            Api::from_rpc_client(rpc.clone()).await
+        }
+        .map_err(|e| explain(&format!("connecting to {endpoint}"), e))?;
+        Ok(Subtensor {
+            api,
+            rpc,
+            netuid,
+            endpoint: endpoint.to_string(),
+            cache: Arc::default(),
+        })
+    }
+
+    pub fn netuid(&self) -> u16 {
+        self.netuid
+    }
+
+    /// The raw RPC client (tests advance blocks with `dev_newBlock`).
+    pub fn rpc(&self) -> &subxt::rpcs::RpcClient {
+        &self.rpc
+    }
+
+    async fn at(&self, what: &str) -> Result<AtBlock> {
+        self.api
+            .at_current_block()
+            .await
+            .map_err(|e| explain(&format!("reading {what}"), e))
+    }
+
+    async fn fetch<K, V>(&self, pallet: &str, entry: &str, keys: K) -> Result<Option<V>>
+    where
+        K: subxt::ext::frame_decode::storage::IntoEncodableValues
+            + subxt::ext::frame_decode::storage::IntoDecodableValues
+            + Clone,
+        V: subxt::ext::scale_decode::DecodeAsType,
+    {
+        let at = self.at(&format!("{pallet}.{entry}")).await?;
+        fetch_at(&at, pallet, entry, keys).await
+    }
+
+    /// The subnet's neurons and their published addresses.
+    pub async fn neurons(&self) -> Result<Vec<Neuron>> {
+        let at = self.at("the metagraph").await?;
+        let n: u16 = fetch_at::<(u16,), u16>(&at, "SubtensorModule", "SubnetworkN", (self.netuid,))
+            .await?
+            .unwrap_or(0);
+        let permits: Vec<bool> = fetch_at::<(u16,), Vec<bool>>(
+            &at,
+            "SubtensorModule",
+            "ValidatorPermit",
+            (self.netuid,),
+        )
+        .await?
+        .unwrap_or_default();
+        let mut out = Vec::with_capacity(usize::from(n));
+        for uid in 0..n {
+            let Some(key) = fetch_at::<(u16, u16), AccountId32>(
+                &at,
+                "SubtensorModule",
+                "Keys",
+                (self.netuid, uid),
+            )
+            .await?
+            else {
+                continue;
+            };
+            let stake: u64 = fetch_at::<(AccountId32, u16), u64>(
+                &at,
+                "SubtensorModule",
+                "TotalHotkeyAlpha",
+                (key, self.netuid),
+            )
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+            let commitment: Option<Value> = fetch_at::<(u16, AccountId32), Value>(
+                &at,
+                "Commitments",
+                "CommitmentOf",
+                (self.netuid, key),
+            )
+            .await
+            .ok()
+            .flatten();
+            let address = commitment.and_then(|c| {
+                let mut fields = c.at("info")?.at("fields")?;
+                // BoundedVec is a newtype around the Vec: step inside.
+                while let ValueDef::Composite(list) = &fields.value
+                    && list.len() == 1
+                    && matches!(list.values().next()?.value, ValueDef::Composite(_))
+                {
+                    fields = list.values().next()?;
+                }
+                let ValueDef::Composite(list) = &fields.value else {
+                    return None;
+                };
+                let raw: Vec<Vec<u8>> = list.values().filter_map(value_bytes).collect();
+                parse_commitment(&raw)
+            });
+            out.push(Neuron {
+                uid,
+                hotkey: key.0,
+                stake,
+                validator_permit: permits.get(usize::from(uid)).copied().unwrap_or(false),
+                address,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Members: the neurons that published a cairn address (cached briefly).
+    pub async fn members(&self) -> Result<Vec<Member>> {
+        let mut cache = self.cache.lock().await;
+        if let Some((at, m)) = cache.as_ref()
+            && at.elapsed() < MEMBERS_TTL
+        {
+            return Ok(m.clone());
+        }
+        let members: Vec<Member> = self
+            .neurons()
+            .await?
+            .into_iter()
+            .filter_map(|n| {
+                let (node_id, role, addrs) = n.address?;
+                Some(Member {
+                    node_id,
+                    role,
+                    addrs,
+                    relay: None,
+                    hotkey: public_to_ss58(&n.hotkey),
+                    uid: Some(n.uid),
+                    stake: n.stake,
+                    validator_permit: n.validator_permit,
+                    capacity: 0,
+                    free: 1 << 30,
+                    api: None,
+                })
+            })
+            .collect();
+        *cache = Some((Instant::now(), members.clone()));
+        Ok(members)
+    }
+
+    /// Forgets the cached metagraph.
+    pub async fn invalidate(&self) {
+        *self.cache.lock().await = None;
+    }
+
+    /// Submits a call and waits until it is in a block and succeeded.
+    pub async fn submit(
+        &self,
+        pallet: &str,
+        call: &str,
+        fields: Vec<Value>,
+        signer: &sr25519::Pair,
+    ) -> Result<()> {
+        let what = format!("{pallet}.{call}");
+        let payload = subxt::dynamic::tx(pallet, call, Composite::unnamed(fields));
+        let at = self
+            .api
+            .at_current_block()
+            .await
+            .map_err(|e| explain(&what, e))?;
+        let signer = PairSigner(signer.clone());
+        let progress = at
+            .transactions()
+            .sign_and_submit_then_watch_default(&payload, &signer)
+            .await
+            .map_err(|e| explain(&what, e))?;
+        progress
+            .wait_for_finalized_success()
+            .await
+            .map_err(|e| explain(&what, e))?;
+        Ok(())
+    }
+
+    /// Wraps a call in `Sudo.sudo` (tests, local chains).
+    pub async fn sudo(
+        &self,
+        pallet: &str,
+        call: &str,
+        fields: Vec<(&str, Value)>,
+        sudo_key: &sr25519::Pair,
+    ) -> Result<()> {
+        let inner = Value::unnamed_variant(
+            pallet,
+            [Value::named_variant(
+                call,
+                fields.into_iter().map(|(k, v)| (k.to_string(), v)),
+            )],
+        );
+        self.submit("Sudo", "sudo", vec![inner], sudo_key).await
+    }
+
+    /// Publishes this node's address, unless the chain already has it.
+    pub async fn publish(&self, me: &Member, hotkey: &Hotkey) -> Result<()> {
+        let fields = commitment_fields(&me.node_id, me.role, &me.addrs);
+        let current = self
+            .neurons()
+            .await?
+            .into_iter()
+            .find(|n| n.hotkey == hotkey.public());
+        let Some(current) = current else {
+            return Err(Error::Chain(format!(
+                "hotkey {} is not registered on subnet {} at {}: run `cairn register` first",
+                hotkey.ss58(),
+                self.netuid,
+                self.endpoint
+            )));
+        };
+        if current
+            .address
+            .as_ref()
+            .map(|(n, r, a)| commitment_fields(n, *r, a))
+            == Some(fields.clone())
+        {
+            return Ok(());
+        }
+        let data: Vec<Value> = fields
+            .into_iter()
+            .map(|f| Value::unnamed_variant(format!("Raw{}", f.len()), [Value::from_bytes(f)]))
+            .collect();
+        let info = Value::named_composite([("fields", Value::unnamed_composite(data))]);
+        self.submit(
+            "Commitments",
+            "set_commitment",
+            vec![Value::u128(u128::from(self.netuid)), info],
+            hotkey.pair(),
+        )
+        .await?;
+        self.invalidate().await;
+        Ok(())
+    }
+
+    /// `burned_register`: the coldkey pays to register `hotkey` on the subnet.
+    pub async fn register(&self, coldkey: &sr25519::Pair, hotkey: &[u8; 32]) -> Result<()> {
+        self.submit(
+            "SubtensorModule",
+            "burned_register",
+            vec![
+                Value::u128(u128::from(self.netuid)),
+                Value::from_bytes(hotkey),
+            ],
+            coldkey,
+        )
+        .await?;
+        self.invalidate().await;
+        Ok(())
+    }
+
+    /// `set_weights` over the uids of the given hotkeys (unknown ones skipped).
+    pub async fn set_weights(&self, hotkey: &Hotkey, weights: &[WeightEntry]) -> Result<()> {
+        let neurons = self.neurons().await?;
+        let mut dests = Vec::new();
+        let mut values = Vec::new();
+        for w in weights {
+            let Some(pk) = crate::identity::ss58_to_public(&w.hotkey) else {
+                continue;
+            };
+            if let Some(n) = neurons.iter().find(|n| n.hotkey == pk) {
+                dests.push(Value::u128(u128::from(n.uid)));
+                values.push(Value::u128(u128::from(w.weight)));
+            }
+        }
+        let version: u64 = self
+            .fetch::<(u16,), u64>("SubtensorModule", "WeightsVersionKey", (self.netuid,))
+            .await?
+            .unwrap_or(0);
+        self.submit(
+            "SubtensorModule",
+            "set_weights",
+            vec![
+                Value::u128(u128::from(self.netuid)),
+                Value::unnamed_composite(dests),
+                Value::unnamed_composite(values),
+                Value::u128(u128::from(version)),
+            ],
+            hotkey.pair(),
+        )
+        .await
+    }
+
+    /// `Incentive` of every uid of the subnet, as u16 fractions.
+    pub async fn incentive(&self) -> Result<Vec<u16>> {
+        Ok(self
+            .fetch::<(u16,), Vec<u16>>("SubtensorModule", "Incentive", (self.netuid,))
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// The weights a validator uid has set: (dest uid, weight).
+    pub async fn weights_of(&self, uid: u16) -> Result<Vec<(u16, u16)>> {
+        Ok(self
+            .fetch::<(u16, u16), Vec<(u16, u16)>>("SubtensorModule", "Weights", (self.netuid, uid))
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// The current block number.
+    pub async fn block_number(&self) -> Result<u64> {
+        let at = self
+            .api
+            .at_current_block()
+            .await
+            .map_err(|e| explain("reading the chain head", e))?;
+        Ok(at.block_number())
+    }
+
+    /// Reads a plain storage value as a `Value` (diagnostics).
+    pub async fn storage_value(
+        &self,
+        pallet: &str,
+        entry: &str,
+        keys: Vec<Value>,
+    ) -> Result<Option<Value>> {
+        self.fetch::<Vec<Value>, Value>(pallet, entry, keys).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commitments_round_trip_and_fit() {
+        let node = iroh::SecretKey::from_bytes(&[3; 32]).public();
+        let addrs: Vec<std::net::SocketAddr> = (0..20)
+            .map(|i| format!("10.0.0.{i}:7440").parse().unwrap())
+            .collect();
+        let f = commitment_fields(&node, Role::Miner, &addrs);
+        assert_eq!(f[0].len(), 32);
+        assert!(f[1].len() <= 128);
+        let (n, r, a) = parse_commitment(&f).unwrap();
+        assert_eq!((n, r), (node, Role::Miner));
+        assert!(!a.is_empty() && a.iter().all(|x| addrs.contains(x)));
+        assert!(parse_commitment(&[vec![1, 2, 3]]).is_none());
+    }
+}

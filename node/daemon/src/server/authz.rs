@@ -1,0 +1,133 @@
+//! Who may do what: every authorization rule of the protocol server, in one
+//! table, read before a handler runs.
+//!
+//! | request | right | slot |
+//! |---|---|---|
+//! | `Info` | anyone | control |
+//! | `PutShard` | member; `on_behalf` validator | put |
+//! | `GetShard` | member | get |
+//! | `Challenge` | validator | challenge |
+//! | `Inventory`, `Has` | member | control |
+//! | `PutManifest`, `PutPlacement` | member (placement: see [`may_store_placement`]) | put |
+//! | `GetManifest`, `GetPlacement` | member | get |
+//! | `DeleteShard` | a holder; `on_behalf` validator | control |
+//! | `DeleteManifest` | see [`may_delete_manifest`] | control |
+//! | `Audit` | member, on a validator | control |
+//!
+//! A right comes from the registry's record of the peer's node id (the
+//! chain, or the local registry's signed entry), never from what a request
+//! says about its sender.
+
+use cairn_proto::wire::{ErrorCode, Request};
+use cairn_proto::{NodeId, Placement};
+
+use crate::registry::Member;
+use crate::server::Refusal;
+
+/// What a peer must be to send a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Right {
+    /// Anyone who completed the QUIC handshake.
+    Anyone,
+    /// A registered member of the network.
+    Member,
+    /// A member with the validator right.
+    Validator,
+}
+
+/// Which pool of concurrent requests a request waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// Writes that move bulk bytes in (shards, manifests, placements).
+    Put,
+    /// Reads that move bulk bytes out.
+    Get,
+    /// Proofs: disk reads and hashing.
+    Challenge,
+    /// Everything small.
+    Control,
+}
+
+/// The table: the right and the slot of each request kind.
+pub fn rule(req: &Request) -> (Right, Slot) {
+    match req {
+        Request::Info => (Right::Anyone, Slot::Control),
+        Request::PutShard { on_behalf, .. } => (on_behalf_right(on_behalf), Slot::Put),
+        Request::GetShard { .. } => (Right::Member, Slot::Get),
+        Request::Challenge { .. } => (Right::Validator, Slot::Challenge),
+        Request::Inventory { .. } | Request::Has { .. } => (Right::Member, Slot::Control),
+        Request::PutManifest { .. } | Request::PutPlacement { .. } => (Right::Member, Slot::Put),
+        Request::GetManifest { .. } | Request::GetPlacement { .. } => (Right::Member, Slot::Get),
+        Request::DeleteShard { on_behalf, .. } => (on_behalf_right(on_behalf), Slot::Control),
+        Request::DeleteManifest { .. } | Request::Audit { .. } => (Right::Member, Slot::Control),
+    }
+}
+
+fn on_behalf_right(on_behalf: &Option<[u8; 32]>) -> Right {
+    if on_behalf.is_some() {
+        Right::Validator
+    } else {
+        Right::Member
+    }
+}
+
+/// Checks a peer against the right a request needs; returns its member
+/// record when it has one.
+pub fn check<'a>(
+    right: Right,
+    peer: &NodeId,
+    member: Option<&'a Member>,
+) -> Result<Option<&'a Member>, Refusal> {
+    match (right, member) {
+        (Right::Anyone, m) => Ok(m),
+        (_, None) => Err(Refusal::new(
+            ErrorCode::NotRegistered,
+            format!(
+                "node {peer} is not registered on this network; register it (`cairn register`, or `cairn init` with the shared registry) and reconnect"
+            ),
+        )),
+        (Right::Member, Some(m)) => Ok(Some(m)),
+        (Right::Validator, Some(m)) if m.is_validator() => Ok(Some(m)),
+        (Right::Validator, Some(_)) => Err(Refusal::new(
+            ErrorCode::NotValidator,
+            "only validators may challenge or act on behalf of another node (challenges are answered for validators only)",
+        )),
+    }
+}
+
+/// The owner a shard request acts for: the peer, or whom a validator names
+/// (repair places shards for the pinner). [`check`] has already required
+/// the validator right when `on_behalf` is set.
+pub fn acting_owner(peer: NodeId, on_behalf: Option<[u8; 32]>) -> Result<NodeId, Refusal> {
+    match on_behalf {
+        None => Ok(peer),
+        Some(b) => NodeId::from_bytes(&b)
+            .map_err(|_| Refusal::new(ErrorCode::BadRequest, "on_behalf is not a node id")),
+    }
+}
+
+/// A dataset's manifest copy (and its placement) may be deleted by a
+/// validator, or by the dataset's owner as the placement held here names it
+/// (the pinner may delete even when a validator re-stored the manifest
+/// after a repair). Whoever stored the manifest may delete its own copy;
+/// the store checks that part.
+pub fn may_delete_manifest(
+    member: &Member,
+    peer: &NodeId,
+    placement_owner: Option<NodeId>,
+) -> bool {
+    member.is_validator() || placement_owner == Some(*peer)
+}
+
+/// A placement is stored when the peer signed it and is its owner (the
+/// pinner places its own data) or a validator (repair re-places it).
+pub fn may_store_placement(member: &Member, peer: &NodeId, p: &Placement) -> Result<(), Refusal> {
+    if p.signer == *peer && (p.signer == p.owner || member.is_validator()) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            ErrorCode::Forbidden,
+            "a placement must be signed and sent by its owner or by a validator",
+        ))
+    }
+}

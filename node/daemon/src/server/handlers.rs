@@ -1,0 +1,395 @@
+//! One handler per request kind, run after [`super::authz`] said yes and a
+//! slot was free. Shard bytes move between the QUIC stream and the disk
+//! through a small bounded channel to a blocking thread, so that neither a
+//! slow disk nor hashing stalls the async workers.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cairn_proof::{Challenge, GROUP_LEN, ShardId};
+use cairn_proto::wire::{
+    ErrorCode, InventoryEntry, MAX_INVENTORY_PAGE, MAX_MANIFEST_LEN, MAX_PLACEMENT_LEN, Response,
+};
+use cairn_proto::{Cid, NodeId, Placement};
+use cairn_store::StoreError;
+use iroh::endpoint::{RecvStream, SendStream};
+use tokio::sync::mpsc;
+
+use super::authz;
+use super::{AuditRefusal, ProverAction, Refusal, Server, reply};
+use crate::registry::Member;
+
+/// Bytes per chunk between disk and stream.
+const IO_CHUNK: usize = 256 * 1024;
+
+/// One request being answered.
+pub(super) struct Handler<'a> {
+    pub server: &'a Server,
+    pub peer: NodeId,
+    pub send: &'a mut SendStream,
+    pub recv: &'a mut RecvStream,
+}
+
+fn write_err(e: iroh::endpoint::WriteError) -> Refusal {
+    Refusal::new(ErrorCode::Internal, e.to_string())
+}
+
+impl Handler<'_> {
+    async fn respond(&mut self, r: &Response) -> Result<(), Refusal> {
+        reply(self.send, r, &self.peer)
+            .await
+            .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))
+    }
+
+    /// A `Blob` header, then the bytes it announces.
+    async fn respond_blob(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
+        self.respond(&Response::Blob {
+            len: bytes.len() as u64,
+        })
+        .await?;
+        self.send.write_all(bytes).await.map_err(write_err)
+    }
+
+    pub async fn info(mut self) -> Result<(), Refusal> {
+        let info = self.server.info();
+        self.respond(&Response::Info(info)).await
+    }
+
+    pub async fn put_shard(mut self, owner: NodeId, id: ShardId, len: u64) -> Result<(), Refusal> {
+        let server = self.server;
+        let max = server.config.limits.max_shard_size.0;
+        if len > max {
+            return Err(Refusal::new(
+                ErrorCode::TooLarge,
+                format!("shard of {len} bytes exceeds this node's limit of {max} bytes"),
+            ));
+        }
+        let disk = len + cairn_proof::outboard_len(len);
+        let quota = server.config.limits.quota_per_peer.0;
+        let usage = server.store.peer_usage(&owner)?;
+        if !server.store.is_owner(&id, &owner)? && usage + disk > quota {
+            return Err(Refusal::new(
+                ErrorCode::QuotaExceeded,
+                format!("peer quota of {quota} bytes would be exceeded ({usage} used)"),
+            ));
+        }
+        // Already here: take a reference, tell the sender to stop sending.
+        if server.store.add_owner(&id, &owner)? {
+            let _ = self.recv.stop(0u32.into());
+            return self.respond(&Response::Ok).await;
+        }
+        let writer = server.store.begin_write(id, len, owner)?;
+        let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+        let disk_task = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            let mut writer = writer;
+            while let Some(chunk) = rx.blocking_recv() {
+                writer.write(&chunk)?;
+            }
+            if writer.written() != writer.len() {
+                // Sender stopped early: dropping the writer removes the temporary.
+                return Err(StoreError::IncompleteWrite {
+                    declared: writer.len(),
+                    got: writer.written(),
+                });
+            }
+            writer.commit()
+        });
+        let mut received = 0u64;
+        let mut stream_error = None;
+        while received < len {
+            let want = ((len - received) as usize).min(IO_CHUNK);
+            match self.recv.read_chunk(want).await {
+                Ok(Some(chunk)) => {
+                    received += chunk.len() as u64;
+                    if tx.send(chunk).await.is_err() {
+                        break; // disk side failed; its error is reported below
+                    }
+                }
+                Ok(None) => {
+                    stream_error = Some(format!(
+                        "stream ended after {received} of {len} bytes (truncated)"
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    stream_error = Some(format!(
+                        "stream failed after {received} of {len} bytes: {e}"
+                    ));
+                    break;
+                }
+            }
+        }
+        if stream_error.is_none()
+            && received == len
+            && let Err(r) = expect_end(self.recv).await
+        {
+            stream_error = Some(r.message);
+        }
+        drop(tx);
+        let disk_result = disk_task.await?;
+        if let Some(msg) = stream_error {
+            return Err(Refusal::new(ErrorCode::Malformed, msg));
+        }
+        disk_result?;
+        tracing::debug!(shard = %id, len, owner = %owner.fmt_short(), "stored shard");
+        self.respond(&Response::Ok).await
+    }
+
+    pub async fn get_shard(mut self, id: ShardId, offset: u64, length: u64) -> Result<(), Refusal> {
+        let store = Arc::clone(&self.server.store);
+        let file = tokio::task::spawn_blocking(move || store.open_shard(&id)).await??;
+        let shard_len = file.len();
+        if offset > shard_len {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                format!("offset {offset} is past the end of the {shard_len}-byte shard"),
+            ));
+        }
+        let end = if length == u64::MAX {
+            shard_len
+        } else {
+            offset.saturating_add(length).min(shard_len)
+        };
+        // Whole chunk groups, so the reader can verify each against the outboard.
+        let g = GROUP_LEN as u64;
+        let start = offset / g * g;
+        let end = if end == shard_len {
+            shard_len
+        } else {
+            end.div_ceil(g).saturating_mul(g).min(shard_len)
+        };
+        let file = Arc::new(file);
+        let f = Arc::clone(&file);
+        let outboard = tokio::task::spawn_blocking(move || f.outboard()).await??;
+        self.respond(&Response::ShardData {
+            shard_len,
+            start,
+            length: end - start,
+            outboard_len: outboard.len() as u64,
+        })
+        .await?;
+        self.send.write_all(&outboard).await.map_err(write_err)?;
+        // A blocking reader feeds a bounded channel; the stream drains it.
+        let (tx, mut rx) = mpsc::channel::<Result<Vec<u8>, StoreError>>(4);
+        let f = Arc::clone(&file);
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut pos = start;
+            while pos < end {
+                let n = ((end - pos) as usize).min(IO_CHUNK);
+                let mut buf = vec![0u8; n];
+                let r = f.read_at(&mut buf, pos).map(|_| buf);
+                let failed = r.is_err();
+                if tx.blocking_send(r).is_err() || failed {
+                    return;
+                }
+                pos += n as u64;
+            }
+        });
+        while let Some(chunk) = rx.recv().await {
+            match chunk {
+                Ok(buf) => self.send.write_all(&buf).await.map_err(write_err)?,
+                Err(e) => {
+                    // Mid-stream: the header is out, so reset the stream; the reader sees a short body.
+                    tracing::error!(shard = %id, error = %e, "read failed while serving");
+                    let _ = self.send.reset(1u32.into());
+                    break;
+                }
+            }
+        }
+        let _ = reader.await;
+        Ok(())
+    }
+
+    pub async fn challenge(
+        mut self,
+        id: ShardId,
+        len: u64,
+        nonce: [u8; 32],
+        samples: u16,
+    ) -> Result<(), Refusal> {
+        let challenge = Challenge::new(id, len, nonce, samples)
+            .map_err(|e| Refusal::new(ErrorCode::BadRequest, e.to_string()))?;
+        let store = Arc::clone(&self.server.store);
+        let ch = challenge;
+        let honest = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, Refusal> {
+            let f = store.open_shard(&id)?;
+            if f.len() != len {
+                return Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    format!("shard {id} has {} bytes, the challenge says {len}", f.len()),
+                ));
+            }
+            cairn_proof::prove(&ch, &f.data(), &f.outboard_region())
+                .map_err(|e| Refusal::from(StoreError::from(e)))
+        })
+        .await?;
+        let proof = match &self.server.prover {
+            None => honest?,
+            Some(prover) => {
+                let shards: &cairn_store::Store = &self.server.store;
+                match prover.answer(&challenge, shards, honest.map_err(|r| r.message)) {
+                    ProverAction::Reply(p) => p,
+                    ProverAction::NotFound => {
+                        return Err(StoreError::NotFound(id).into());
+                    }
+                    ProverAction::Stall(d) => {
+                        tokio::time::sleep(d).await;
+                        return Err(Refusal::new(ErrorCode::Busy, "stalled"));
+                    }
+                }
+            }
+        };
+        self.respond(&Response::Proof(proof)).await
+    }
+
+    pub async fn inventory(mut self, after: Option<ShardId>, limit: u32) -> Result<(), Refusal> {
+        let limit = limit.clamp(1, MAX_INVENTORY_PAGE) as usize;
+        let mut page = self.server.store.inventory(after.as_ref(), limit + 1)?;
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let entries = page
+            .into_iter()
+            .map(|(id, m)| InventoryEntry {
+                id,
+                len: m.len,
+                state: m.state,
+            })
+            .collect();
+        self.respond(&Response::Inventory { entries, more }).await
+    }
+
+    pub async fn has(mut self, ids: &[ShardId]) -> Result<(), Refusal> {
+        let mut bits = Vec::with_capacity(ids.len());
+        for id in ids {
+            bits.push(self.server.store.has_shard(id)?);
+        }
+        self.respond(&Response::Has(bits)).await
+    }
+
+    pub async fn put_manifest(mut self, cid: [u8; 32], len: u64) -> Result<(), Refusal> {
+        if len > MAX_MANIFEST_LEN {
+            return Err(Refusal::new(
+                ErrorCode::TooLarge,
+                format!("manifest of {len} bytes exceeds {MAX_MANIFEST_LEN}"),
+            ));
+        }
+        let bytes = read_exact_body(self.recv, len).await?;
+        if *blake3::hash(&bytes).as_bytes() != cid {
+            return Err(Refusal::new(
+                ErrorCode::HashMismatch,
+                "manifest bytes do not hash to the claimed content id",
+            ));
+        }
+        let store = &self.server.store;
+        let used = store.stats()?.manifest_bytes;
+        if used + len > self.server.config.capacity.0 / 8 + (64 << 20) {
+            return Err(Refusal::new(ErrorCode::Full, "manifest space is full"));
+        }
+        store.put_manifest(&cid, &bytes, &self.peer)?;
+        self.respond(&Response::Ok).await
+    }
+
+    pub async fn get_manifest(mut self, cid: [u8; 32]) -> Result<(), Refusal> {
+        match self.server.store.get_manifest(&cid)? {
+            Some((_, bytes)) => self.respond_blob(&bytes).await,
+            None => Err(Refusal::new(
+                ErrorCode::NotFound,
+                "manifest not stored here",
+            )),
+        }
+    }
+
+    pub async fn put_placement(
+        mut self,
+        member: &Member,
+        cid: [u8; 32],
+        len: u64,
+    ) -> Result<(), Refusal> {
+        if len > MAX_PLACEMENT_LEN {
+            return Err(Refusal::new(
+                ErrorCode::TooLarge,
+                format!("placement of {len} bytes"),
+            ));
+        }
+        let bytes = read_exact_body(self.recv, len).await?;
+        let p = Placement::decode(&bytes)
+            .map_err(|e| Refusal::new(ErrorCode::BadRequest, e.to_string()))?;
+        if p.cid.0 != cid {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "placement is for another CID",
+            ));
+        }
+        authz::may_store_placement(member, &self.peer, &p)?;
+        self.server
+            .store
+            .put_placement(&cid, p.version, &p.owner, &bytes)?;
+        self.respond(&Response::Ok).await
+    }
+
+    pub async fn get_placement(mut self, cid: [u8; 32]) -> Result<(), Refusal> {
+        match self.server.store.get_placement(&cid)? {
+            Some(bytes) => self.respond_blob(&bytes).await,
+            None => Err(Refusal::new(
+                ErrorCode::NotFound,
+                "no placement stored here",
+            )),
+        }
+    }
+
+    pub async fn delete_shard(mut self, owner: NodeId, id: ShardId) -> Result<(), Refusal> {
+        self.server.store.delete(&id, &owner, false)?;
+        self.respond(&Response::Ok).await
+    }
+
+    pub async fn delete_manifest(mut self, member: &Member, cid: [u8; 32]) -> Result<(), Refusal> {
+        let store = &self.server.store;
+        let placement_owner = store
+            .get_placement(&cid)?
+            .and_then(|b| Placement::decode(&b).ok())
+            .map(|p| p.owner);
+        let may = authz::may_delete_manifest(member, &self.peer, placement_owner);
+        store.delete_manifest(&cid, &self.peer, may)?;
+        store.delete_placement(&cid)?;
+        self.respond(&Response::Ok).await
+    }
+
+    pub async fn audit(mut self, cid: [u8; 32]) -> Result<(), Refusal> {
+        let Some(validator) = &self.server.validator else {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "this node is not a validator; send audit requests to a validator",
+            ));
+        };
+        match validator.audit(self.peer, Cid(cid)) {
+            Ok(()) => self.respond(&Response::Ok).await,
+            Err(AuditRefusal::Busy(m)) => Err(Refusal::new(ErrorCode::Busy, m)),
+            Err(AuditRefusal::Refused(m)) => Err(Refusal::new(ErrorCode::Forbidden, m)),
+        }
+    }
+}
+
+async fn read_exact_body(recv: &mut RecvStream, len: u64) -> Result<Vec<u8>, Refusal> {
+    let mut buf = vec![0u8; len as usize];
+    recv.read_exact(&mut buf).await.map_err(|_| {
+        Refusal::new(
+            ErrorCode::Malformed,
+            format!("stream ended before the announced {len} bytes"),
+        )
+    })?;
+    expect_end(recv).await?;
+    Ok(buf)
+}
+
+/// After the announced bytes the stream must end.
+async fn expect_end(recv: &mut RecvStream) -> Result<(), Refusal> {
+    let mut probe = [0u8; 1];
+    match recv.read(&mut probe).await {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => Err(Refusal::new(
+            ErrorCode::Malformed,
+            "more bytes than announced after the body",
+        )),
+        Err(e) => Err(Refusal::new(ErrorCode::Malformed, e.to_string())),
+    }
+}

@@ -1,0 +1,397 @@
+//! The protocol server: accepts QUIC connections and answers requests.
+//!
+//! One task per connection, one per stream. A request is decoded (bounded
+//! before anything is allocated), authorized by the one table in [`authz`],
+//! given a slot of its class (a burst waits, it does not allocate), and
+//! answered by its handler in [`handlers`]; anything that goes wrong is a
+//! typed [`ErrorCode`] reply chosen from the error's variant.
+
+pub mod authz;
+mod handlers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proof::Challenge;
+use cairn_proto::wire::{DecodeError, ErrorCode, MAX_CONTROL_FRAME, NodeInfo, Request, Response};
+use cairn_proto::{Cid, NodeId};
+use cairn_store::{Store, StoreError};
+use iroh::Endpoint;
+use iroh::endpoint::{Connection, RecvStream, SendStream};
+use tokio::sync::{Semaphore, SemaphorePermit, watch};
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::net::frames::{ReadFrame, read_frame, write_frame};
+use crate::registry::{AnyRegistry, Member, Registry};
+
+use self::authz::Slot;
+
+/// How long a request may wait for a free slot before it is refused as busy.
+const SLOT_WAIT: Duration = Duration::from_secs(30);
+/// Small requests (info, inventory, deletes, audits) in progress at once.
+const CONTROL_SLOTS: usize = 64;
+
+/// What a validator adds to the node it runs on: the server hands it the
+/// audit requests peers send, the gateway shows its scoreboard.
+pub trait ValidatorService: Send + Sync {
+    /// A member asks this validator to audit dataset `cid`.
+    fn audit(&self, peer: NodeId, cid: Cid) -> Result<(), AuditRefusal>;
+    /// The scoreboard (`/api/scores`).
+    fn report(&self) -> cairn_api::ValidatorReport;
+}
+
+/// Why a validator did not take an audit request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditRefusal {
+    /// Too many requests queued; retry later.
+    Busy(String),
+    /// The request is not one this validator takes.
+    Refused(String),
+}
+
+/// The shards a node holds, as a [`Prover`] may use them.
+pub trait HeldShards {
+    /// Up to `limit` shards held: id and length.
+    fn list(&self, limit: usize) -> Vec<(cairn_proof::ShardId, u64)>;
+    /// The honest proof for `challenge` from the bytes of shard `id`.
+    fn prove(&self, challenge: &Challenge, id: &cairn_proof::ShardId) -> Result<Vec<u8>, String>;
+}
+
+impl HeldShards for Store {
+    fn list(&self, limit: usize) -> Vec<(cairn_proof::ShardId, u64)> {
+        self.inventory(None, limit)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, m)| (id, m.len))
+            .collect()
+    }
+
+    fn prove(&self, challenge: &Challenge, id: &cairn_proof::ShardId) -> Result<Vec<u8>, String> {
+        let f = self.open_shard(id).map_err(|e| e.to_string())?;
+        cairn_proof::prove(challenge, &f.data(), &f.outboard_region()).map_err(|e| e.to_string())
+    }
+}
+
+/// Answers challenges in place of the honest prover: an extension point for
+/// research and for tests that play a cheating miner. Never set by `cairn`.
+pub trait Prover: Send + Sync {
+    /// `honest` is what the honest prover would send (or why it cannot).
+    fn answer(
+        &self,
+        challenge: &Challenge,
+        shards: &dyn HeldShards,
+        honest: Result<Vec<u8>, String>,
+    ) -> ProverAction;
+}
+
+/// What a [`Prover`] decides.
+pub enum ProverAction {
+    /// Send these bytes as the proof.
+    Reply(Vec<u8>),
+    /// Claim the shard is not here.
+    NotFound,
+    /// Hold the stream open without answering for this long.
+    Stall(Duration),
+}
+
+/// Everything a request handler needs.
+pub struct Server {
+    pub(crate) node_id: NodeId,
+    pub(crate) config: Arc<Config>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) registry: AnyRegistry,
+    pub(crate) validator: Option<Arc<dyn ValidatorService>>,
+    pub(crate) prover: Option<Arc<dyn Prover>>,
+    puts: Semaphore,
+    gets: Semaphore,
+    challenges: Semaphore,
+    control: Semaphore,
+}
+
+impl Server {
+    pub(crate) fn new(
+        node_id: NodeId,
+        config: Arc<Config>,
+        store: Arc<Store>,
+        registry: AnyRegistry,
+        validator: Option<Arc<dyn ValidatorService>>,
+        prover: Option<Arc<dyn Prover>>,
+    ) -> Self {
+        Server {
+            node_id,
+            puts: Semaphore::new(config.limits.max_concurrent_puts),
+            gets: Semaphore::new(config.limits.max_concurrent_gets),
+            challenges: Semaphore::new(config.limits.max_concurrent_challenges),
+            control: Semaphore::new(CONTROL_SLOTS),
+            config,
+            store,
+            registry,
+            validator,
+            prover,
+        }
+    }
+
+    /// What `Info` answers.
+    pub fn info(&self) -> NodeInfo {
+        let stats = self.store.stats().unwrap_or_default();
+        NodeInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            role: self.config.role.to_string(),
+            capacity: stats.capacity,
+            used: stats.used_bytes,
+            free: self.store.free_bytes().unwrap_or(0),
+            shards: stats.shard_count,
+        }
+    }
+
+    async fn slot(&self, class: Slot) -> Result<SemaphorePermit<'_>, Refusal> {
+        let (sem, what) = match class {
+            Slot::Put => (&self.puts, "puts"),
+            Slot::Get => (&self.gets, "gets"),
+            Slot::Challenge => (&self.challenges, "challenges"),
+            Slot::Control => (&self.control, "requests"),
+        };
+        match tokio::time::timeout(SLOT_WAIT, sem.acquire()).await {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(Refusal::new(
+                ErrorCode::Busy,
+                format!("too many {what} in progress; retry later"),
+            )),
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` turns true. Every request task is
+/// spawned on `tracker`, so shutdown can wait for requests in flight.
+pub(crate) async fn serve(
+    endpoint: Endpoint,
+    server: Arc<Server>,
+    tracker: TaskTracker,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let server = Arc::clone(&server);
+        let t = tracker.clone();
+        let sd = shutdown.clone();
+        tokio::spawn(async move {
+            match incoming.await {
+                Ok(conn) => handle_connection(conn, server, t, sd).await,
+                Err(e) => tracing::debug!(error = %e, "incoming connection failed"),
+            }
+        });
+    }
+}
+
+async fn handle_connection(
+    conn: Connection,
+    server: Arc<Server>,
+    tracker: TaskTracker,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let peer = conn.remote_id();
+    // Membership is looked up once per connection: a registration change
+    // takes effect on the peer's next connection.
+    let member = match server.registry.member(&peer).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(peer = %peer.fmt_short(), error = %e, "registry lookup failed");
+            None
+        }
+    };
+    let member = Arc::new(member);
+    tracing::debug!(peer = %peer.fmt_short(), registered = member.is_some(), "connection");
+    loop {
+        let (send, recv) = tokio::select! {
+            s = conn.accept_bi() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        if tracker.is_closed() {
+            break;
+        }
+        let server = Arc::clone(&server);
+        let member = Arc::clone(&member);
+        tracker.spawn(async move {
+            if let Err(e) = handle_stream(&server, peer, member.as_ref().as_ref(), send, recv).await
+            {
+                tracing::debug!(peer = %peer.fmt_short(), error = %e, "stream ended with error");
+            }
+        });
+    }
+}
+
+/// A reply that ends the request.
+#[derive(Debug)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<DecodeError> for Refusal {
+    fn from(e: DecodeError) -> Self {
+        Refusal::new(e.code, e.message)
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        let code = match &e {
+            StoreError::NotFound(_) => ErrorCode::NotFound,
+            StoreError::Full { .. } => ErrorCode::Full,
+            StoreError::HashMismatch { .. } => ErrorCode::HashMismatch,
+            StoreError::NotHolder(_)
+            | StoreError::NotManifestOwner
+            | StoreError::PlacementOwnerMismatch => ErrorCode::Forbidden,
+            StoreError::IncompleteWrite { .. } => ErrorCode::Malformed,
+            StoreError::PastEnd { .. } => ErrorCode::BadRequest,
+            StoreError::Proof(cairn_proof::Error::LengthMismatch { .. }) => ErrorCode::Malformed,
+            _ if e.is_full() => ErrorCode::Full,
+            _ => ErrorCode::Internal,
+        };
+        if code == ErrorCode::Internal {
+            tracing::error!(error = %e, "request failed in the store");
+        }
+        Refusal::new(code, e.to_string())
+    }
+}
+
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Store(s) => s.into(),
+            Error::Proof(cairn_proof::Error::LengthMismatch { .. }) => {
+                Refusal::new(ErrorCode::Malformed, e.to_string())
+            }
+            e => {
+                tracing::error!(error = %e, "request failed");
+                Refusal::new(ErrorCode::Internal, e.to_string())
+            }
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for Refusal {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Refusal::new(ErrorCode::Internal, e.to_string())
+    }
+}
+
+pub(crate) async fn reply(
+    send: &mut SendStream,
+    r: &Response,
+    peer: &NodeId,
+) -> crate::error::Result<()> {
+    write_frame(send, &r.encode(), peer).await
+}
+
+async fn handle_stream(
+    server: &Server,
+    peer: NodeId,
+    member: Option<&Member>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) -> crate::error::Result<()> {
+    let outcome = match read_frame(&mut recv, MAX_CONTROL_FRAME, &peer).await? {
+        ReadFrame::End => return Ok(()),
+        ReadFrame::TooLarge { len, limit } => Err(Refusal::new(
+            ErrorCode::FrameTooLarge,
+            format!("frame of {len} bytes exceeds the limit of {limit} bytes"),
+        )),
+        ReadFrame::Truncated => Err(Refusal::new(
+            ErrorCode::Malformed,
+            "stream ended inside a frame (truncated)",
+        )),
+        ReadFrame::Body(body) => match Request::decode(&body) {
+            Ok(req) => dispatch(server, peer, member, req, &mut send, &mut recv).await,
+            Err(e) => Err(e.into()),
+        },
+    };
+    if let Err(r) = outcome {
+        tracing::debug!(peer = %peer.fmt_short(), code = %r.code, message = %r.message, "refused");
+        let _ = recv.stop(0u32.into());
+        reply(
+            &mut send,
+            &Response::Error {
+                code: r.code,
+                message: r.message,
+            },
+            &peer,
+        )
+        .await?;
+    }
+    let _ = send.finish();
+    // Wait until the peer has read everything (or gone), so the reply is not cut.
+    let _ = tokio::time::timeout(Duration::from_secs(10), send.stopped()).await;
+    Ok(())
+}
+
+/// The authorization table, then the slot, then the handler.
+async fn dispatch(
+    server: &Server,
+    peer: NodeId,
+    member: Option<&Member>,
+    req: Request,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+) -> Result<(), Refusal> {
+    let (right, class) = authz::rule(&req);
+    let member = authz::check(right, &peer, member)?;
+    let _permit = server.slot(class).await?;
+    let h = handlers::Handler {
+        server,
+        peer,
+        send,
+        recv,
+    };
+    match req {
+        Request::Info => h.info().await,
+        Request::PutShard { id, len, on_behalf } => {
+            h.put_shard(authz::acting_owner(peer, on_behalf)?, id, len)
+                .await
+        }
+        Request::GetShard { id, offset, length } => h.get_shard(id, offset, length).await,
+        Request::Challenge {
+            id,
+            len,
+            nonce,
+            samples,
+        } => h.challenge(id, len, nonce, samples).await,
+        Request::Inventory { after, limit } => h.inventory(after, limit).await,
+        Request::Has { ids } => h.has(&ids).await,
+        Request::PutManifest { cid, len } => h.put_manifest(cid, len).await,
+        Request::GetManifest { cid } => h.get_manifest(cid).await,
+        Request::PutPlacement { cid, len } => h.put_placement(member_of(member)?, cid, len).await,
+        Request::GetPlacement { cid } => h.get_placement(cid).await,
+        Request::DeleteShard { id, on_behalf } => {
+            h.delete_shard(authz::acting_owner(peer, on_behalf)?, id)
+                .await
+        }
+        Request::DeleteManifest { cid } => h.delete_manifest(member_of(member)?, cid).await,
+        Request::Audit { cid } => h.audit(cid).await,
+    }
+}
+
+/// The member record [`authz::check`] returned for a member-only request.
+fn member_of(member: Option<&Member>) -> Result<&Member, Refusal> {
+    member.ok_or_else(|| Refusal::new(ErrorCode::NotRegistered, "not a member"))
+}

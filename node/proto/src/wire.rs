@@ -1,0 +1,819 @@
+//! The cairn wire protocol: length-prefixed, versioned binary frames.
+//!
+//! One bi-directional QUIC stream per request. Every message is a frame:
+//!
+//! ```text
+//! u32 BE  length of what follows (version + kind + payload)
+//! u8      version (1)
+//! u8      kind
+//! ...     payload, fixed layout per kind, integers little-endian
+//! ```
+//!
+//! The reader checks the length against a limit chosen by the caller for
+//! the frame it expects *before* allocating, and a payload must be consumed
+//! exactly (no trailing bytes). Bulk bytes (shard data, outboards,
+//! manifests) follow their header frame raw, with their length announced in
+//! it, so they stream without being framed or buffered whole.
+//!
+//! Anything that does not parse gets a typed [`ErrorCode`] reply; nothing
+//! here panics on input. Reading and writing frames on a QUIC stream is the
+//! daemon's business (`cairn_node::net::frames`); this module only encodes,
+//! decodes and bounds.
+
+use cairn_proof::ShardId;
+
+use crate::ShardState;
+
+/// Protocol version written in every frame.
+pub const VERSION: u8 = 1;
+/// Limit for control frames (requests, most responses).
+pub const MAX_CONTROL_FRAME: usize = 64 * 1024;
+/// Largest manifest accepted.
+pub const MAX_MANIFEST_LEN: u64 = 64 << 20;
+/// Most inventory entries in one page.
+pub const MAX_INVENTORY_PAGE: u32 = 1024;
+/// Most shard ids in one `Has` request.
+pub const MAX_HAS_IDS: usize = 1024;
+/// Largest placement record accepted.
+pub const MAX_PLACEMENT_LEN: u64 = 32 << 20;
+
+/// A request, from client to server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Followed by `len` raw bytes. `on_behalf` is honoured from validators
+    /// only (repair places shards for the pinner).
+    PutShard {
+        id: ShardId,
+        len: u64,
+        on_behalf: Option<[u8; 32]>,
+    },
+    /// Bytes `[offset, offset + length)`; `length == u64::MAX` means to the end.
+    GetShard {
+        id: ShardId,
+        offset: u64,
+        length: u64,
+    },
+    Challenge {
+        id: ShardId,
+        len: u64,
+        nonce: [u8; 32],
+        samples: u16,
+    },
+    Inventory {
+        after: Option<ShardId>,
+        limit: u32,
+    },
+    /// Followed by `len` raw bytes.
+    PutManifest {
+        cid: [u8; 32],
+        len: u64,
+    },
+    GetManifest {
+        cid: [u8; 32],
+    },
+    DeleteShard {
+        id: ShardId,
+        on_behalf: Option<[u8; 32]>,
+    },
+    DeleteManifest {
+        cid: [u8; 32],
+    },
+    Info,
+    /// Asks a validator to audit the dataset of this manifest (validators only).
+    Audit {
+        cid: [u8; 32],
+    },
+    /// Followed by `len` raw bytes of a signed placement for `cid`.
+    PutPlacement {
+        cid: [u8; 32],
+        len: u64,
+    },
+    GetPlacement {
+        cid: [u8; 32],
+    },
+    /// Which of these shards are held here (at most [`MAX_HAS_IDS`]).
+    Has {
+        ids: Vec<ShardId>,
+    },
+}
+
+/// A response, from server to client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Ok,
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    /// Followed by `outboard_len` bytes of outboard, then `length` bytes of
+    /// shard data starting at `start` (group-aligned, covering the request).
+    ShardData {
+        shard_len: u64,
+        start: u64,
+        length: u64,
+        outboard_len: u64,
+    },
+    Proof(Vec<u8>),
+    Inventory {
+        entries: Vec<InventoryEntry>,
+        more: bool,
+    },
+    /// Followed by `len` raw bytes (a manifest or a placement).
+    Blob {
+        len: u64,
+    },
+    /// For each id asked, whether a present copy is held.
+    Has(Vec<bool>),
+    Info(NodeInfo),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InventoryEntry {
+    pub id: ShardId,
+    pub len: u64,
+    pub state: ShardState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    pub version: String,
+    pub role: String,
+    pub capacity: u64,
+    pub used: u64,
+    pub free: u64,
+    pub shards: u64,
+}
+
+/// Why a request failed; sent as a u16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    Malformed,
+    FrameTooLarge,
+    UnsupportedVersion,
+    UnknownRequest,
+    NotFound,
+    HashMismatch,
+    Full,
+    QuotaExceeded,
+    NotRegistered,
+    NotValidator,
+    Forbidden,
+    Busy,
+    TooLarge,
+    BadRequest,
+    Internal,
+    Other(u16),
+}
+
+impl ErrorCode {
+    pub fn to_u16(self) -> u16 {
+        match self {
+            ErrorCode::Malformed => 1,
+            ErrorCode::FrameTooLarge => 2,
+            ErrorCode::UnsupportedVersion => 3,
+            ErrorCode::UnknownRequest => 4,
+            ErrorCode::NotFound => 5,
+            ErrorCode::HashMismatch => 6,
+            ErrorCode::Full => 7,
+            ErrorCode::QuotaExceeded => 8,
+            ErrorCode::NotRegistered => 9,
+            ErrorCode::NotValidator => 10,
+            ErrorCode::Forbidden => 11,
+            ErrorCode::Busy => 12,
+            ErrorCode::TooLarge => 13,
+            ErrorCode::BadRequest => 14,
+            ErrorCode::Internal => 15,
+            ErrorCode::Other(c) => c,
+        }
+    }
+
+    pub fn from_u16(c: u16) -> Self {
+        match c {
+            1 => ErrorCode::Malformed,
+            2 => ErrorCode::FrameTooLarge,
+            3 => ErrorCode::UnsupportedVersion,
+            4 => ErrorCode::UnknownRequest,
+            5 => ErrorCode::NotFound,
+            6 => ErrorCode::HashMismatch,
+            7 => ErrorCode::Full,
+            8 => ErrorCode::QuotaExceeded,
+            9 => ErrorCode::NotRegistered,
+            10 => ErrorCode::NotValidator,
+            11 => ErrorCode::Forbidden,
+            12 => ErrorCode::Busy,
+            13 => ErrorCode::TooLarge,
+            14 => ErrorCode::BadRequest,
+            15 => ErrorCode::Internal,
+            c => ErrorCode::Other(c),
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            ErrorCode::Malformed => "malformed frame",
+            ErrorCode::FrameTooLarge => "frame too large",
+            ErrorCode::UnsupportedVersion => "unsupported protocol version",
+            ErrorCode::UnknownRequest => "unknown request",
+            ErrorCode::NotFound => "not found",
+            ErrorCode::HashMismatch => "hash mismatch",
+            ErrorCode::Full => "storage full",
+            ErrorCode::QuotaExceeded => "quota exceeded",
+            ErrorCode::NotRegistered => "peer not registered",
+            ErrorCode::NotValidator => "peer is not a validator",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Busy => "busy",
+            ErrorCode::TooLarge => "too large",
+            ErrorCode::BadRequest => "bad request",
+            ErrorCode::Internal => "internal error",
+            ErrorCode::Other(c) => return write!(f, "error {c}"),
+        };
+        f.write_str(s)
+    }
+}
+
+/// A frame that could not be decoded, with the code to reply with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct DecodeError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl DecodeError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        DecodeError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+mod kind {
+    pub const PUT_SHARD: u8 = 1;
+    pub const GET_SHARD: u8 = 2;
+    pub const CHALLENGE: u8 = 3;
+    pub const INVENTORY: u8 = 4;
+    pub const PUT_MANIFEST: u8 = 5;
+    pub const GET_MANIFEST: u8 = 6;
+    pub const DELETE_SHARD: u8 = 7;
+    pub const DELETE_MANIFEST: u8 = 8;
+    pub const INFO: u8 = 9;
+    pub const AUDIT: u8 = 10;
+    pub const PUT_PLACEMENT: u8 = 11;
+    pub const GET_PLACEMENT: u8 = 12;
+    pub const HAS: u8 = 13;
+    // 14 was a validator scoreboard request, never sent; retired.
+
+    pub const OK: u8 = 128;
+    pub const ERROR: u8 = 129;
+    pub const SHARD_DATA: u8 = 130;
+    pub const PROOF: u8 = 131;
+    pub const INVENTORY_PAGE: u8 = 132;
+    pub const BLOB: u8 = 133;
+    pub const INFO_REPLY: u8 = 134;
+    pub const HAS_REPLY: u8 = 135;
+}
+
+/// Bounds-checked little-endian reader over a payload.
+struct Cursor<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(DecodeError::new(ErrorCode::Malformed, "payload truncated"));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> std::result::Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> std::result::Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")))
+    }
+    fn u32(&mut self) -> std::result::Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn u64(&mut self) -> std::result::Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn b32(&mut self) -> std::result::Result<[u8; 32], DecodeError> {
+        Ok(self.take(32)?.try_into().expect("32"))
+    }
+    fn opt32(&mut self) -> std::result::Result<Option<[u8; 32]>, DecodeError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.b32()?)),
+            t => Err(DecodeError::new(
+                ErrorCode::Malformed,
+                format!("option tag {t}"),
+            )),
+        }
+    }
+    fn string(&mut self) -> std::result::Result<String, DecodeError> {
+        let n = self.u16()? as usize;
+        let b = self.take(n)?;
+        Ok(String::from_utf8_lossy(b).into_owned())
+    }
+    fn end(self) -> std::result::Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::new(
+                ErrorCode::Malformed,
+                format!("{} unexpected trailing bytes", self.buf.len()),
+            ))
+        }
+    }
+}
+
+fn put_opt32(out: &mut Vec<u8>, v: &Option<[u8; 32]>) {
+    match v {
+        None => out.push(0),
+        Some(b) => {
+            out.push(1);
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+fn put_string(out: &mut Vec<u8>, s: &str) {
+    let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(b.len() as u16).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(6 + payload.len());
+    out.extend_from_slice(&((payload.len() + 2) as u32).to_be_bytes());
+    out.push(VERSION);
+    out.push(kind);
+    out.extend_from_slice(payload);
+    out
+}
+
+impl Request {
+    /// The complete frame, length prefix included.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(96);
+        let k = match self {
+            Request::PutShard { id, len, on_behalf } => {
+                p.extend_from_slice(&id.0);
+                p.extend_from_slice(&len.to_le_bytes());
+                put_opt32(&mut p, on_behalf);
+                kind::PUT_SHARD
+            }
+            Request::GetShard { id, offset, length } => {
+                p.extend_from_slice(&id.0);
+                p.extend_from_slice(&offset.to_le_bytes());
+                p.extend_from_slice(&length.to_le_bytes());
+                kind::GET_SHARD
+            }
+            Request::Challenge {
+                id,
+                len,
+                nonce,
+                samples,
+            } => {
+                p.extend_from_slice(&id.0);
+                p.extend_from_slice(&len.to_le_bytes());
+                p.extend_from_slice(nonce);
+                p.extend_from_slice(&samples.to_le_bytes());
+                kind::CHALLENGE
+            }
+            Request::Inventory { after, limit } => {
+                put_opt32(&mut p, &after.map(|a| a.0));
+                p.extend_from_slice(&limit.to_le_bytes());
+                kind::INVENTORY
+            }
+            Request::PutManifest { cid, len } => {
+                p.extend_from_slice(cid);
+                p.extend_from_slice(&len.to_le_bytes());
+                kind::PUT_MANIFEST
+            }
+            Request::GetManifest { cid } => {
+                p.extend_from_slice(cid);
+                kind::GET_MANIFEST
+            }
+            Request::DeleteShard { id, on_behalf } => {
+                p.extend_from_slice(&id.0);
+                put_opt32(&mut p, on_behalf);
+                kind::DELETE_SHARD
+            }
+            Request::DeleteManifest { cid } => {
+                p.extend_from_slice(cid);
+                kind::DELETE_MANIFEST
+            }
+            Request::Info => kind::INFO,
+            Request::Audit { cid } => {
+                p.extend_from_slice(cid);
+                kind::AUDIT
+            }
+            Request::PutPlacement { cid, len } => {
+                p.extend_from_slice(cid);
+                p.extend_from_slice(&len.to_le_bytes());
+                kind::PUT_PLACEMENT
+            }
+            Request::GetPlacement { cid } => {
+                p.extend_from_slice(cid);
+                kind::GET_PLACEMENT
+            }
+            Request::Has { ids } => {
+                p.extend_from_slice(&(ids.len() as u16).to_le_bytes());
+                for id in ids {
+                    p.extend_from_slice(&id.0);
+                }
+                kind::HAS
+            }
+        };
+        frame(k, &p)
+    }
+
+    /// Decodes a frame body (version, kind, payload; no length prefix).
+    pub fn decode(body: &[u8]) -> std::result::Result<Request, DecodeError> {
+        let (k, payload) = split_body(body)?;
+        let mut c = Cursor { buf: payload };
+        let r = match k {
+            kind::PUT_SHARD => Request::PutShard {
+                id: ShardId(c.b32()?),
+                len: c.u64()?,
+                on_behalf: c.opt32()?,
+            },
+            kind::GET_SHARD => Request::GetShard {
+                id: ShardId(c.b32()?),
+                offset: c.u64()?,
+                length: c.u64()?,
+            },
+            kind::CHALLENGE => Request::Challenge {
+                id: ShardId(c.b32()?),
+                len: c.u64()?,
+                nonce: c.b32()?,
+                samples: c.u16()?,
+            },
+            kind::INVENTORY => Request::Inventory {
+                after: c.opt32()?.map(ShardId),
+                limit: c.u32()?,
+            },
+            kind::PUT_MANIFEST => Request::PutManifest {
+                cid: c.b32()?,
+                len: c.u64()?,
+            },
+            kind::GET_MANIFEST => Request::GetManifest { cid: c.b32()? },
+            kind::DELETE_SHARD => Request::DeleteShard {
+                id: ShardId(c.b32()?),
+                on_behalf: c.opt32()?,
+            },
+            kind::DELETE_MANIFEST => Request::DeleteManifest { cid: c.b32()? },
+            kind::INFO => Request::Info,
+            kind::AUDIT => Request::Audit { cid: c.b32()? },
+            kind::PUT_PLACEMENT => Request::PutPlacement {
+                cid: c.b32()?,
+                len: c.u64()?,
+            },
+            kind::GET_PLACEMENT => Request::GetPlacement { cid: c.b32()? },
+            kind::HAS => {
+                let n = c.u16()? as usize;
+                if n > MAX_HAS_IDS {
+                    return Err(DecodeError::new(
+                        ErrorCode::TooLarge,
+                        format!("{n} ids in one request; at most {MAX_HAS_IDS}"),
+                    ));
+                }
+                let mut ids = Vec::with_capacity(n);
+                for _ in 0..n {
+                    ids.push(ShardId(c.b32()?));
+                }
+                Request::Has { ids }
+            }
+            other => {
+                return Err(DecodeError::new(
+                    ErrorCode::UnknownRequest,
+                    format!(
+                        "request kind {other} is not known to this node (protocol version {VERSION})"
+                    ),
+                ));
+            }
+        };
+        c.end()?;
+        Ok(r)
+    }
+}
+
+impl Response {
+    /// The complete frame, length prefix included.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::new();
+        let k = match self {
+            Response::Ok => kind::OK,
+            Response::Error { code, message } => {
+                p.extend_from_slice(&code.to_u16().to_le_bytes());
+                put_string(&mut p, message);
+                kind::ERROR
+            }
+            Response::ShardData {
+                shard_len,
+                start,
+                length,
+                outboard_len,
+            } => {
+                for v in [shard_len, start, length, outboard_len] {
+                    p.extend_from_slice(&v.to_le_bytes());
+                }
+                kind::SHARD_DATA
+            }
+            Response::Proof(bytes) => {
+                p.extend_from_slice(bytes);
+                kind::PROOF
+            }
+            Response::Inventory { entries, more } => {
+                p.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+                for e in entries {
+                    p.extend_from_slice(&e.id.0);
+                    p.extend_from_slice(&e.len.to_le_bytes());
+                    p.push(e.state.to_u8());
+                }
+                p.push(u8::from(*more));
+                kind::INVENTORY_PAGE
+            }
+            Response::Blob { len } => {
+                p.extend_from_slice(&len.to_le_bytes());
+                kind::BLOB
+            }
+            Response::Has(bits) => {
+                p.extend_from_slice(&(bits.len() as u16).to_le_bytes());
+                p.extend(bits.iter().map(|b| u8::from(*b)));
+                kind::HAS_REPLY
+            }
+            Response::Info(i) => {
+                put_string(&mut p, &i.version);
+                put_string(&mut p, &i.role);
+                for v in [i.capacity, i.used, i.free, i.shards] {
+                    p.extend_from_slice(&v.to_le_bytes());
+                }
+                kind::INFO_REPLY
+            }
+        };
+        frame(k, &p)
+    }
+
+    /// Decodes a frame body (version, kind, payload).
+    pub fn decode(body: &[u8]) -> std::result::Result<Response, DecodeError> {
+        let (k, payload) = split_body(body)?;
+        let mut c = Cursor { buf: payload };
+        let r = match k {
+            kind::OK => Response::Ok,
+            kind::ERROR => Response::Error {
+                code: ErrorCode::from_u16(c.u16()?),
+                message: c.string()?,
+            },
+            kind::SHARD_DATA => Response::ShardData {
+                shard_len: c.u64()?,
+                start: c.u64()?,
+                length: c.u64()?,
+                outboard_len: c.u64()?,
+            },
+            kind::PROOF => {
+                let bytes = c.take(c.buf.len())?.to_vec();
+                Response::Proof(bytes)
+            }
+            kind::INVENTORY_PAGE => {
+                let n = c.u32()?;
+                if n > MAX_INVENTORY_PAGE {
+                    return Err(DecodeError::new(
+                        ErrorCode::Malformed,
+                        format!("inventory page of {n} entries"),
+                    ));
+                }
+                let mut entries = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    let id = ShardId(c.b32()?);
+                    let len = c.u64()?;
+                    let state = ShardState::from_u8(c.u8()?).ok_or_else(|| {
+                        DecodeError::new(ErrorCode::Malformed, "unknown shard state")
+                    })?;
+                    entries.push(InventoryEntry { id, len, state });
+                }
+                let more = c.u8()? != 0;
+                Response::Inventory { entries, more }
+            }
+            kind::BLOB => Response::Blob { len: c.u64()? },
+            kind::HAS_REPLY => {
+                let n = c.u16()? as usize;
+                let bits = c.take(n)?.iter().map(|b| *b != 0).collect();
+                Response::Has(bits)
+            }
+            kind::INFO_REPLY => Response::Info(NodeInfo {
+                version: c.string()?,
+                role: c.string()?,
+                capacity: c.u64()?,
+                used: c.u64()?,
+                free: c.u64()?,
+                shards: c.u64()?,
+            }),
+            other => {
+                return Err(DecodeError::new(
+                    ErrorCode::Malformed,
+                    format!("response kind {other}"),
+                ));
+            }
+        };
+        c.end()?;
+        Ok(r)
+    }
+}
+
+fn split_body(body: &[u8]) -> std::result::Result<(u8, &[u8]), DecodeError> {
+    match body {
+        [v, k, rest @ ..] => {
+            if *v != VERSION {
+                return Err(DecodeError::new(
+                    ErrorCode::UnsupportedVersion,
+                    format!(
+                        "frame version {v}, this node speaks {VERSION}; upgrade the older side"
+                    ),
+                ));
+            }
+            Ok((*k, rest))
+        }
+        _ => Err(DecodeError::new(
+            ErrorCode::Malformed,
+            "frame shorter than its header",
+        )),
+    }
+}
+
+/// Length of the frame announced by a 4-byte prefix: what follows it
+/// (version, kind, payload). The reader compares it with its limit before
+/// allocating anything.
+pub fn frame_len(prefix: [u8; 4]) -> u64 {
+    u64::from(u32::from_be_bytes(prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn body(frame: &[u8]) -> &[u8] {
+        let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - 4);
+        &frame[4..]
+    }
+
+    fn requests() -> Vec<Request> {
+        let id = ShardId([3; 32]);
+        vec![
+            Request::PutShard {
+                id,
+                len: 5,
+                on_behalf: None,
+            },
+            Request::PutShard {
+                id,
+                len: 5,
+                on_behalf: Some([9; 32]),
+            },
+            Request::GetShard {
+                id,
+                offset: 1,
+                length: u64::MAX,
+            },
+            Request::Challenge {
+                id,
+                len: 77,
+                nonce: [1; 32],
+                samples: 44,
+            },
+            Request::Inventory {
+                after: Some(id),
+                limit: 10,
+            },
+            Request::Inventory {
+                after: None,
+                limit: 10,
+            },
+            Request::PutManifest {
+                cid: [4; 32],
+                len: 1000,
+            },
+            Request::GetManifest { cid: [4; 32] },
+            Request::DeleteShard {
+                id,
+                on_behalf: None,
+            },
+            Request::DeleteManifest { cid: [4; 32] },
+            Request::Info,
+            Request::Audit { cid: [5; 32] },
+            Request::PutPlacement {
+                cid: [6; 32],
+                len: 77,
+            },
+            Request::GetPlacement { cid: [6; 32] },
+            Request::Has {
+                ids: vec![id, ShardId([8; 32])],
+            },
+        ]
+    }
+
+    #[test]
+    fn requests_and_responses_round_trip() {
+        for r in requests() {
+            assert_eq!(Request::decode(body(&r.encode())).unwrap(), r);
+        }
+        let responses = vec![
+            Response::Ok,
+            Response::Error {
+                code: ErrorCode::Full,
+                message: "full".into(),
+            },
+            Response::ShardData {
+                shard_len: 1,
+                start: 2,
+                length: 3,
+                outboard_len: 4,
+            },
+            Response::Proof(vec![1, 2, 3]),
+            Response::Inventory {
+                entries: vec![InventoryEntry {
+                    id: ShardId([1; 32]),
+                    len: 9,
+                    state: ShardState::Lost,
+                }],
+                more: true,
+            },
+            Response::Blob { len: 12 },
+            Response::Has(vec![true, false, true]),
+            Response::Info(NodeInfo {
+                version: "0.1".into(),
+                role: "miner".into(),
+                capacity: 1,
+                used: 2,
+                free: 3,
+                shards: 4,
+            }),
+        ];
+        for r in responses {
+            assert_eq!(Response::decode(body(&r.encode())).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn bad_frames_get_typed_errors() {
+        let f = Request::Info.encode();
+        let mut v2 = body(&f).to_vec();
+        v2[0] = 2;
+        assert_eq!(
+            Request::decode(&v2).unwrap_err().code,
+            ErrorCode::UnsupportedVersion
+        );
+        assert_eq!(
+            Request::decode(&[1, 77]).unwrap_err().code,
+            ErrorCode::UnknownRequest
+        );
+        assert_eq!(
+            Request::decode(&[1]).unwrap_err().code,
+            ErrorCode::Malformed
+        );
+        let put = Request::PutShard {
+            id: ShardId([0; 32]),
+            len: 1,
+            on_behalf: None,
+        }
+        .encode();
+        let b = body(&put);
+        assert_eq!(
+            Request::decode(&b[..b.len() - 1]).unwrap_err().code,
+            ErrorCode::Malformed
+        );
+        let mut padded = b.to_vec();
+        padded.push(0);
+        assert_eq!(
+            Request::decode(&padded).unwrap_err().code,
+            ErrorCode::Malformed
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Request::decode(&bytes);
+            let _ = Response::decode(&bytes);
+        }
+
+        #[test]
+        fn truncations_of_valid_requests_are_malformed(i in 0usize..15, cut in 0usize..100) {
+            let r = &requests()[i];
+            let f = r.encode();
+            let b = body(&f);
+            if cut < b.len() {
+                prop_assert!(Request::decode(&b[..cut]).is_err());
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Shard files: a write that hashes as it streams and commits only verified
+//! bytes, and a present shard opened for reading (bytes, then outboard).
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use cairn_proof::{OutboardBuilder, ReadAt, ShardId, outboard_len};
+use cairn_proto::{NodeId, ShardState};
+use rocksdb::WriteBatch;
+
+use crate::{
+    CF_COUNTERS, CF_OWNERS, CF_PEERS, CF_SHARDS, Result, SHARD_COUNT, ShardMeta, Store, StoreError,
+    USED_BYTES, io_at, owner_key, unix_secs,
+};
+
+/// A shard being written: bytes stream in, are hashed, and only a complete
+/// shard that hashes to its claimed id is committed. Dropping it without
+/// [`ShardWriter::commit`] removes the temporary and releases the space.
+pub struct ShardWriter {
+    pub(crate) store: Arc<Store>,
+    pub(crate) id: ShardId,
+    pub(crate) len: u64,
+    pub(crate) disk: u64,
+    pub(crate) owner: NodeId,
+    pub(crate) tmp_path: PathBuf,
+    pub(crate) file: Option<File>,
+    pub(crate) hasher: OutboardBuilder,
+}
+
+impl ShardWriter {
+    /// Bytes received so far.
+    pub fn written(&self) -> u64 {
+        self.hasher.bytes_fed()
+    }
+
+    /// Declared length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends bytes; fails if they go past the declared length.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.hasher.update(bytes)?;
+        let f = self.file.as_mut().expect("open until commit");
+        f.write_all(bytes)
+            .map_err(|e| StoreError::io(format!("write {}", self.tmp_path.display()), e))
+    }
+
+    /// Checks the hash, appends the outboard, fsyncs once, renames into
+    /// place and commits the record (synced). Blocking: call it off the
+    /// async executor.
+    pub fn commit(mut self) -> Result<()> {
+        let hasher = std::mem::replace(&mut self.hasher, OutboardBuilder::new(0)?);
+        let (actual, outboard) = hasher.finalize()?;
+        if actual != self.id {
+            return Err(StoreError::HashMismatch {
+                claimed: self.id,
+                actual,
+            });
+        }
+        let mut f = self.file.take().expect("open until commit");
+        f.write_all(&outboard)
+            .and_then(|_| f.sync_data())
+            .map_err(|e| StoreError::io(format!("write {}", self.tmp_path.display()), e))?;
+        drop(f);
+        let store = Arc::clone(&self.store);
+        let dest = store.shard_path(&self.id);
+        let _g = store.commit_lock.lock().expect("lock");
+        let existing = store.shard_meta(&self.id)?;
+        let mut b = WriteBatch::default();
+        if matches!(existing, Some(m) if m.state == ShardState::Present) {
+            // Same bytes already here (another writer won): keep theirs.
+            let _ = std::fs::remove_file(&self.tmp_path);
+        } else {
+            if let Some(dir) = dest.parent() {
+                std::fs::create_dir_all(dir).map_err(io_at(dir, "create"))?;
+            }
+            std::fs::rename(&self.tmp_path, &dest).map_err(io_at(&dest, "rename into"))?;
+            let meta = ShardMeta {
+                len: self.len,
+                stored_at: unix_secs(),
+                state: ShardState::Present,
+                last_scrub: unix_secs(),
+            };
+            b.put_cf(store.cf(CF_SHARDS), self.id.0, meta.encode());
+            let used = store.used_bytes()? + self.disk;
+            b.put_cf(store.cf(CF_COUNTERS), USED_BYTES, used.to_le_bytes());
+            if existing.is_none() {
+                let count = store.counter(SHARD_COUNT)? + 1;
+                b.put_cf(store.cf(CF_COUNTERS), SHARD_COUNT, count.to_le_bytes());
+            }
+        }
+        if !store.is_owner(&self.id, &self.owner)? {
+            b.put_cf(store.cf(CF_OWNERS), owner_key(&self.id, &self.owner), []);
+            let pu = store.peer_usage(&self.owner)? + self.disk;
+            b.put_cf(store.cf(CF_PEERS), self.owner.as_bytes(), pu.to_le_bytes());
+        }
+        store.db.write_opt(b, &Store::synced())?;
+        Ok(())
+    }
+}
+
+impl Drop for ShardWriter {
+    fn drop(&mut self) {
+        if self.file.is_some() || self.tmp_path.exists() {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+        self.store.reserved.fetch_sub(self.disk, Ordering::AcqRel);
+    }
+}
+
+/// A present shard opened for reading: bytes, then outboard, in one file.
+pub struct ShardFile {
+    pub(crate) file: File,
+    pub(crate) len: u64,
+}
+
+impl ShardFile {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Reads the outboard.
+    pub fn outboard(&self) -> Result<Vec<u8>> {
+        let mut ob = vec![0u8; outboard_len(self.len) as usize];
+        self.file
+            .read_exact_at(&mut ob, self.len)
+            .map_err(|e| StoreError::io("read outboard", e))?;
+        Ok(ob)
+    }
+
+    /// Reads shard bytes at `offset` (within the shard, not the outboard).
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        if offset.saturating_add(buf.len() as u64) > self.len {
+            return Err(StoreError::PastEnd {
+                offset,
+                len: buf.len() as u64,
+                shard_len: self.len,
+            });
+        }
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| StoreError::io("read shard", e))
+    }
+
+    /// Random access to the shard bytes, for proofs.
+    pub fn data(&self) -> impl ReadAt + '_ {
+        Region {
+            file: &self.file,
+            start: 0,
+            len: self.len,
+        }
+    }
+
+    /// Random access to the outboard, for proofs.
+    pub fn outboard_region(&self) -> impl ReadAt + '_ {
+        Region {
+            file: &self.file,
+            start: self.len,
+            len: outboard_len(self.len),
+        }
+    }
+}
+
+struct Region<'a> {
+    file: &'a File,
+    start: u64,
+    pub(crate) len: u64,
+}
+
+impl ReadAt for Region<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        if offset.saturating_add(buf.len() as u64) > self.len {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "read past the end of the region",
+            ));
+        }
+        self.file.read_exact_at(buf, self.start + offset)
+    }
+}

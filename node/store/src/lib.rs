@@ -1,0 +1,729 @@
+//! cairn-store: the storage engine of a node, RocksDB metadata plus one file
+//! per shard. No networking: the daemon's handlers call it, never the other
+//! way round.
+//!
+//! A shard file holds the shard bytes followed by its outboard (the BLAKE3
+//! tree, 1/256 of the shard), under `shards/<ab>/<cd>/<id hex>`. A write
+//! streams into `tmp/<boot>/`, hashing as it goes; only bytes that hash to the
+//! claimed id are fsynced (once, never per chunk), renamed into place and
+//! committed to the metadata with a synced RocksDB write, all under one lock,
+//! so that nothing unverified is ever where it could be served ([`file`]).
+//!
+//! Used space is a counter in RocksDB updated in the same batch as the shard
+//! record: exact, never found by walking the disk. Opening is O(1) in the
+//! number of shards; the walk that removes orphans left by a crash and the
+//! scrub that re-hashes shards to find bit rot ([`upkeep`]) run in the
+//! background while the node serves.
+//!
+//! Besides shards the store keeps the records of datasets ([`records`]:
+//! manifests and placements, each in its own column family) and a namespaced
+//! key-value space for other components' state ([`kv`]).
+
+pub mod file;
+pub mod kv;
+pub mod records;
+pub mod upkeep;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cairn_proof::{OutboardBuilder, ShardId, outboard_len};
+use cairn_proto::{NodeId, ShardState};
+use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
+
+pub use file::{ShardFile, ShardWriter};
+pub use kv::Kv;
+pub use upkeep::ReconcileReport;
+
+const CF_SHARDS: &str = "shards";
+const CF_OWNERS: &str = "owners";
+const CF_PEERS: &str = "peers";
+const CF_MANIFESTS: &str = "manifests";
+const CF_PLACEMENTS: &str = "placements";
+const CF_COUNTERS: &str = "counters";
+/// The namespaced key-value space (named "app" since the first release).
+const CF_KV: &str = "app";
+const COLUMN_FAMILIES: [&str; 7] = [
+    CF_SHARDS,
+    CF_OWNERS,
+    CF_PEERS,
+    CF_MANIFESTS,
+    CF_PLACEMENTS,
+    CF_COUNTERS,
+    CF_KV,
+];
+
+const USED_BYTES: &[u8] = b"used_bytes";
+const SHARD_COUNT: &[u8] = b"shard_count";
+const MANIFEST_BYTES: &[u8] = b"manifest_bytes";
+
+/// Seconds since the Unix epoch (0 if the clock is before it): the one wall
+/// clock of the node's records.
+pub fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Everything that can go wrong in the store. Callers choose what to do
+/// (and what to answer a peer) from the variant.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("shard {0} is not stored here")]
+    NotFound(ShardId),
+    #[error(
+        "storage full: {needed} bytes needed, {free} bytes free of {capacity}; raise `capacity` in the config or free space"
+    )]
+    Full {
+        needed: u64,
+        free: u64,
+        capacity: u64,
+    },
+    #[error("the bytes do not hash to the claimed shard id {claimed} (they hash to {actual})")]
+    HashMismatch { claimed: ShardId, actual: ShardId },
+    #[error("shard {0} is held for other peers; only a holder may delete it")]
+    NotHolder(ShardId),
+    #[error("this manifest was stored by another peer; only it may delete it")]
+    NotManifestOwner,
+    #[error("the placement names another owner than the one held for this dataset")]
+    PlacementOwnerMismatch,
+    #[error("the write got {got} bytes of the {declared} it declared")]
+    IncompleteWrite { declared: u64, got: u64 },
+    #[error("read of {len} bytes at {offset} is past the end of the {shard_len}-byte shard")]
+    PastEnd {
+        offset: u64,
+        len: u64,
+        shard_len: u64,
+    },
+    #[error("key-value namespace {0:?} is not a plain name")]
+    BadNamespace(String),
+    #[error("{} is in use by another cairn process; stop it first", .0.display())]
+    Locked(PathBuf),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metadata database: {0}")]
+    Db(String),
+    #[error("corrupt metadata record: {0}")]
+    CorruptRecord(String),
+    #[error(transparent)]
+    Proof(#[from] cairn_proof::Error),
+}
+
+impl StoreError {
+    fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// True for the errors that mean the disk is out of space (the
+    /// configured capacity, or the filesystem itself).
+    pub fn is_full(&self) -> bool {
+        match self {
+            StoreError::Full { .. } => true,
+            StoreError::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        }
+    }
+}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> Self {
+        StoreError::Db(e.into_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The metadata record of a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardMeta {
+    pub len: u64,
+    pub stored_at: u64,
+    pub state: ShardState,
+    pub last_scrub: u64,
+}
+
+impl ShardMeta {
+    const ENCODED: usize = 25;
+
+    fn encode(&self) -> [u8; Self::ENCODED] {
+        let mut b = [0u8; Self::ENCODED];
+        b[..8].copy_from_slice(&self.len.to_le_bytes());
+        b[8..16].copy_from_slice(&self.stored_at.to_le_bytes());
+        b[16] = self.state.to_u8();
+        b[17..25].copy_from_slice(&self.last_scrub.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Result<Self> {
+        if b.len() != Self::ENCODED {
+            return Err(StoreError::CorruptRecord(format!(
+                "shard record of {} bytes",
+                b.len()
+            )));
+        }
+        let u = |r: std::ops::Range<usize>| u64::from_le_bytes(b[r].try_into().expect("8 bytes"));
+        Ok(ShardMeta {
+            len: u(0..8),
+            stored_at: u(8..16),
+            state: ShardState::from_u8(b[16]).unwrap_or(ShardState::Corrupt),
+            last_scrub: u(17..25),
+        })
+    }
+
+    /// Bytes on disk: shard plus outboard.
+    pub fn disk_len(&self) -> u64 {
+        self.len + outboard_len(self.len)
+    }
+}
+
+/// Counters describing the store, for status pages and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    pub capacity: u64,
+    pub used_bytes: u64,
+    pub reserved_bytes: u64,
+    pub shard_count: u64,
+    pub manifest_bytes: u64,
+    pub reconcile_done: bool,
+    pub orphans_removed: u64,
+    pub temporaries_removed: u64,
+    pub lost_found: u64,
+    pub scrubbed: u64,
+    pub corrupt_found: u64,
+}
+
+/// The shard store of one node.
+pub struct Store {
+    root: PathBuf,
+    tmp: PathBuf,
+    db: DB,
+    capacity: u64,
+    commit_lock: Mutex<()>,
+    reserved: AtomicU64,
+    next_tmp: AtomicU64,
+    reconcile_done: AtomicBool,
+    orphans_removed: AtomicU64,
+    temporaries_removed: AtomicU64,
+    lost_found: AtomicU64,
+    scrubbed: AtomicU64,
+    corrupt_found: AtomicU64,
+    /// Held (locked) for the store's lifetime.
+    _lock: File,
+}
+
+fn u64_value(v: Option<Vec<u8>>) -> u64 {
+    v.and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
+}
+
+fn io_at(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> StoreError {
+    let context = format!("{what} {}", path.display());
+    move |e| StoreError::io(context, e)
+}
+
+impl Store {
+    /// Opens (or creates) the store under `root` with `capacity` bytes for
+    /// shards. O(1) in the number of shards stored.
+    pub fn open(root: &Path, capacity: u64) -> Result<Store> {
+        std::fs::create_dir_all(root.join("shards")).map_err(io_at(root, "create"))?;
+        // One process per data directory: RocksDB would refuse a second one
+        // too, but only after its own work; this lock says so by name.
+        let lock_path = root.join("store.lock");
+        let lock = File::create(&lock_path).map_err(io_at(&lock_path, "create"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked(root.to_path_buf()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::io(format!("lock {}", lock_path.display()), e));
+            }
+        }
+        // Temporaries of this process go in their own directory, so that a
+        // reconcile running beside live writes removes only older ones.
+        let boot = format!(
+            "{}-{}-{:08x}",
+            unix_secs(),
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let tmp = root.join("tmp").join(boot);
+        std::fs::create_dir_all(&tmp).map_err(io_at(&tmp, "create"))?;
+
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Sized for a 1 GiB board: small memtables, few open files, no stats.
+        opts.set_write_buffer_size(4 << 20);
+        opts.set_max_write_buffer_number(2);
+        opts.set_max_open_files(64);
+        opts.set_keep_log_file_num(2);
+        opts.set_max_total_wal_size(16 << 20);
+        opts.set_compression_type(rocksdb::DBCompressionType::None);
+        let mut block = rocksdb::BlockBasedOptions::default();
+        block.set_block_cache(&rocksdb::Cache::new_lru_cache(8 << 20));
+        opts.set_block_based_table_factory(&block);
+        let cfs = COLUMN_FAMILIES.iter().map(|name| {
+            let mut o = Options::default();
+            o.set_write_buffer_size(2 << 20);
+            o.set_compression_type(rocksdb::DBCompressionType::None);
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        let db_path = root.join("db");
+        let db = DB::open_cf_descriptors(&opts, &db_path, cfs)?;
+        let store = Store {
+            root: root.to_path_buf(),
+            tmp,
+            db,
+            capacity,
+            commit_lock: Mutex::new(()),
+            reserved: AtomicU64::new(0),
+            next_tmp: AtomicU64::new(0),
+            reconcile_done: AtomicBool::new(false),
+            orphans_removed: AtomicU64::new(0),
+            temporaries_removed: AtomicU64::new(0),
+            lost_found: AtomicU64::new(0),
+            scrubbed: AtomicU64::new(0),
+            corrupt_found: AtomicU64::new(0),
+            _lock: lock,
+        };
+        store.migrate_placements()?;
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("column family opened")
+    }
+
+    fn synced() -> WriteOptions {
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        w
+    }
+
+    fn counter(&self, key: &[u8]) -> Result<u64> {
+        Ok(u64_value(self.db.get_cf(self.cf(CF_COUNTERS), key)?))
+    }
+
+    /// Root directory of the store.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Path of a shard's file.
+    pub fn shard_path(&self, id: &ShardId) -> PathBuf {
+        let hex = id.to_hex();
+        self.root
+            .join("shards")
+            .join(&hex[..2])
+            .join(&hex[2..4])
+            .join(hex)
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Bytes used by committed shards (the RocksDB counter).
+    pub fn used_bytes(&self) -> Result<u64> {
+        self.counter(USED_BYTES)
+    }
+
+    /// Bytes neither used nor reserved by writes in flight.
+    pub fn free_bytes(&self) -> Result<u64> {
+        Ok(self
+            .capacity
+            .saturating_sub(self.used_bytes()?)
+            .saturating_sub(self.reserved.load(Ordering::Relaxed)))
+    }
+
+    pub fn stats(&self) -> Result<StoreStats> {
+        Ok(StoreStats {
+            capacity: self.capacity,
+            used_bytes: self.used_bytes()?,
+            reserved_bytes: self.reserved.load(Ordering::Relaxed),
+            shard_count: self.counter(SHARD_COUNT)?,
+            manifest_bytes: self.counter(MANIFEST_BYTES)?,
+            reconcile_done: self.reconcile_done.load(Ordering::Acquire),
+            orphans_removed: self.orphans_removed.load(Ordering::Relaxed),
+            temporaries_removed: self.temporaries_removed.load(Ordering::Relaxed),
+            lost_found: self.lost_found.load(Ordering::Relaxed),
+            scrubbed: self.scrubbed.load(Ordering::Relaxed),
+            corrupt_found: self.corrupt_found.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The record of a shard, whatever its state.
+    pub fn shard_meta(&self, id: &ShardId) -> Result<Option<ShardMeta>> {
+        match self.db.get_cf(self.cf(CF_SHARDS), id.0)? {
+            Some(b) => Ok(Some(ShardMeta::decode(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Bytes stored here on behalf of `peer`.
+    pub fn peer_usage(&self, peer: &NodeId) -> Result<u64> {
+        Ok(u64_value(
+            self.db.get_cf(self.cf(CF_PEERS), peer.as_bytes())?,
+        ))
+    }
+
+    /// True if `owner` holds a reference to shard `id`.
+    pub fn is_owner(&self, id: &ShardId, owner: &NodeId) -> Result<bool> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_OWNERS), owner_key(id, owner))?
+            .is_some())
+    }
+
+    /// Starts writing a shard of `len` bytes claimed to hash to `id`, on
+    /// behalf of `owner`. Reserves the space, or fails with [`StoreError::Full`].
+    pub fn begin_write(
+        self: &Arc<Self>,
+        id: ShardId,
+        len: u64,
+        owner: NodeId,
+    ) -> Result<ShardWriter> {
+        let disk = len + outboard_len(len);
+        // Reserve first, then check, so that concurrent writers cannot all pass.
+        let reserved_before = self.reserved.fetch_add(disk, Ordering::AcqRel);
+        let used = self.used_bytes()?;
+        if used.saturating_add(reserved_before).saturating_add(disk) > self.capacity {
+            self.reserved.fetch_sub(disk, Ordering::AcqRel);
+            return Err(StoreError::Full {
+                needed: disk,
+                free: self
+                    .capacity
+                    .saturating_sub(used)
+                    .saturating_sub(reserved_before),
+                capacity: self.capacity,
+            });
+        }
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        let tmp_path = self.tmp.join(format!("{}.{n}.part", id.to_hex()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)
+            .map_err(|e| {
+                self.reserved.fetch_sub(disk, Ordering::AcqRel);
+                StoreError::io(format!("create {}", tmp_path.display()), e)
+            })?;
+        Ok(ShardWriter {
+            store: Arc::clone(self),
+            id,
+            len,
+            disk,
+            owner,
+            tmp_path,
+            file: Some(file),
+            hasher: OutboardBuilder::new(len)?,
+        })
+    }
+
+    /// Adds `owner` as a holder of an existing present shard (a second put
+    /// of the same bytes). Returns false if the shard is not present.
+    pub fn add_owner(&self, id: &ShardId, owner: &NodeId) -> Result<bool> {
+        let _g = self.commit_lock.lock().expect("lock");
+        let Some(meta) = self.shard_meta(id)? else {
+            return Ok(false);
+        };
+        if meta.state != ShardState::Present {
+            return Ok(false);
+        }
+        if !self.is_owner(id, owner)? {
+            let mut b = WriteBatch::default();
+            b.put_cf(self.cf(CF_OWNERS), owner_key(id, owner), []);
+            let pu = self.peer_usage(owner)? + meta.disk_len();
+            b.put_cf(self.cf(CF_PEERS), owner.as_bytes(), pu.to_le_bytes());
+            self.db.write_opt(b, &Self::synced())?;
+        }
+        Ok(true)
+    }
+
+    /// Removes `owner`'s reference to a shard; the shard itself goes when no
+    /// owner is left. Idempotent. `Err` if `owner` does not hold it and the
+    /// shard exists (only holders may delete).
+    pub fn delete(&self, id: &ShardId, owner: &NodeId, force: bool) -> Result<DeleteOutcome> {
+        let path = self.shard_path(id);
+        let _g = self.commit_lock.lock().expect("lock");
+        let Some(meta) = self.shard_meta(id)? else {
+            return Ok(DeleteOutcome::NotStored);
+        };
+        let owners = self.owners(id)?;
+        if !force && !owners.contains(owner) {
+            return Err(StoreError::NotHolder(*id));
+        }
+        let mut b = WriteBatch::default();
+        let removing: Vec<NodeId> = if force { owners.clone() } else { vec![*owner] };
+        for o in &removing {
+            b.delete_cf(self.cf(CF_OWNERS), owner_key(id, o));
+            let pu = self.peer_usage(o)?.saturating_sub(meta.disk_len());
+            b.put_cf(self.cf(CF_PEERS), o.as_bytes(), pu.to_le_bytes());
+        }
+        let last = owners.iter().all(|o| removing.contains(o));
+        if last {
+            b.delete_cf(self.cf(CF_SHARDS), id.0);
+            if meta.state == ShardState::Present {
+                let used = self.used_bytes()?.saturating_sub(meta.disk_len());
+                b.put_cf(self.cf(CF_COUNTERS), USED_BYTES, used.to_le_bytes());
+            }
+            let count = self.counter(SHARD_COUNT)?.saturating_sub(1);
+            b.put_cf(self.cf(CF_COUNTERS), SHARD_COUNT, count.to_le_bytes());
+        }
+        self.db.write_opt(b, &Self::synced())?;
+        if last {
+            // Metadata first: a crash here leaves an orphan file, which reconcile removes.
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(format!("remove {}", path.display()), e)),
+            }
+            Ok(DeleteOutcome::Deleted)
+        } else {
+            Ok(DeleteOutcome::Released)
+        }
+    }
+
+    /// Holders of a shard.
+    pub fn owners(&self, id: &ShardId) -> Result<Vec<NodeId>> {
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_OWNERS),
+            IteratorMode::From(&id.0, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (k, _) = item?;
+            if k.len() != 64 || k[..32] != id.0 {
+                break;
+            }
+            let pk: [u8; 32] = k[32..].try_into().expect("32 bytes");
+            if let Ok(n) = NodeId::from_bytes(&pk) {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens a present shard for reading.
+    pub fn open_shard(&self, id: &ShardId) -> Result<ShardFile> {
+        let meta = match self.shard_meta(id)? {
+            Some(m) if m.state == ShardState::Present => m,
+            _ => return Err(StoreError::NotFound(*id)),
+        };
+        let path = self.shard_path(id);
+        let file = File::open(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                StoreError::NotFound(*id)
+            } else {
+                StoreError::io(format!("open {}", path.display()), e)
+            }
+        })?;
+        Ok(ShardFile {
+            file,
+            len: meta.len,
+        })
+    }
+
+    /// Up to `limit` records with ids after `after`, in id order.
+    pub fn inventory(
+        &self,
+        after: Option<&ShardId>,
+        limit: usize,
+    ) -> Result<Vec<(ShardId, ShardMeta)>> {
+        let mode = match after {
+            Some(a) => IteratorMode::From(&a.0, rocksdb::Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut out = Vec::with_capacity(limit.min(4096));
+        for item in self.db.iterator_cf(self.cf(CF_SHARDS), mode) {
+            let (k, v) = item?;
+            let Ok(key) = <[u8; 32]>::try_from(&k[..]) else {
+                continue;
+            };
+            if after.is_some_and(|a| a.0 == key) {
+                continue;
+            }
+            out.push((ShardId(key), ShardMeta::decode(&v)?));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// True if a present copy of `id` is held.
+    pub fn has_shard(&self, id: &ShardId) -> Result<bool> {
+        Ok(matches!(self.shard_meta(id)?, Some(m) if m.state == ShardState::Present))
+    }
+}
+
+fn owner_key(id: &ShardId, owner: &NodeId) -> [u8; 64] {
+    let mut k = [0u8; 64];
+    k[..32].copy_from_slice(&id.0);
+    k[32..].copy_from_slice(owner.as_bytes());
+    k
+}
+
+/// What a delete did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// The last holder let go: record and file removed.
+    Deleted,
+    /// Other holders remain; only this holder's reference was removed.
+    Released,
+    /// Nothing was stored under that id.
+    NotStored,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_proof::shard_id_and_outboard;
+
+    fn peer(n: u8) -> NodeId {
+        cairn_proto::SecretKey::from_bytes(&[n; 32]).public()
+    }
+
+    fn put(store: &Arc<Store>, bytes: &[u8], owner: NodeId) -> Result<ShardId> {
+        let (id, _) = shard_id_and_outboard(bytes);
+        let mut w = store.begin_write(id, bytes.len() as u64, owner)?;
+        for c in bytes.chunks(1000) {
+            w.write(c)?;
+        }
+        w.commit()?;
+        Ok(id)
+    }
+
+    #[test]
+    fn write_read_delete_and_counters() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Arc::new(Store::open(d.path(), 1 << 20).unwrap());
+        let data: Vec<u8> = (0..50_000u32).map(|i| i as u8).collect();
+        let id = put(&s, &data, peer(1)).unwrap();
+        let disk = data.len() as u64 + outboard_len(data.len() as u64);
+        assert_eq!(s.used_bytes().unwrap(), disk);
+        assert_eq!(std::fs::metadata(s.shard_path(&id)).unwrap().len(), disk);
+        let f = s.open_shard(&id).unwrap();
+        let mut buf = vec![0; 100];
+        f.read_at(&mut buf, 20_000).unwrap();
+        assert_eq!(buf, data[20_000..20_100]);
+        // second owner, then deletes
+        put(&s, &data, peer(2)).unwrap();
+        assert_eq!(s.used_bytes().unwrap(), disk, "stored once");
+        assert!(
+            s.delete(&id, &peer(3), false).is_err(),
+            "non-holder may not delete"
+        );
+        assert_eq!(
+            s.delete(&id, &peer(1), false).unwrap(),
+            DeleteOutcome::Released
+        );
+        assert!(s.shard_path(&id).exists());
+        assert_eq!(
+            s.delete(&id, &peer(2), false).unwrap(),
+            DeleteOutcome::Deleted
+        );
+        assert!(!s.shard_path(&id).exists());
+        assert_eq!(s.used_bytes().unwrap(), 0);
+        assert_eq!(
+            s.delete(&id, &peer(2), false).unwrap(),
+            DeleteOutcome::NotStored
+        );
+        assert_eq!(s.peer_usage(&peer(1)).unwrap(), 0);
+    }
+
+    #[test]
+    fn wrong_bytes_leave_no_trace() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Arc::new(Store::open(d.path(), 1 << 20).unwrap());
+        let (id, _) = shard_id_and_outboard(b"the real bytes");
+        let mut w = s.begin_write(id, 14, peer(1)).unwrap();
+        w.write(b"the fake bytes").unwrap();
+        assert!(matches!(w.commit(), Err(StoreError::HashMismatch { .. })));
+        assert_eq!(s.used_bytes().unwrap(), 0);
+        assert!(s.shard_meta(&id).unwrap().is_none());
+        assert_eq!(std::fs::read_dir(&s.tmp).unwrap().count(), 0);
+        assert_eq!(s.reserved.load(Ordering::Relaxed), 0);
+        // too many bytes
+        let mut w = s.begin_write(id, 14, peer(1)).unwrap();
+        assert!(w.write(&[0; 15]).is_err());
+        drop(w);
+        assert_eq!(std::fs::read_dir(&s.tmp).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn full_store_refuses_with_a_clear_error() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Arc::new(Store::open(d.path(), 10_000).unwrap());
+        put(&s, &[1; 6000], peer(1)).unwrap();
+        let e = put(&s, &[2; 6000], peer(1)).unwrap_err();
+        assert!(matches!(e, StoreError::Full { .. }));
+        assert!(e.to_string().contains("capacity"), "{e}");
+    }
+
+    #[test]
+    fn reconcile_removes_orphans_and_marks_lost() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b);
+        {
+            let s = Arc::new(Store::open(d.path(), 1 << 20).unwrap());
+            a = put(&s, &[1; 3000], peer(1)).unwrap();
+            b = put(&s, &[2; 3000], peer(1)).unwrap();
+            // an orphan file and a stale temporary
+            let (oid, _) = shard_id_and_outboard(b"orphan");
+            let p = s.shard_path(&oid);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, b"orphan").unwrap();
+            std::fs::write(s.tmp.join("x.part"), b"partial").unwrap();
+            std::fs::remove_file(s.shard_path(&b)).unwrap();
+        }
+        let s = Arc::new(Store::open(d.path(), 1 << 20).unwrap());
+        let r = s.reconcile().unwrap();
+        assert_eq!(r.orphans_removed, 1);
+        assert_eq!(r.temporaries_removed, 1);
+        assert_eq!(r.lost_found, 1);
+        assert_eq!(s.shard_meta(&b).unwrap().unwrap().state, ShardState::Lost);
+        assert_eq!(s.used_bytes().unwrap(), 3000);
+        assert!(s.open_shard(&a).is_ok());
+        assert!(matches!(s.open_shard(&b), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn scrub_finds_bit_rot() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Arc::new(Store::open(d.path(), 1 << 20).unwrap());
+        let a = put(&s, &[7; 40_000], peer(1)).unwrap();
+        let (_, ok, _) = s.scrub_one(None, u64::MAX).unwrap().unwrap();
+        assert!(ok);
+        let p = s.shard_path(&a);
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[12_345] ^= 4;
+        std::fs::write(&p, bytes).unwrap();
+        let (id, ok, _) = s.scrub_one(None, u64::MAX).unwrap().unwrap();
+        assert_eq!((id, ok), (a, false));
+        assert_eq!(s.stats().unwrap().corrupt_found, 1);
+        assert_eq!(s.used_bytes().unwrap(), 0);
+        assert!(s.open_shard(&a).is_err());
+    }
+}

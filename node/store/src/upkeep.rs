@@ -1,0 +1,216 @@
+//! Keeping a store honest in the background: reconcile (what a crash left
+//! behind: temporaries, orphan files, records without their file, the
+//! counters) and scrub (re-hashing shards to find bit rot). Both run beside
+//! live traffic and re-check every decision under the commit lock.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use cairn_proof::{OutboardBuilder, ShardId};
+use cairn_proto::ShardState;
+use rocksdb::{IteratorMode, WriteBatch};
+
+use crate::{
+    CF_COUNTERS, CF_SHARDS, Result, SHARD_COUNT, ShardMeta, Store, StoreError, USED_BYTES, io_at,
+    unix_secs,
+};
+
+/// What a reconcile pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub temporaries_removed: u64,
+    pub orphans_removed: u64,
+    pub lost_found: u64,
+    pub counter_fixed: bool,
+}
+
+impl Store {
+    /// Removes what a crash left behind and checks records against files.
+    /// Runs beside live traffic: every decision is re-checked under the
+    /// commit lock. O(shards); meant for a background thread.
+    pub fn reconcile(&self) -> Result<ReconcileReport> {
+        let mut report = ReconcileReport::default();
+        // 1. Temporaries of earlier processes.
+        let tmp_root = self.root.join("tmp");
+        if let Ok(entries) = std::fs::read_dir(&tmp_root) {
+            for entry in entries.flatten() {
+                let p = entry.path();
+                if p == self.tmp {
+                    continue;
+                }
+                if let Ok(files) = std::fs::read_dir(&p) {
+                    report.temporaries_removed += files.count() as u64;
+                }
+                std::fs::remove_dir_all(&p).map_err(io_at(&p, "remove"))?;
+            }
+        }
+        // 2. Files without a record (crash between rename and commit, or
+        //    between a delete's commit and its unlink).
+        let shards_root = self.root.join("shards");
+        for l1 in read_dir_sorted(&shards_root)? {
+            for l2 in read_dir_sorted(&l1)? {
+                for f in read_dir_sorted(&l2)? {
+                    let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    let id = name.parse::<ShardId>().ok();
+                    let _g = self.commit_lock.lock().expect("lock");
+                    let keep = match id {
+                        Some(id) => matches!(
+                            self.shard_meta(&id)?,
+                            Some(m) if m.state == ShardState::Present
+                        ),
+                        None => false,
+                    };
+                    if !keep {
+                        std::fs::remove_file(&f).map_err(io_at(&f, "remove"))?;
+                        report.orphans_removed += 1;
+                    }
+                }
+            }
+        }
+        // 3. Records whose file is gone or short: mark lost, stop counting them.
+        let mut after: Option<ShardId> = None;
+        loop {
+            let page = self.inventory(after.as_ref(), 1024)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.0);
+            for (id, meta) in page {
+                if meta.state != ShardState::Present {
+                    continue;
+                }
+                let path = self.shard_path(&id);
+                let ok = std::fs::metadata(&path)
+                    .map(|m| m.len() == meta.disk_len())
+                    .unwrap_or(false);
+                if !ok {
+                    let _g = self.commit_lock.lock().expect("lock");
+                    if self.shard_meta(&id)? == Some(meta) {
+                        self.mark_gone(&id, meta, ShardState::Lost)?;
+                        let _ = std::fs::remove_file(&path);
+                        report.lost_found += 1;
+                    }
+                }
+            }
+        }
+        // 4. The counter must equal the sum of present records.
+        {
+            let _g = self.commit_lock.lock().expect("lock");
+            let mut sum = 0u64;
+            let mut count = 0u64;
+            for item in self.db.iterator_cf(self.cf(CF_SHARDS), IteratorMode::Start) {
+                let (_, v) = item?;
+                let m = ShardMeta::decode(&v)?;
+                count += 1;
+                if m.state == ShardState::Present {
+                    sum += m.disk_len();
+                }
+            }
+            if sum != self.used_bytes()? || count != self.counter(SHARD_COUNT)? {
+                tracing::warn!(
+                    counted = sum,
+                    recorded = self.used_bytes()?,
+                    "used-space counter disagreed with the records; fixed"
+                );
+                let mut b = WriteBatch::default();
+                b.put_cf(self.cf(CF_COUNTERS), USED_BYTES, sum.to_le_bytes());
+                b.put_cf(self.cf(CF_COUNTERS), SHARD_COUNT, count.to_le_bytes());
+                self.db.write_opt(b, &Self::synced())?;
+                report.counter_fixed = true;
+            }
+        }
+        self.temporaries_removed
+            .fetch_add(report.temporaries_removed, Ordering::Relaxed);
+        self.orphans_removed
+            .fetch_add(report.orphans_removed, Ordering::Relaxed);
+        self.lost_found
+            .fetch_add(report.lost_found, Ordering::Relaxed);
+        self.reconcile_done.store(true, Ordering::Release);
+        Ok(report)
+    }
+
+    /// Under the commit lock: records a shard as lost or corrupt and stops counting its bytes.
+    fn mark_gone(&self, id: &ShardId, meta: ShardMeta, state: ShardState) -> Result<()> {
+        let mut b = WriteBatch::default();
+        let new = ShardMeta { state, ..meta };
+        b.put_cf(self.cf(CF_SHARDS), id.0, new.encode());
+        if meta.state == ShardState::Present {
+            let used = self.used_bytes()?.saturating_sub(meta.disk_len());
+            b.put_cf(self.cf(CF_COUNTERS), USED_BYTES, used.to_le_bytes());
+        }
+        self.db.write_opt(b, &Self::synced())?;
+        Ok(())
+    }
+
+    /// Re-hashes the first present shard after `after` whose last scrub is
+    /// older than `older_than` (unix seconds). Returns the shard visited, if
+    /// any, and whether it was intact. A corrupt shard is removed and marked.
+    pub fn scrub_one(
+        &self,
+        after: Option<&ShardId>,
+        older_than: u64,
+    ) -> Result<Option<(ShardId, bool, u64)>> {
+        let mut cursor = after.copied();
+        loop {
+            let page = self.inventory(cursor.as_ref(), 256)?;
+            let Some(last) = page.last() else {
+                return Ok(None);
+            };
+            cursor = Some(last.0);
+            for (id, meta) in page {
+                if meta.state != ShardState::Present || meta.last_scrub >= older_than {
+                    continue;
+                }
+                let intact = self.rehash(&id, meta.len).unwrap_or(false);
+                let _g = self.commit_lock.lock().expect("lock");
+                if self.shard_meta(&id)? != Some(meta) {
+                    return Ok(Some((id, true, 0)));
+                }
+                self.scrubbed.fetch_add(1, Ordering::Relaxed);
+                if intact {
+                    let new = ShardMeta {
+                        last_scrub: unix_secs(),
+                        ..meta
+                    };
+                    self.db.put_cf(self.cf(CF_SHARDS), id.0, new.encode())?;
+                } else {
+                    self.corrupt_found.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(shard = %id, "scrub: shard does not match its id (bit rot); removed");
+                    self.mark_gone(&id, meta, ShardState::Corrupt)?;
+                    let _ = std::fs::remove_file(self.shard_path(&id));
+                }
+                return Ok(Some((id, intact, meta.disk_len())));
+            }
+        }
+    }
+
+    fn rehash(&self, id: &ShardId, len: u64) -> Result<bool> {
+        let path = self.shard_path(id);
+        let file = File::open(&path).map_err(io_at(&path, "open"))?;
+        let mut b = OutboardBuilder::new(len)?;
+        let mut buf = vec![0u8; 256 << 10];
+        let mut off = 0u64;
+        while off < len {
+            let n = ((len - off) as usize).min(buf.len());
+            file.read_exact_at(&mut buf[..n], off)
+                .map_err(io_at(&path, "read"))?;
+            b.update(&buf[..n])?;
+            off += n as u64;
+        }
+        let (actual, ob) = b.finalize()?;
+        let mut stored = vec![0u8; ob.len()];
+        file.read_exact_at(&mut stored, len)
+            .map_err(io_at(&path, "read"))?;
+        Ok(actual == *id && stored == ob)
+    }
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(r) => r.flatten().map(|e| e.path()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io(format!("read {}", dir.display()), e)),
+    };
+    v.sort();
+    Ok(v)
+}

@@ -1,0 +1,533 @@
+//! The process harness: real `cairn` processes on loopback sharing a local
+//! registry, devnets driven through the CLI, a validator's scoreboard read
+//! through its API.
+//!
+//! Daemons are started with `$NOTIFY_SOCKET` pointing at a datagram socket
+//! owned by the test, so a test waits for the daemon's own `READY=1` (the
+//! systemd protocol) instead of sleeping. The binaries are found beside the
+//! test or bench executable (`target/<profile>/`), where `cargo test
+//! --workspace` and `cargo bench` put them.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_api::{ApiClient, ValidatorReport};
+use cairn_node::config::Role;
+use cairn_node::identity::Hotkey;
+use cairn_node::net::Client;
+use cairn_node::registry::{LocalRegistry, Member, Registry};
+use cairn_node::{EndpointAddr, NodeId};
+
+/// Upper bound on waiting for an event from a daemon; a failure bound, never a pause.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The directory of the workspace's binaries: the test or bench executable
+/// runs from `target/<profile>/deps/`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let deps = exe.parent().expect("a directory");
+    let dir = if deps.ends_with("deps") {
+        deps.parent().expect("target/<profile>")
+    } else {
+        deps
+    };
+    dir.to_path_buf()
+}
+
+fn binary(rel: &str, how: &str) -> PathBuf {
+    let p = bin_dir().join(rel);
+    assert!(p.exists(), "{} missing: {how}", p.display());
+    p
+}
+
+/// The `cairn` binary of this build.
+pub fn cairn_bin() -> PathBuf {
+    binary(
+        "cairn",
+        "build it (`cargo build --release -p cairn-cli`; `cargo test --workspace` does)",
+    )
+}
+
+/// The `cheater` example of the validator (a miner whose proofs cheat).
+pub fn cheater_bin() -> PathBuf {
+    binary(
+        "examples/cheater",
+        "cargo test --workspace builds the examples",
+    )
+}
+
+/// The `cairn` program as a command line (overridable: a cross build under qemu).
+pub fn cairn_program() -> Vec<String> {
+    vec![cairn_bin().to_string_lossy().into_owned()]
+}
+
+pub struct TestNet {
+    pub dir: tempfile::TempDir,
+    pub registry: PathBuf,
+}
+
+pub struct NodeDir {
+    pub path: PathBuf,
+    pub node_id: NodeId,
+    pub registry: PathBuf,
+}
+
+impl Default for TestNet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestNet {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = dir.path().join("registry");
+        TestNet { dir, registry }
+    }
+
+    /// `cairn init` a node directory.
+    pub fn init(&self, name: &str, role: &str, extra: &[&str]) -> NodeDir {
+        self.init_with(&cairn_program(), name, role, extra)
+    }
+
+    /// `cairn init` with another `cairn` program (e.g. a cross build under qemu).
+    pub fn init_with(&self, program: &[String], name: &str, role: &str, extra: &[&str]) -> NodeDir {
+        let path = self.dir.path().join(name);
+        let mut args = vec![
+            "init",
+            "--data-dir",
+            path.to_str().unwrap(),
+            "--role",
+            role,
+            "--registry",
+            self.registry.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let out = run_program(program, &args);
+        assert!(out.status.success(), "init failed: {}", stderr(&out));
+        let id = run_program(
+            program,
+            &["id", "--json", "--data-dir", path.to_str().unwrap()],
+        );
+        assert!(id.status.success(), "{}", stderr(&id));
+        let v: serde_json::Value = serde_json::from_slice(&id.stdout).unwrap();
+        NodeDir {
+            node_id: v["node_id"].as_str().unwrap().parse().unwrap(),
+            path,
+            registry: self.registry.clone(),
+        }
+    }
+
+    /// An in-process client whose identity is registered with `role`.
+    pub async fn client(&self, role: Role) -> (Client, NodeId) {
+        let secret = iroh::SecretKey::generate();
+        let hotkey =
+            Hotkey::generate(&self.dir.path().join(format!("hk-{}", secret.public()))).unwrap();
+        let reg = LocalRegistry::open(&self.registry).unwrap();
+        let m = Member {
+            node_id: secret.public(),
+            role,
+            addrs: vec![],
+            relay: None,
+            hotkey: hotkey.ss58(),
+            uid: None,
+            stake: 0,
+            validator_permit: false,
+            capacity: 0,
+            free: 0,
+            api: None,
+        };
+        reg.publish(&m, &hotkey).await.unwrap();
+        (unregistered_client_with(secret).await, m.node_id)
+    }
+}
+
+/// An in-process client with a fresh identity that is in no registry.
+pub async fn unregistered_client() -> Client {
+    unregistered_client_with(iroh::SecretKey::generate()).await
+}
+
+async fn unregistered_client_with(secret: iroh::SecretKey) -> Client {
+    let net = cairn_node::config::NetworkConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        relay: "off".into(),
+        external_addrs: vec![],
+    };
+    let ep = cairn_node::net::endpoint::bind_endpoint(secret, &net, 64)
+        .await
+        .unwrap();
+    Client::new(ep).with_connect_timeout(Duration::from_secs(5))
+}
+
+/// Runs `cairn args...`.
+pub fn cairn(args: &[&str]) -> Output {
+    cairn_env(args, &[])
+}
+
+/// Runs `cairn args...` with extra environment variables (inherited by the
+/// daemons it starts).
+pub fn cairn_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(cairn_bin());
+    c.args(args).env_remove("NOTIFY_SOCKET");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run cairn")
+}
+
+/// Runs `program` (a command and its leading arguments) with `args`.
+pub fn run_program(program: &[String], args: &[&str]) -> Output {
+    Command::new(&program[0])
+        .args(&program[1..])
+        .args(args)
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .expect("run cairn")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Both outputs, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", stdout(o), stderr(o))
+}
+
+/// A running `cairn run`.
+pub struct Daemon {
+    pub child: Child,
+    notify: UnixDatagram,
+    notify_path: PathBuf,
+    pub data_dir: PathBuf,
+    pub node_id: NodeId,
+    registry: PathBuf,
+    pub statuses: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts `cairn run` and waits for READY=1.
+    pub fn start(node: &NodeDir, env: &[(&str, &str)]) -> Daemon {
+        Self::start_with(&cairn_program(), node, env)
+    }
+
+    /// Starts `<program> run` (another build, another runner) and waits for READY=1.
+    pub fn start_with(program: &[String], node: &NodeDir, env: &[(&str, &str)]) -> Daemon {
+        let notify_path = node
+            .path
+            .join(format!("notify-{}.sock", rand::random::<u32>()));
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+        notify.set_read_timeout(Some(EVENT_TIMEOUT)).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.path.join("daemon.log"))
+            .unwrap();
+        let mut cmd = Command::new(&program[0]);
+        cmd.args(&program[1..])
+            .args(["run", "--data-dir", node.path.to_str().unwrap()])
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("CAIRN_LOG_FORMAT", "terminal")
+            .env("CAIRN_LOG_LEVEL", "debug")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn cairn run");
+        let mut d = Daemon {
+            child,
+            notify,
+            notify_path,
+            data_dir: node.path.clone(),
+            node_id: node.node_id,
+            registry: node.registry.clone(),
+            statuses: Vec::new(),
+        };
+        d.wait_message("READY=1");
+        d
+    }
+
+    /// Waits for a notification containing `needle`; panics with the log on timeout or exit.
+    pub fn wait_message(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "daemon exited with {status} before {needle:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            // Short reads so that an exit is noticed; the deadline bounds the wait.
+            self.notify
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            match self.notify.recv(&mut buf) {
+                Ok(n) => {
+                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    self.statuses.push(msg.clone());
+                    if msg.contains(needle) {
+                        return msg;
+                    }
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => panic!("notify socket: {e}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {needle:?}; log:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Waits until the background reconcile has reported.
+    pub fn wait_reconciled(&mut self) -> String {
+        if let Some(s) = self.statuses.iter().find(|s| s.contains("reconciled")) {
+            return s.clone();
+        }
+        self.wait_message("reconciled")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// The address the daemon published in the registry.
+    pub async fn addr(&self) -> EndpointAddr {
+        let reg = LocalRegistry::open(&self.registry).unwrap();
+        let m = reg
+            .member(&self.node_id)
+            .await
+            .unwrap()
+            .expect("registered");
+        assert!(!m.addrs.is_empty(), "daemon published no address");
+        m.endpoint_addr()
+    }
+
+    /// The member record the daemon published.
+    pub async fn member(&self) -> Member {
+        let reg = LocalRegistry::open(&self.registry).unwrap();
+        reg.member(&self.node_id)
+            .await
+            .unwrap()
+            .expect("registered")
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as i32;
+        // kill(1) rather than libc: the tests stay free of unsafe code.
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.notify_path);
+    }
+}
+
+/// Sum of the sizes of the shard files under a data dir, and their names.
+pub fn shard_files(data_dir: &Path) -> (u64, Vec<String>) {
+    let mut total = 0;
+    let mut names = Vec::new();
+    let root = data_dir.join("shards");
+    for l1 in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        for l2 in std::fs::read_dir(l1.path()).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(l2.path()).into_iter().flatten().flatten() {
+                total += f.metadata().unwrap().len();
+                names.push(f.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    names.sort();
+    (total, names)
+}
+
+/// Files left in the temporary directories of a data dir.
+pub fn temp_files(data_dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for d in std::fs::read_dir(data_dir.join("tmp"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+            out.push(f.path());
+        }
+    }
+    out
+}
+
+/// A devnet (`cairn devnet up`) in a temporary directory, driven through
+/// the CLI, taken down however the test ends.
+pub struct CliDevnet {
+    pub dir: tempfile::TempDir,
+    pub api: String,
+}
+
+impl CliDevnet {
+    /// `miners` miners and a gateway.
+    pub fn up(miners: usize) -> CliDevnet {
+        Self::with(miners, 0, &[])
+    }
+
+    /// `miners` miners, `validators` validators and a gateway; `env` goes to
+    /// every daemon (`CAIRN_VALIDATOR_*` settings, say).
+    pub fn with(miners: usize, validators: usize, env: &[(&str, &str)]) -> CliDevnet {
+        let dir = tempfile::tempdir().unwrap();
+        let net = dir.path().join("net");
+        let out = cairn_env(
+            &[
+                "devnet",
+                "up",
+                "--miners",
+                &miners.to_string(),
+                "--validators",
+                &validators.to_string(),
+                "--capacity",
+                "2GiB",
+                "--gateway-api",
+                "127.0.0.1:0",
+                "--dir",
+                net.to_str().unwrap(),
+            ],
+            env,
+        );
+        assert!(out.status.success(), "devnet up: {}", text(&out));
+        let api = std::fs::read_to_string(net.join("api"))
+            .unwrap()
+            .trim()
+            .to_string();
+        CliDevnet { dir, api }
+    }
+
+    /// The devnet's directory.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("net")
+    }
+
+    /// The devnet's directory, as an argument.
+    pub fn net(&self) -> String {
+        self.path().to_string_lossy().into_owned()
+    }
+
+    /// The devnet's shared registry.
+    pub fn registry(&self) -> PathBuf {
+        self.path().join("registry")
+    }
+
+    /// `cairn --api <gateway> args...`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut a = vec!["--api", &self.api];
+        a.extend_from_slice(args);
+        cairn(&a)
+    }
+
+    /// `cairn devnet <args...> --dir <this devnet>`, which must succeed.
+    pub fn devnet(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let net = self.net();
+        let mut a = vec!["devnet"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--dir", &net]);
+        let o = cairn_env(&a, env);
+        assert!(o.status.success(), "cairn {}: {}", a.join(" "), text(&o));
+        o
+    }
+
+    /// Bytes of shard files on each miner.
+    pub fn miner_usage(&self, miners: usize) -> Vec<u64> {
+        (0..miners)
+            .map(|i| shard_files(&self.path().join(format!("miner-{i}"))).0)
+            .collect()
+    }
+
+    /// The node id of node `name` (`miner-0`, `validator-0`, ...).
+    pub fn node_id(&self, name: &str) -> NodeId {
+        cairn_node::identity::load_node_key(&self.path().join(name))
+            .unwrap()
+            .public()
+    }
+
+    /// The pid file of node `name`.
+    pub fn pid(&self, name: &str) -> u32 {
+        std::fs::read_to_string(self.path().join(name).join("pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// The last lines of node `name`'s log that mention `needle`.
+    pub fn log_lines(&self, name: &str, needle: &str) -> String {
+        let log =
+            std::fs::read_to_string(self.path().join(name).join("daemon.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(needle)).collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Validator 0's scoreboard, through its API.
+    pub fn report(&self) -> ValidatorReport {
+        let registry = LocalRegistry::open(&self.registry()).unwrap();
+        let m = registry
+            .read(&self.node_id("validator-0"))
+            .unwrap()
+            .expect("the validator is registered");
+        let api = m.api.expect("the validator published its API");
+        ApiClient::new(api).scores().unwrap()
+    }
+
+    /// Polls the scoreboard until `done` holds (bounded; the validator's own
+    /// progress is the event).
+    pub fn wait_report(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&ValidatorReport) -> bool,
+    ) -> ValidatorReport {
+        let deadline = Instant::now() + limit;
+        loop {
+            let r = self.report();
+            if done(&r) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {r:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for CliDevnet {
+    fn drop(&mut self) {
+        let _ = cairn(&["devnet", "down", "--dir", &self.net()]);
+    }
+}
