@@ -10,7 +10,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # Debian packages: clang + libclang for the RocksDB bindings (bindgen), a C++
 # compiler for RocksDB itself, the cross toolchains and qemu-user for the ARM
 # builds, dpkg-dev for packaging, systemd for `systemd-analyze verify`.
-packages=(build-essential pkg-config clang libclang-dev)
+# chromium: the dashboard is checked in a real (headless) browser.
+packages=(build-essential pkg-config clang libclang-dev chromium)
 if [ "${CAIRN_SKIP_CROSS:-0}" != 1 ]; then
   packages+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu gcc-arm-linux-gnueabihf
              g++-arm-linux-gnueabihf qemu-user dpkg-dev fakeroot systemd)

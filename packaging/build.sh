@@ -83,11 +83,12 @@ stage_package() {
   install -Dm0755 "$bindir/$bin" "$root/usr/bin/$bin"
   install -Dm0640 "$config" "$root/etc/cairn/$(basename "$config")"
   install -Dm0644 "systemd/$unit" "$root/lib/systemd/system/$unit"
-  if [ "$name" = cairn-node ]; then
-    # The user and directories belong to cairn-node; cairn-validator depends on it.
-    install -Dm0644 systemd/cairn.sysusers "$root/usr/lib/sysusers.d/cairn.conf"
-    install -Dm0644 systemd/cairn.tmpfiles "$root/usr/lib/tmpfiles.d/cairn.conf"
-  fi
+  # Each package owns its user and directories; cairn-validator depends on
+  # cairn-node (its user joins group cairn).
+  local base=$name
+  [ "$name" = cairn-node ] && base=cairn
+  install -Dm0644 "systemd/$base.sysusers" "$root/usr/lib/sysusers.d/$name.conf"
+  install -Dm0644 "systemd/$base.tmpfiles" "$root/usr/lib/tmpfiles.d/$name.conf"
   mkdir -p "$root/usr/share/man/man1" "$root/usr/share/bash-completion/completions" \
            "$root/usr/share/zsh/vendor-completions" "$root/usr/share/fish/vendor_completions.d"
   "$hostbin/$bin" generate man "$root/usr/share/man/man1"

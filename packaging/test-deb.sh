@@ -16,11 +16,17 @@ fail() { echo "test-deb: FAIL: $*" >&2; exit 1; }
 if dpkg-query -W -f='${Status}' cairn-node 2>/dev/null | grep -q "install ok"; then
   fail "cairn-node is already installed here; this test installs and purges it"
 fi
-# The user must not exist before (so the test sees the package create it).
-getent passwd cairn >/dev/null && fail "a user 'cairn' already exists"
+# The users must not exist before (so the test sees the packages create them).
+for u in cairn cairn-validator; do
+  getent passwd "$u" >/dev/null && fail "a user '$u' already exists"
+done
 cleanup() {
   $SUDO dpkg --purge cairn-validator cairn-node >/dev/null 2>&1 || true
   $SUDO rm -rf /var/lib/cairn /var/lib/cairn-validator
+  for u in cairn-validator cairn; do
+    $SUDO userdel "$u" >/dev/null 2>&1 || true
+    $SUDO groupdel "$u" >/dev/null 2>&1 || true
+  done
 }
 trap cleanup EXIT
 
@@ -28,7 +34,11 @@ echo "test-deb: installing $node_deb $val_deb"
 $SUDO dpkg -i "$node_deb" "$val_deb"
 
 getent passwd cairn >/dev/null || fail "user cairn not created"
+getent passwd cairn-validator >/dev/null || fail "user cairn-validator not created"
+id -nG cairn-validator | tr " " "\n" | grep -qx cairn || fail "cairn-validator is not in group cairn"
 [ "$(stat -c '%U:%G %a' /var/lib/cairn)" = "cairn:cairn 750" ] || fail "/var/lib/cairn: $(stat -c '%U:%G %a' /var/lib/cairn)"
+[ "$(stat -c '%U:%G %a' /var/lib/cairn-validator)" = "cairn-validator:cairn-validator 750" ] \
+  || fail "/var/lib/cairn-validator: $(stat -c '%U:%G %a' /var/lib/cairn-validator)"
 [ "$(stat -c '%U:%G %a' /etc/cairn/node.toml)" = "root:cairn 640" ] || fail "/etc/cairn/node.toml: $(stat -c '%U:%G %a' /etc/cairn/node.toml)"
 grep -q "^/etc/cairn/node.toml$" /var/lib/dpkg/info/cairn-node.conffiles || fail "node.toml is not a conffile"
 /usr/bin/cairn --version
@@ -41,6 +51,15 @@ man -w cairn >/dev/null 2>&1 || [ -f /usr/share/man/man1/cairn.1.gz ] || fail "n
 $SUDO -u cairn /usr/bin/cairn --config /etc/cairn/node.toml init --quiet 2>/dev/null \
   || runuser -u cairn -- /usr/bin/cairn --config /etc/cairn/node.toml init --quiet
 [ "$(stat -c '%U %a' /var/lib/cairn/node.key)" = "cairn 600" ] || fail "node key: $(stat -c '%U %a' /var/lib/cairn/node.key)"
+# The validator's first start, as its own user: its key in its own directory,
+# its entry in the shared local registry; the miner's key out of its reach.
+runuser -u cairn-validator -- /usr/bin/cairn --config /etc/cairn/validator.toml init --quiet \
+  || fail "the validator's init failed as cairn-validator"
+[ "$(stat -c '%U %a' /var/lib/cairn-validator/node.key)" = "cairn-validator 600" ] \
+  || fail "validator key: $(stat -c '%U %a' /var/lib/cairn-validator/node.key)"
+if runuser -u cairn-validator -- cat /var/lib/cairn/node.key >/dev/null 2>&1; then
+  fail "the validator's user can read the miner's node key"
+fi
 
 for unit in cairn-node.service cairn-validator.service; do
   echo "test-deb: systemd-analyze verify $unit"
@@ -66,6 +85,15 @@ $SUDO dpkg -r cairn-validator cairn-node
 [ ! -e /usr/bin/cairn ] || fail "remove left /usr/bin/cairn"
 $SUDO dpkg --purge cairn-validator cairn-node
 [ ! -e /etc/cairn/node.toml ] || fail "purge kept the config"
-getent passwd cairn >/dev/null && fail "purge kept the user"
 [ -f /var/lib/cairn/node.key ] || fail "purge deleted the node key without being asked"
+# The kept data keeps its owner: no later system user can get the uid.
+[ "$(stat -c %U /var/lib/cairn/node.key)" = cairn ] || fail "purge left the node key to a bare uid"
+echo "test-deb: reinstall takes the kept data back; purge with CAIRN_PURGE_DATA=yes removes it all"
+$SUDO dpkg -i "$node_deb" "$val_deb" >/dev/null
+[ "$(stat -c %U /var/lib/cairn/node.key)" = cairn ] || fail "reinstall: node key not the cairn user's"
+$SUDO env CAIRN_PURGE_DATA=yes dpkg --purge cairn-validator cairn-node >/dev/null
+[ ! -e /var/lib/cairn ] && [ ! -e /var/lib/cairn-validator ] || fail "CAIRN_PURGE_DATA=yes kept the data"
+for u in cairn cairn-validator; do
+  getent passwd "$u" >/dev/null && fail "purge with the data kept the user $u"
+done
 echo "test-deb: ok"

@@ -24,6 +24,11 @@ use crate::score::{Outcome, Reputation, weights};
 /// Power of several choices: a challenge picks among this many random
 /// shards of a miner the one with the most bytes unchecked for the longest.
 const CHOICES: usize = 8;
+/// Most shards one dataset may ask the validator to audit (a 1 TiB dataset
+/// of 8 MiB segments, k + m = 6, is about 800,000).
+pub const MAX_ASSIGNMENTS_PER_DATASET: usize = 1 << 20;
+/// Most shards audited at once, over all datasets.
+pub const MAX_ASSIGNMENTS: usize = 4 << 20;
 
 /// A shard a miner must hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +81,9 @@ pub struct Ledger {
     config: LedgerConfig,
     miners: HashMap<NodeId, MinerState>,
     members: HashMap<NodeId, Member>,
-    datasets: usize,
+    /// The datasets audited, and their owners.
+    owners: HashMap<Cid, NodeId>,
+    assignments: usize,
     repairs: VecDeque<RepairJob>,
     repairs_done: u64,
     repairs_failed: u64,
@@ -91,7 +98,8 @@ impl Ledger {
             config,
             miners: HashMap::new(),
             members: HashMap::new(),
-            datasets: 0,
+            owners: HashMap::new(),
+            assignments: 0,
             repairs: VecDeque::new(),
             repairs_done: 0,
             repairs_failed: 0,
@@ -134,21 +142,43 @@ impl Ledger {
             .collect()
     }
 
+    /// Whether a dataset of this shape may be taken in: its shards within
+    /// the per-dataset cap, and all shards audited within the total cap.
+    pub fn admissible(&self, cid: &Cid, manifest: &Manifest) -> Result<(), String> {
+        let shards = manifest
+            .segments
+            .len()
+            .saturating_mul(manifest.total_shards());
+        if shards > MAX_ASSIGNMENTS_PER_DATASET {
+            return Err(format!(
+                "{cid} has {shards} shards; a dataset may have at most {MAX_ASSIGNMENTS_PER_DATASET} audited"
+            ));
+        }
+        let held = if self.owners.contains_key(cid) {
+            self.miners
+                .values()
+                .map(|m| m.assignments.iter().filter(|a| a.cid == *cid).count())
+                .sum()
+        } else {
+            0
+        };
+        if self.assignments - held + shards > MAX_ASSIGNMENTS {
+            return Err(format!(
+                "auditing {cid} would take this validator past {MAX_ASSIGNMENTS} shards"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The owner of an audited dataset.
+    pub fn owner(&self, cid: &Cid) -> Option<NodeId> {
+        self.owners.get(cid).copied()
+    }
+
     /// Replaces a dataset's assignments with those of its (newer) placement.
-    /// `new_dataset` counts it in the scoreboard the first time.
-    pub fn install(
-        &mut self,
-        cid: Cid,
-        manifest: &Manifest,
-        placement: &Placement,
-        new_dataset: bool,
-    ) {
-        if new_dataset {
-            self.datasets += 1;
-        }
-        for m in self.miners.values_mut() {
-            m.assignments.retain(|a| a.cid != cid);
-        }
+    pub fn install(&mut self, cid: Cid, manifest: &Manifest, placement: &Placement) {
+        self.remove_assignments(&cid);
+        self.owners.insert(cid, manifest.owner);
         let total = manifest.total_shards();
         let k = u64::from(manifest.data_shards);
         for (s, seg) in manifest.segments.iter().enumerate() {
@@ -165,7 +195,46 @@ impl Ledger {
                         len: shard_len,
                         last_checked: None,
                     });
+                    self.assignments += 1;
                 }
+            }
+        }
+    }
+
+    fn remove_assignments(&mut self, cid: &Cid) {
+        for m in self.miners.values_mut() {
+            let before = m.assignments.len();
+            let mut gone = Vec::new();
+            m.assignments.retain(|a| {
+                let keep = a.cid != *cid;
+                if !keep {
+                    gone.push(a.id);
+                }
+                keep
+            });
+            self.assignments -= before - m.assignments.len();
+            // A shard of another dataset with the same id keeps counting.
+            for id in gone {
+                if !m.assignments.iter().any(|a| a.id == id) {
+                    m.verified.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// The owner unpinned `cid`: stop auditing it (and forget the repairs
+    /// it had queued). Only the owner may; a dataset not audited is fine.
+    pub fn release(&mut self, peer: &NodeId, cid: &Cid) -> Result<bool, String> {
+        match self.owners.get(cid) {
+            None => Ok(false),
+            Some(owner) if owner != peer => Err(format!(
+                "{cid} belongs to node {owner}; only its owner may release it"
+            )),
+            Some(_) => {
+                self.remove_assignments(cid);
+                self.owners.remove(cid);
+                self.repairs.retain(|r| r.cid != *cid);
+                Ok(true)
             }
         }
     }
@@ -374,7 +443,7 @@ impl Ledger {
             .collect();
         miners.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         ValidatorReport {
-            datasets: self.datasets,
+            datasets: self.owners.len(),
             challenges: self.challenges,
             repairs_done: self.repairs_done,
             repairs_pending: self.repairs.len(),
@@ -416,6 +485,7 @@ mod tests {
     /// segment s on miners (s, s+1, s+2) mod `miners`.
     fn dataset(segments: usize, miners: u8) -> (Cid, Manifest, Placement) {
         let manifest = Manifest {
+            owner: node(99),
             data_shards: 2,
             parity_shards: 1,
             segment_size: 128,
@@ -446,7 +516,8 @@ mod tests {
         });
         l.set_members((0..3).map(member));
         let (cid, m, p) = dataset(4, 3);
-        l.install(cid, &m, &p, true);
+        l.admissible(&cid, &m).unwrap();
+        l.install(cid, &m, &p);
         l
     }
 
@@ -558,6 +629,37 @@ mod tests {
                 .weight,
             0
         );
+    }
+
+    #[test]
+    fn only_the_owner_releases_a_dataset_and_then_nothing_of_it_is_audited() {
+        let mut l = ledger(3600);
+        let (cid, m, _) = dataset(4, 3);
+        let a = l.assignments(&node(0))[0].clone();
+        l.record(node(0), &a, Outcome::Pass, "", 1.0, T0);
+        l.record(node(0), &a, Outcome::WrongProof, "bad", 1.0, T0 + 1);
+        assert!(
+            l.release(&node(0), &cid).is_err(),
+            "a holder is not the owner"
+        );
+        assert_eq!(l.report().datasets, 1);
+        assert!(l.release(&m.owner, &cid).unwrap());
+        assert_eq!(l.report().datasets, 0);
+        assert!(l.assignments(&node(0)).is_empty());
+        assert_eq!(l.repairs_pending(), 0, "its repairs are dropped too");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        assert!(l.next_challenge(T0 + 10_000, &mut rng).is_none());
+        assert!(!l.release(&m.owner, &cid).unwrap(), "idempotent");
+    }
+
+    #[test]
+    fn a_dataset_over_the_caps_is_not_admissible() {
+        let l = ledger(3600);
+        let (cid, mut m, _) = dataset(1, 3);
+        let seg = m.segments[0].clone();
+        m.segments = vec![seg; MAX_ASSIGNMENTS_PER_DATASET / 3 + 1];
+        let e = l.admissible(&cid, &m).unwrap_err();
+        assert!(e.contains("at most"), "{e}");
     }
 
     #[test]

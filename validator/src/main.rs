@@ -100,12 +100,12 @@ fn run(cli: Cli) -> Result<()> {
                 .build()?
                 .block_on(async {
                     let notifier = Arc::new(Notifier::from_env());
-                    let (validator, audits) = Validator::start(config).await?;
+                    let (validator, queues) = Validator::start(config).await?;
                     validator.node.start_background(Arc::clone(&notifier));
                     tracing::info!(node_id = %validator.node.node_id(), hotkey = %validator.node.hotkey().ss58(), "validating");
                     let validator = Arc::new(validator);
                     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-                    let loops = tokio::spawn(Arc::clone(&validator).run(audits, stop_rx));
+                    let loops = tokio::spawn(Arc::clone(&validator).run(queues, stop_rx));
                     notifier.ready("validating");
                     cairn_node::node::wait_for_signal().await;
                     notifier.stopping();
@@ -150,14 +150,30 @@ fn status(config: &Config, json: bool) -> Result<()> {
             m.timeouts,
             m.verified_bytes as f64 / 1048576.0,
             m.weight,
-            m.last_failures.last().cloned().unwrap_or_default()
+            printable(&m.last_failures.last().cloned().unwrap_or_default())
         );
     }
     Ok(())
 }
 
+/// Text from a miner (an error message it sent) made safe for a terminal:
+/// control characters, escape sequences among them, become `?`.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn miner_text_cannot_drive_the_terminal() {
+        let hostile = "refused: \u{1b}]0;owned\u{7}\u{1b}[2Jgone\r\nfake line";
+        let shown = super::printable(hostile);
+        assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
+        assert!(shown.contains("refused") && shown.contains("gone"));
+    }
+
     use clap::CommandFactory;
 
     /// Catches clashing flags and bad defaults, which clap otherwise only

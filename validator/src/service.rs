@@ -36,16 +36,60 @@ const LIVE_PROBE_REUSE: Duration = Duration::from_secs(10);
 const AUDITS: &str = "audit";
 const REPUTATIONS: &str = "rep";
 
+/// Audit requests one peer may make in a burst, and per second after it.
+const AUDIT_BURST: f64 = 20.0;
+const AUDITS_PER_SEC: f64 = 1.0;
+
 /// What the node's server and gateway call: audit requests go into a
-/// bounded queue, the scoreboard comes from the ledger.
+/// bounded queue (each peer within its rate), releases take effect at
+/// once, the scoreboard comes from the ledger.
 struct Intake {
-    audits: mpsc::Sender<Cid>,
+    audits: mpsc::Sender<(NodeId, Cid)>,
     ledger: Arc<Mutex<Ledger>>,
+    datasets: Arc<Mutex<HashMap<Cid, Dataset>>>,
+    released: mpsc::Sender<Cid>,
+    /// Per peer: tokens left, and when they were counted.
+    rates: Mutex<HashMap<NodeId, (f64, Instant)>>,
+}
+
+impl Intake {
+    /// A token bucket per peer; the map forgets peers that are full again.
+    fn within_rate(&self, peer: NodeId) -> bool {
+        let now = Instant::now();
+        let mut rates = self.rates.lock().expect("lock");
+        if rates.len() > 4096 {
+            rates.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * AUDITS_PER_SEC < AUDIT_BURST
+            });
+        }
+        let (tokens, at) = rates.entry(peer).or_insert((AUDIT_BURST, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * AUDITS_PER_SEC).min(AUDIT_BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl ValidatorService for Intake {
-    fn audit(&self, _peer: NodeId, cid: Cid) -> std::result::Result<(), AuditRefusal> {
-        self.audits.try_send(cid).map_err(|e| match e {
+    fn audit(&self, peer: NodeId, cid: Cid) -> std::result::Result<(), AuditRefusal> {
+        if let Some(owner) = self.ledger.lock().expect("lock").owner(&cid)
+            && owner != peer
+        {
+            return Err(AuditRefusal::Refused(format!(
+                "{cid} belongs to node {owner}; only its owner may ask for its audit"
+            )));
+        }
+        if !self.within_rate(peer) {
+            return Err(AuditRefusal::Busy(
+                "too many audit requests from this node; retry later".into(),
+            ));
+        }
+        self.audits.try_send((peer, cid)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
                 AuditRefusal::Busy("too many audit requests queued; retry later".into())
             }
@@ -55,9 +99,32 @@ impl ValidatorService for Intake {
         })
     }
 
+    fn release(&self, peer: NodeId, cid: Cid) -> std::result::Result<(), AuditRefusal> {
+        let released = self
+            .ledger
+            .lock()
+            .expect("lock")
+            .release(&peer, &cid)
+            .map_err(AuditRefusal::Refused)?;
+        if released {
+            self.datasets.lock().expect("lock").remove(&cid);
+            // The persisted audit set follows; if the queue is full it is
+            // dropped at the next restart, when the dataset cannot be opened.
+            let _ = self.released.try_send(cid);
+            tracing::info!(%cid, "released by its owner; no longer audited");
+        }
+        Ok(())
+    }
+
     fn report(&self) -> cairn_api::ValidatorReport {
         self.ledger.lock().expect("lock").report()
     }
+}
+
+/// What peers asked of the validator, for [`Validator::run`].
+pub struct Queues {
+    audits: mpsc::Receiver<(NodeId, Cid)>,
+    released: mpsc::Receiver<Cid>,
 }
 
 /// A running validator.
@@ -66,7 +133,7 @@ pub struct Validator {
     config: ValidatorConfig,
     ledger: Arc<Mutex<Ledger>>,
     /// The datasets audited, as last opened.
-    datasets: Mutex<HashMap<Cid, Dataset>>,
+    datasets: Arc<Mutex<HashMap<Cid, Dataset>>>,
     /// Miners that answered the last probe, and when (repairs reuse it for a
     /// few seconds instead of waiting on dead miners per segment).
     live: Mutex<Option<(Instant, Vec<LiveMiner>)>>,
@@ -75,29 +142,32 @@ pub struct Validator {
 impl Validator {
     /// Starts the node with the validator's intake installed, and takes back
     /// the reputations of an earlier run.
-    pub async fn start(
-        config: cairn_node::config::Config,
-    ) -> Result<(Validator, mpsc::Receiver<Cid>)> {
+    pub async fn start(config: cairn_node::config::Config) -> Result<(Validator, Queues)> {
         let vconfig = ValidatorConfig::from_node_config(&config)?;
         let ledger = Arc::new(Mutex::new(Ledger::new(LedgerConfig {
             per_miner_per_sec: vconfig.per_miner_per_sec,
             grace_secs: vconfig.grace_secs,
         })));
-        let (tx, rx) = mpsc::channel(AUDIT_QUEUE);
+        let (tx, audits) = mpsc::channel(AUDIT_QUEUE);
+        let (released_tx, released) = mpsc::channel(AUDIT_QUEUE);
+        let datasets: Arc<Mutex<HashMap<Cid, Dataset>>> = Arc::default();
         let intake = Arc::new(Intake {
             audits: tx,
             ledger: Arc::clone(&ledger),
+            datasets: Arc::clone(&datasets),
+            released: released_tx,
+            rates: Mutex::default(),
         });
         let node = Node::builder(config).validator(intake).start().await?;
         let v = Validator {
             node,
             config: vconfig,
             ledger,
-            datasets: Mutex::new(HashMap::new()),
+            datasets,
             live: Mutex::new(None),
         };
         v.restore()?;
-        Ok((v, rx))
+        Ok((v, Queues { audits, released }))
     }
 
     /// Reloads reputations after a restart.
@@ -130,20 +200,28 @@ impl Validator {
     }
 
     /// Runs every loop until `shutdown` turns true.
-    pub async fn run(
-        self: Arc<Self>,
-        mut audits: mpsc::Receiver<Cid>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    pub async fn run(self: Arc<Self>, queues: Queues, mut shutdown: watch::Receiver<bool>) {
+        let Queues {
+            mut audits,
+            mut released,
+        } = queues;
         let intake = {
             let v = Arc::clone(&self);
             tokio::spawn(async move {
                 for cid in v.persisted_audits() {
-                    v.admit(cid).await;
+                    v.admit(None, cid).await;
                 }
                 // One at a time: a flood of requests waits in the bounded queue.
-                while let Some(cid) = audits.recv().await {
-                    v.admit(cid).await;
+                loop {
+                    tokio::select! {
+                        Some((peer, cid)) = audits.recv() => v.admit(Some(peer), cid).await,
+                        Some(cid) = released.recv() => {
+                            if let Ok(kv) = v.node.kv(AUDITS) {
+                                let _ = kv.delete(&cid.0);
+                            }
+                        }
+                        else => break,
+                    }
                 }
             })
         };
@@ -180,17 +258,32 @@ impl Validator {
         Ok(())
     }
 
-    /// Takes a dataset in for audit: fetch manifest and placement, check that
-    /// the holders follow the placement rule, record the assignments.
-    pub async fn admit(&self, cid: Cid) {
-        if let Err(e) = self.admit_inner(cid).await {
+    /// Takes a dataset in for audit: fetch manifest and placement, check
+    /// that `peer` (none: a dataset audited before a restart) owns it, that
+    /// it is within the caps and that its holders follow the placement rule,
+    /// then record the assignments.
+    pub async fn admit(&self, peer: Option<NodeId>, cid: Cid) {
+        if let Err(e) = self.admit_inner(peer, cid).await {
             tracing::warn!(%cid, error = %e, "dataset not admitted for audit");
         }
     }
 
-    async fn admit_inner(&self, cid: Cid) -> Result<()> {
+    async fn admit_inner(&self, peer: Option<NodeId>, cid: Cid) -> Result<()> {
         self.refresh_members().await?;
         let ds = self.node.datasets().open_fresh(cid).await?;
+        if let Some(peer) = peer
+            && peer != ds.manifest.owner
+        {
+            return Err(Error::Refused(format!(
+                "{cid} belongs to node {}; node {peer} asked for its audit",
+                ds.manifest.owner
+            )));
+        }
+        self.ledger
+            .lock()
+            .expect("lock")
+            .admissible(&cid, &ds.manifest)
+            .map_err(Error::Refused)?;
         let candidates: Vec<Candidate> = self
             .ledger
             .lock()
@@ -216,16 +309,14 @@ impl Validator {
     }
 
     fn install(&self, ds: Dataset) {
-        let new = self
-            .datasets
+        self.datasets
             .lock()
             .expect("lock")
-            .insert(ds.cid, ds.clone())
-            .is_none();
+            .insert(ds.cid, ds.clone());
         self.ledger
             .lock()
             .expect("lock")
-            .install(ds.cid, &ds.manifest, &ds.placement, new);
+            .install(ds.cid, &ds.manifest, &ds.placement);
     }
 
     /// Re-reads placements now and then (other validators repair too).
@@ -246,7 +337,8 @@ impl Validator {
                         .lock()
                         .expect("lock")
                         .get(&cid)
-                        .is_none_or(|old| ds.placement.version > old.placement.version);
+                        // Released meanwhile: gone from the map, stays gone.
+                        .is_some_and(|old| ds.placement.version > old.placement.version);
                     if newer {
                         self.install(ds);
                     }
@@ -394,7 +486,7 @@ impl Validator {
         if todo.is_empty() {
             return Ok(0);
         }
-        let params = m.params()?;
+        let params = m.decoder_params()?;
         let mut decoder = Decoder::new(params)?;
         let datasets = self.node.datasets();
         let segment = datasets.fetch_segment(&ds, s, &mut decoder).await?;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use cairn_node::identity::{Hotkey, wallet_hotkey_path};
 use cairn_node::registry::Subtensor;
 use cairn_node::sdnotify::spawn_and_wait_ready;
+use cairn_testkit::net::{adversary, count, metric};
 use subxt::dynamic::Value;
 
 fn shared_chain() -> Option<PathBuf> {
@@ -148,9 +149,11 @@ fn subtensor_weights_rank_an_honest_miner_above_a_dropper() {
         let chain = Subtensor::connect(&chain_proc.url, "legacy", netuid).await.unwrap();
 
         // Hotkeys in bittensor-wallet files; registration paid by Bob's coldkey.
-        let names = ["validator", "miner-0", "miner-1", "miner-2", "miner-3", "client"];
+        // The impostor runs a node that commits the validator role without a
+        // permit; the thief never runs a node, it only commits.
+        let names = ["validator", "miner-0", "miner-1", "miner-2", "miner-3", "client", "impostor"];
         let mut hotkeys = Vec::new();
-        for name in names {
+        for name in names.iter().chain(&["thief"]) {
             let hk = Hotkey::generate(&wallet_hotkey_path(&wallets, "cairn", name)).unwrap();
             chain.register(bob.pair(), &hk.public()).await.unwrap();
             hotkeys.push(hk);
@@ -178,7 +181,7 @@ fn subtensor_weights_rank_an_honest_miner_above_a_dropper() {
             let d = dir.path().join(name);
             std::fs::create_dir_all(&d).unwrap();
             let role = match i {
-                0 => "validator",
+                0 | 6 => "validator",
                 5 => "client",
                 _ => "miner",
             };
@@ -207,17 +210,19 @@ fn subtensor_weights_rank_an_honest_miner_above_a_dropper() {
             nodes.push((d, pid, api));
         }
         let _guard = Killer(nodes.iter().map(|n| n.1).collect());
-        println!("six nodes running ({:.0?})", t0.elapsed());
+        println!("seven nodes running ({:.0?})", t0.elapsed());
         chain.invalidate().await;
         let members = chain.members().await.unwrap();
-        if members.len() != 6 {
+        if members.len() != 7 {
             let c = chain
                 .storage_value("Commitments", "CommitmentOf", vec![n.clone(), Value::from_bytes(hotkeys[1].public())])
                 .await;
             println!("CommitmentOf miner-0: {c:?}");
             println!("miner-0 log: {}", std::fs::read_to_string(nodes[1].0.join("daemon.log")).unwrap_or_default());
         }
-        assert_eq!(members.len(), 6, "every node published its address: {members:?}");
+        assert_eq!(members.len(), 7, "every node published its address: {members:?}");
+        let impostor = members.iter().find(|m| m.hotkey == hotkeys[6].ss58()).unwrap();
+        assert!(!impostor.is_validator(), "a committed role is not a validator right: {impostor:?}");
 
         // Pin through the client node: k = 2, m = 2 over the four miners.
         let data = dir.path().join("dataset");
@@ -225,11 +230,13 @@ fn subtensor_weights_rank_an_honest_miner_above_a_dropper() {
         std::fs::write(data.join("weights.bin"), vec![7u8; 3 << 20]).unwrap();
         std::fs::write(data.join("config.json"), b"{\"layers\": 12}").unwrap();
         let api = format!("127.0.0.1:{}", nodes[5].2);
+        let client_dir = nodes[5].0.clone();
         let o = Command::new(&cairn)
-            .args(["--api", &api, "pin", data.to_str().unwrap(), "--data-shards", "2", "--parity-shards", "2", "--segment-size", "1MiB"])
+            .args(["--api", &api, "--data-dir", client_dir.to_str().unwrap(), "pin", data.to_str().unwrap(), "--data-shards", "2", "--parity-shards", "2", "--segment-size", "1MiB"])
             .output()
             .unwrap();
         assert!(o.status.success(), "pin: {}", String::from_utf8_lossy(&o.stderr));
+        let cid = String::from_utf8_lossy(&o.stdout).trim().to_string();
 
         println!("pinned ({:.0?})", t0.elapsed());
         // miner-3 drops every shard it holds.
@@ -279,6 +286,119 @@ fn subtensor_weights_rank_an_honest_miner_above_a_dropper() {
         } else {
             eprintln!("SKIPPED the Python cross-check: substrate-interface not installed");
         }
+
+        // A hotkey without a permit that commits the validator role gets no
+        // validator right from any miner.
+        let member_of = |hk: &Hotkey| members.iter().find(|m| m.hotkey == hk.ss58()).unwrap().clone();
+        let impostor_dir = &nodes[6].0;
+        let client_id = member_of(&hotkeys[5]).node_id.to_string();
+        let mut holder = None;
+        for hk in &hotkeys[1..5] {
+            let m = member_of(hk);
+            if let Ok(r) = adversary(impostor_dir, &m, &["placement", &cid])
+                && count(&r, "ok") == 1
+            {
+                holder = Some(m);
+                break;
+            }
+        }
+        let holder = holder.expect("a miner holds the placement");
+        let ls = Command::new(&cairn)
+            .args(["shard", "ls", "--peer", &holder.node_id.to_string(), "--data-dir", impostor_dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(ls.status.success(), "{}", String::from_utf8_lossy(&ls.stderr));
+        let first = String::from_utf8_lossy(&ls.stdout).lines().next().expect("the holder holds shards").to_string();
+        let mut fields = first.split_whitespace();
+        let (shard, len) = (fields.next().unwrap().to_string(), fields.next().unwrap().to_string());
+        for (attack, code) in [
+            (vec!["challenge", shard.as_str(), len.as_str()], "peer-is-not-a-validator"),
+            (vec!["delete-shard", shard.as_str(), client_id.as_str()], "peer-is-not-a-validator"),
+            (vec!["put-placement", cid.as_str(), "18446744073709551615", "self"], "forbidden"),
+            (vec!["delete-manifest", cid.as_str()], "forbidden"),
+        ] {
+            let r = adversary(impostor_dir, &holder, &attack).unwrap();
+            assert_eq!(count(&r, code), 1, "{attack:?}: {r}");
+        }
+        println!("an impostor validator is refused ({:.0?})", t0.elapsed());
+
+        // A hotkey that commits another miner's node id (its commitment
+        // copied byte for byte) is no member and earns nothing; the miner
+        // keeps its weight.
+        let thief = &hotkeys[7];
+        let victim = member_of(&hotkeys[1]);
+        let victim_key = cairn_node::identity::load_node_key(&nodes[1].0).unwrap();
+        let copied = cairn_node::registry::subtensor::commitment_fields(
+            &victim_key,
+            &hotkeys[1].public(),
+            netuid,
+            cairn_node::Role::Miner,
+            &victim.addrs,
+        );
+        let data: Vec<Value> = copied
+            .into_iter()
+            .map(|f| Value::unnamed_variant(format!("Raw{}", f.len()), [Value::from_bytes(f)]))
+            .collect();
+        let info = Value::named_composite([("fields", Value::unnamed_composite(data))]);
+        chain.submit("Commitments", "set_commitment", vec![n.clone(), info], thief.pair()).await.unwrap();
+        let committed_at = chain.block_number().await.unwrap();
+        let stolen_at = Instant::now();
+        chain.invalidate().await;
+        let now_members = chain.members().await.unwrap();
+        assert!(now_members.iter().all(|m| m.hotkey != thief.ss58()), "the thief became a member");
+        assert!(now_members.iter().any(|m| m.node_id == victim.node_id && m.hotkey == hotkeys[1].ss58()));
+        // The validator re-reads the metagraph (30 s) and sets weights after it.
+        let neurons = chain.neurons().await.unwrap();
+        let thief_uid = neurons.iter().find(|x| x.hotkey == thief.public()).unwrap().uid;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let w = loop {
+            let last = chain.last_update().await.unwrap();
+            let updated = last.get(usize::from(validator_uid)).copied().unwrap_or(0);
+            if stolen_at.elapsed() > Duration::from_secs(35) && updated > committed_at + 1 {
+                break chain.weights_of(validator_uid).await.unwrap();
+            }
+            assert!(Instant::now() < deadline, "no weights set after the theft");
+            new_blocks(&chain, 1).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        let get = |uid: u16| w.iter().find(|(d, _)| *d == uid).map(|(_, v)| *v).unwrap_or(0);
+        assert_eq!(get(thief_uid), 0, "the thief earns weight: {w:?}");
+        assert!(get(honest_uid) > 0, "the robbed miner lost its weight: {w:?}");
+        println!("a copied commitment earns nothing ({:.0?})", t0.elapsed());
+
+        // 200 connections from fresh keys make a miner read the metagraph
+        // at most once per 5 s, and members are served meanwhile.
+        let miner_api = format!("127.0.0.1:{}", nodes[1].2);
+        let reads = || metric(&miner_api, "cairn_chain_metagraph_reads_total").unwrap_or(0.0);
+        let before = reads();
+        let flood_started = Instant::now();
+        let flood = std::thread::spawn({
+            let (dir, m) = (impostor_dir.clone(), victim.clone());
+            move || adversary(&dir, &m, &["fresh-identities", "200"])
+        });
+        let o = Command::new(&cairn)
+            .args(["--api", &api, "--data-dir", client_dir.to_str().unwrap(), "status", &cid])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "a member's request failed during the flood: {}", String::from_utf8_lossy(&o.stderr));
+        let r = flood.join().unwrap().unwrap();
+        let spent = flood_started.elapsed().as_secs_f64();
+        assert_eq!(count(&r, "peer-not-registered"), 200, "{r}");
+        let extra = reads() - before;
+        println!("200 unknown peers in {spent:.1} s caused {extra} metagraph reads");
+        assert!(extra <= 2.0 + spent / 5.0, "{extra} metagraph reads in {spent:.1} s");
+
+        // With the chain gone, members keep working on the last metagraph.
+        let _ = Command::new("kill").arg(chain_proc.pid.to_string()).status();
+        tokio::time::sleep(Duration::from_secs(32)).await; // past the metagraph's 30 s life: the outage is the point
+        let out = dir.path().join("during-outage");
+        let o = Command::new(&cairn)
+            .args(["--api", &api, "--data-dir", client_dir.to_str().unwrap(), "get", &cid, "-o", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "get during a chain outage: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read(out.join("weights.bin")).unwrap(), vec![7u8; 3 << 20]);
+        println!("served through a chain outage ({:.0?})", t0.elapsed());
     });
 }
 

@@ -33,11 +33,13 @@ pub enum ApiError {
     Input(#[source] std::io::Error),
 }
 
-/// Where the daemon's API listens.
+/// Where the daemon's API listens, and the token that lets this client
+/// change things there (the daemon's `api.token`).
 #[derive(Debug, Clone)]
 pub struct ApiClient {
     addr: SocketAddr,
     agent: ureq::Agent,
+    token: Option<String>,
 }
 
 /// Everything but unreserved characters and `/` is escaped in a file path.
@@ -99,6 +101,22 @@ impl ApiClient {
         ApiClient {
             addr,
             agent: config.into(),
+            token: None,
+        }
+    }
+
+    /// Sends `token` with every request (`Authorization: Bearer`).
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
+        self
+    }
+
+    fn authorized<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => req.header("Authorization", format!("Bearer {t}")),
+            None => req,
         }
     }
 
@@ -169,8 +187,7 @@ impl ApiClient {
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
         let resp = self
-            .agent
-            .get(self.url(path))
+            .authorized(self.agent.get(self.url(path)))
             .call()
             .map_err(|e| self.failed(e))?;
         self.json(resp)
@@ -195,8 +212,10 @@ impl ApiClient {
 
     pub fn unpin(&self, cid: &str) -> Result<UnpinOutcome, ApiError> {
         let resp = self
-            .agent
-            .delete(self.url(&format!("/api/datasets/{}", encode_path(cid))))
+            .authorized(
+                self.agent
+                    .delete(self.url(&format!("/api/datasets/{}", encode_path(cid)))),
+            )
             .call()
             .map_err(|e| self.failed(e))?;
         self.json(resp)
@@ -233,9 +252,11 @@ impl ApiClient {
             progress: &mut report,
         };
         let resp = self
-            .agent
-            .post(self.url("/api/pin"))
+            .authorized(self.agent.post(self.url("/api/pin")))
             .header("Content-Type", "application/octet-stream")
+            // A daemon that refuses the pin at once (no token, say) answers
+            // before the files are sent, not after.
+            .header("Expect", "100-continue")
             .header("Content-Length", (prefix_len + len).to_string())
             .send(ureq::SendBody::from_reader(&mut reader));
         match resp {

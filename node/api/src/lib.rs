@@ -170,6 +170,9 @@ pub struct UnpinOutcome {
     /// Shards on miners that could not be reached; run unpin again later.
     pub shards_pending: usize,
     pub manifest_copies_deleted: usize,
+    /// Validators that took the news and stopped auditing the dataset.
+    #[serde(default)]
+    pub validators_released: usize,
 }
 
 /// The store's counters.
@@ -179,7 +182,10 @@ pub struct StoreCounters {
     pub used_bytes: u64,
     pub reserved_bytes: u64,
     pub shard_count: u64,
-    pub manifest_bytes: u64,
+    /// Bytes of dataset records (manifests, placements), inside `used_bytes`.
+    pub record_bytes: u64,
+    /// Bytes the filesystem under the store has available.
+    pub fs_available: u64,
     pub reconcile_done: bool,
     pub orphans_removed: u64,
     pub temporaries_removed: u64,

@@ -104,7 +104,8 @@ pub fn run(devnet: Devnet, size: u64, miners: usize, keep: bool) -> Result<()> {
         "devnet up".into(),
         format!("{:.1} s", t.elapsed().as_secs_f64()),
     ));
-    let api = ApiClient::new(api_addr);
+    let api =
+        ApiClient::new(api_addr).with_token(std::fs::read_to_string(devnet.gateway_token()).ok());
 
     let work = devnet.dir.join("demo");
     let _ = std::fs::remove_dir_all(&work);

@@ -109,6 +109,11 @@ impl Devnet {
             .collect()
     }
 
+    /// The gateway's API token file.
+    pub fn gateway_token(&self) -> PathBuf {
+        cairn_node::gateway::guard::token_path(&self.node_dir("gateway"))
+    }
+
     /// The gateway's API address, if the devnet is up.
     pub fn api(&self) -> Option<SocketAddr> {
         std::fs::read_to_string(self.dir.join("api"))
@@ -123,12 +128,10 @@ impl Devnet {
         }
         let registry = self.registry();
         // Fixed ports, chosen once: a restarted miner is found where it was.
-        let quic = free_port(false)?;
-        let api = if api.ends_with(":0") {
-            format!("127.0.0.1:{}", free_port(true)?)
-        } else {
-            api.to_string()
-        };
+        let quic = free_udp_port()?;
+        // An API on port 0 is bound by the daemon itself (no port chosen
+        // here and left open to a race); the registry shows where.
+        let api = api.to_string();
         let listen = format!("127.0.0.1:{quic}");
         let out = Command::new(&self.cairn)
             .args([
@@ -314,14 +317,12 @@ impl Devnet {
     }
 }
 
-/// A port that is free now on 127.0.0.1 (UDP for QUIC, TCP for the API).
-fn free_port(tcp: bool) -> Result<u16> {
-    let port = if tcp {
-        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr())
-    } else {
-        std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr())
-    };
-    port.map(|a| a.port()).context("finding a free port")
+/// A UDP port that is free now on 127.0.0.1 (for QUIC).
+fn free_udp_port() -> Result<u16> {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .context("finding a free port")
 }
 
 fn natural_key(name: &str) -> (String, usize) {

@@ -46,6 +46,10 @@ struct Global {
     /// The daemon's API (default: a running devnet's gateway, else api.listen of the config).
     #[arg(long, global = true, env = "CAIRN_API")]
     api: Option<std::net::SocketAddr>,
+    /// The daemon's API token (default: the devnet gateway's, else
+    /// `api.token` in the data directory; read as the node's user).
+    #[arg(long, global = true, env = "CAIRN_API_TOKEN_FILE")]
+    api_token_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -220,9 +224,9 @@ struct InitArgs {
     /// Shared local registry directory.
     #[arg(long)]
     registry: Option<PathBuf>,
-    /// Bytes one peer may store here.
+    /// What one peer may store here: a share of the capacity ("50%") or a size.
     #[arg(long)]
-    quota: Option<ByteSize>,
+    quota: Option<cairn_node::size::Quota>,
     /// Print nothing on success (for service start-up).
     #[arg(long)]
     quiet: bool,
@@ -463,7 +467,7 @@ fn init(g: &Global, mut config: Config, a: InitArgs) -> Result<()> {
             if let Ok(Some(old)) = registry.member(&m.node_id).await {
                 m.addrs = old.addrs;
             }
-            registry.publish(&m, &hotkey).await
+            registry.publish(&m, &hotkey, &key).await
         })?;
     }
     if !a.quiet {
@@ -617,14 +621,20 @@ async fn shard(config: Config, cmd: ShardCommand) -> Result<()> {
 /// The daemon the CLI talks to: --api / CAIRN_API, else a running devnet's
 /// gateway, else the config's api.listen.
 fn api_client(g: &Global, config: &Config) -> ApiClient {
-    let addr = g.api.unwrap_or_else(|| {
-        let explicit_config = g.config.is_some() || g.data_dir.is_some();
-        match Devnet::new(devnet::default_dir(), PathBuf::new()).api() {
-            Some(a) if !explicit_config => a,
-            _ => config.api.listen,
-        }
-    });
-    ApiClient::new(addr)
+    let explicit_config = g.config.is_some() || g.data_dir.is_some();
+    let devnet = Devnet::new(devnet::default_dir(), PathBuf::new());
+    let (addr, token_file) = match (g.api, devnet.api()) {
+        (Some(a), _) => (a, cairn_node::gateway::guard::token_path(&config.data_dir)),
+        (None, Some(a)) if !explicit_config => (a, devnet.gateway_token()),
+        _ => (
+            config.api.listen,
+            cairn_node::gateway::guard::token_path(&config.data_dir),
+        ),
+    };
+    let token_file = g.api_token_file.clone().unwrap_or(token_file);
+    // Reads need no token on loopback: a missing or unreadable file is fine
+    // until a call needs it, and the daemon then says so.
+    ApiClient::new(addr).with_token(std::fs::read_to_string(token_file).ok())
 }
 
 fn check_cid(s: &str) -> Result<Cid> {
@@ -800,8 +810,8 @@ fn unpin(api: &ApiClient, cid: &str) -> Result<()> {
     let cid = check_cid(cid)?;
     let v = api.unpin(&cid.to_string())?;
     eprintln!(
-        "unpinned {cid}: {} shards deleted, {} manifest copies removed",
-        v.shards_deleted, v.manifest_copies_deleted
+        "unpinned {cid}: {} shards deleted, {} manifest copies removed, {} validators stopped auditing",
+        v.shards_deleted, v.manifest_copies_deleted, v.validators_released
     );
     if v.shards_pending > 0 {
         eprintln!(

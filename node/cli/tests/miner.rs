@@ -268,6 +268,18 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
         matches!(e, Error::Remote { code: ErrorCode::NotRegistered, ref message, .. } if message.contains("register")),
         "{e}"
     );
+    // not even what the node holds and has free
+    let e = stranger.info(&addr).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Remote {
+                code: ErrorCode::NotRegistered,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = stranger
         .get_shard(&addr, good_id, 0, u64::MAX, None)
         .await
@@ -455,4 +467,87 @@ async fn challenge_answers_verify_and_a_second_owner_keeps_the_shard() {
     b.delete_shard(&addr, id, None).await.unwrap();
     assert!(a.get_shard(&addr, id, 0, 10, None).await.is_err());
     assert_eq!(shard_files(&d.data_dir).0, 0);
+}
+
+/// Unmounts a test filesystem however the test ends.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// On a disk smaller than the configured capacity, puts are refused as
+/// full (not failed half-way), everything stored stays readable and
+/// provable, and freeing space lets puts in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_puts_and_keeps_serving() {
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    if !root {
+        assert!(
+            std::env::var("CAIRN_REQUIRE_EXTERNAL").as_deref() != Ok("1"),
+            "mounting a small filesystem needs root (CI runs as root)"
+        );
+        eprintln!("SKIPPED: mounting a small filesystem needs root");
+        return;
+    }
+    let net = TestNet::new();
+    let disk = net.dir.path().join("small-disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let o = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=96m", "tmpfs"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let _mounted = Mounted(disk.clone());
+    // A capacity far above the 96 MiB the disk has.
+    let miner = net.init("small-disk/miner", "miner", &["--capacity", "1GiB"]);
+    let d = Daemon::start(&miner, &[("CAIRN_STORAGE_SCRUB_RATE", "0")]);
+    let addr = d.addr().await;
+    let (client, _) = net.client(Role::Client).await;
+    let (validator, _) = net.client(Role::Validator).await;
+    let mut stored = Vec::new();
+    let refusal = loop {
+        let data = bytes(1 << 20, stored.len() as u64 + 100);
+        let (id, _) = shard_id_and_outboard(&data);
+        match client.put_shard(&addr, id, &data, None).await {
+            Ok(()) => stored.push((id, data)),
+            Err(e) => break e,
+        }
+        assert!(stored.len() < 96, "a 96 MiB disk took 96 MiB");
+    };
+    assert!(
+        matches!(
+            refusal,
+            Error::Remote {
+                code: ErrorCode::Full,
+                ..
+            }
+        ),
+        "{refusal}"
+    );
+    assert!(stored.len() >= 4, "only {} shards fit", stored.len());
+    for (id, data) in &stored {
+        let got = client
+            .get_shard(&addr, *id, 0, u64::MAX, None)
+            .await
+            .unwrap();
+        assert_eq!(&got.bytes, data);
+    }
+    let (id, data) = &stored[0];
+    let ch = Challenge::new(*id, data.len() as u64, [3; 32], 44).unwrap();
+    cairn_proof::verify(&ch, &validator.challenge(&addr, &ch).await.unwrap()).unwrap();
+    // Space freed: puts go in again.
+    for (id, _) in stored.drain(..3) {
+        client.delete_shard(&addr, id, None).await.unwrap();
+    }
+    let data = bytes(1 << 20, 999);
+    let (id, _) = shard_id_and_outboard(&data);
+    client.put_shard(&addr, id, &data, None).await.unwrap();
+    assert!(
+        temp_files(&miner.path).is_empty(),
+        "a refused put left a temporary"
+    );
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::size::ByteSize;
+use crate::size::{ByteSize, Quota};
 
 pub use cairn_proto::Role;
 
@@ -87,8 +87,9 @@ pub struct ApiConfig {
 pub struct LimitsConfig {
     /// Largest shard accepted.
     pub max_shard_size: ByteSize,
-    /// Bytes one peer may store here.
-    pub quota_per_peer: ByteSize,
+    /// What one peer (one dataset owner) may store here: a share of the
+    /// capacity ("50%") or a size.
+    pub quota_per_peer: Quota,
     pub max_concurrent_puts: usize,
     pub max_concurrent_gets: usize,
     pub max_concurrent_challenges: usize,
@@ -168,7 +169,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_shard_size: ByteSize(64 << 20),
-            quota_per_peer: ByteSize(1 << 40),
+            quota_per_peer: Quota::Share(0.5),
             max_concurrent_puts: 8,
             max_concurrent_gets: 32,
             max_concurrent_challenges: 16,

@@ -92,6 +92,7 @@ impl NodeBuilder {
             .local_addr()
             .map_err(|e| Error::io("api listener address", e))?;
         let api = Arc::new(ApiState {
+            guard: gateway::guard::Guard::load_or_create(&config.data_dir, api_addr)?,
             server: Arc::clone(&server),
             datasets: Arc::clone(&datasets),
             hotkey: hotkey.ss58(),
@@ -208,7 +209,9 @@ impl Node {
 
     /// Announces (or refreshes) this node in the registry.
     pub async fn publish(&self) -> Result<()> {
-        self.registry.publish(&self.member(), &self.hotkey).await
+        self.registry
+            .publish(&self.member(), &self.hotkey, self.endpoint.secret_key())
+            .await
     }
 
     /// Starts reconcile and scrub in the background, the watchdog pings and
@@ -257,12 +260,13 @@ impl Node {
         let hotkey = self.hotkey.clone();
         let member = self.member();
         let store = Arc::clone(&self.store);
+        let node_key = self.endpoint.secret_key().clone();
         tokio::spawn(async move {
             let mut member = member;
             loop {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 member.free = store.free_bytes().unwrap_or(0);
-                if let Err(e) = registry.publish(&member, &hotkey).await {
+                if let Err(e) = registry.publish(&member, &hotkey, &node_key).await {
                     tracing::warn!(error = %e, "registry refresh failed");
                 }
             }

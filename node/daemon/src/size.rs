@@ -91,6 +91,84 @@ impl serde::Serialize for ByteSize {
     }
 }
 
+/// A quota: a size, or a share of the node's capacity (`"50%"`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Quota {
+    Bytes(ByteSize),
+    /// A fraction of the capacity, between 0 and 1.
+    Share(f64),
+}
+
+impl Quota {
+    /// The quota in bytes for a node of `capacity` bytes.
+    pub fn bytes(&self, capacity: u64) -> u64 {
+        match self {
+            Quota::Bytes(b) => b.0,
+            Quota::Share(f) => (capacity as f64 * f) as u64,
+        }
+    }
+}
+
+impl FromStr for Quota {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().strip_suffix('%') {
+            Some(p) => {
+                let v: f64 = p.trim().parse().map_err(|_| {
+                    format!("invalid quota {s:?}: a percentage such as \"50%\" or a size")
+                })?;
+                if !(v > 0.0 && v <= 100.0) {
+                    return Err(format!("invalid quota {s:?}: a share between 0% and 100%"));
+                }
+                Ok(Quota::Share(v / 100.0))
+            }
+            None => s.parse().map(Quota::Bytes),
+        }
+    }
+}
+
+impl fmt::Display for Quota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Quota::Bytes(b) => b.fmt(f),
+            Quota::Share(v) => write!(f, "{}%", v * 100.0),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Quota {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Quota;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a share of the capacity such as \"50%\", or a size such as \"100GiB\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Quota, E> {
+                Ok(Quota::Bytes(ByteSize(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Quota, E> {
+                u64::try_from(v)
+                    .map(|b| Quota::Bytes(ByteSize(b)))
+                    .map_err(|_| E::custom(format!("invalid quota {v}: must not be negative")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Quota, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl serde::Serialize for Quota {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Quota::Bytes(b) => s.serialize_u64(b.0),
+            Quota::Share(_) => s.serialize_str(&self.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +183,13 @@ mod tests {
         assert!(e.contains("unknown unit"), "{e}");
         assert!("MiB".parse::<ByteSize>().is_err());
         assert_eq!(ByteSize(3 << 20).to_string(), "3.0 MiB");
+    }
+
+    #[test]
+    fn quotas_are_sizes_or_shares_of_the_capacity() {
+        assert_eq!("50%".parse::<Quota>().unwrap().bytes(1000), 500);
+        assert_eq!("1KiB".parse::<Quota>().unwrap().bytes(10), 1024);
+        assert!("0%".parse::<Quota>().is_err() && "150%".parse::<Quota>().is_err());
+        assert!("lots%".parse::<Quota>().unwrap_err().contains("percentage"));
     }
 }

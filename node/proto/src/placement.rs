@@ -277,6 +277,7 @@ mod tests {
     fn manifest_of(segments: &[[u8; 32]], k: u16, m: u16) -> Manifest {
         let total = usize::from(k + m);
         Manifest {
+            owner: node(999),
             data_shards: k,
             parity_shards: m,
             segment_size: 64 * u64::from(k),

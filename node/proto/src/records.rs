@@ -18,10 +18,17 @@ use cairn_proof::ShardId;
 
 use crate::{Error, NodeId, Result, SecretKey, Signature};
 
-const MANIFEST_MAGIC: &[u8; 8] = b"CAIRNMF1";
+/// Version 2 names the dataset's owner (version 1 did not).
+const MANIFEST_MAGIC: &[u8; 8] = b"CAIRNMF2";
 const PLACEMENT_MAGIC: &[u8; 8] = b"CAIRNPL1";
 /// Longest path in a manifest, in bytes.
 pub const MAX_PATH_LEN: usize = 4096;
+/// Largest segment a manifest may ask readers to decode.
+pub const MAX_MANIFEST_SEGMENT: u64 = 64 << 20;
+/// Most memory a reader's decoder may need for one segment (k + m shards of
+/// `ceil(segment / k)` bytes): a manifest asking for more is refused before
+/// anything is allocated (k = 1, m = 255 and 256 MiB segments would be 64 GiB).
+pub const MAX_DECODER_BYTES: u64 = 256 << 20;
 
 /// A content id: BLAKE3 of a manifest's canonical bytes, shown as `cairn1...`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -104,6 +111,10 @@ pub struct SegmentRecord {
 /// The immutable description of a pinned dataset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
+    /// The node that pinned the dataset: the only one that may place,
+    /// unpin or ask for audits of it. Part of the content id, so the same
+    /// files pinned by two owners are two datasets.
+    pub owner: NodeId,
     pub data_shards: u16,
     pub parity_shards: u16,
     pub segment_size: u64,
@@ -185,6 +196,51 @@ impl Manifest {
         usize::from(self.data_shards) + usize::from(self.parity_shards)
     }
 
+    /// Refuses parameters that would make a reader allocate more than
+    /// [`MAX_DECODER_BYTES`] for a segment, or segments over
+    /// [`MAX_MANIFEST_SEGMENT`].
+    pub fn check_bounds(&self) -> Result<()> {
+        let k = u64::from(self.data_shards).max(1);
+        let total = u64::from(self.data_shards) + u64::from(self.parity_shards);
+        let largest = self.segment_size.min(self.total_len.max(1));
+        if self.segment_size > MAX_MANIFEST_SEGMENT {
+            return Err(Error::BadManifest(format!(
+                "segments of {} bytes exceed the {MAX_MANIFEST_SEGMENT} a reader accepts",
+                self.segment_size
+            )));
+        }
+        let decoder = largest.div_ceil(k).saturating_mul(total);
+        if decoder > MAX_DECODER_BYTES {
+            return Err(Error::BadManifest(format!(
+                "k = {}, m = {} with {largest}-byte segments needs {decoder} bytes to decode a segment; a reader allows {MAX_DECODER_BYTES}",
+                self.data_shards, self.parity_shards
+            )));
+        }
+        Ok(())
+    }
+
+    /// The parameters a reader's decoder needs: those of the manifest, with
+    /// the segment size cut to the largest segment the dataset has, so a
+    /// small dataset with a large segment size allocates only what it uses.
+    pub fn decoder_params(&self) -> Result<cairn_erasure::Params> {
+        let p = self.params()?;
+        let largest = self
+            .segments
+            .iter()
+            .map(|s| s.len)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let align = (p.data_shards() * cairn_erasure::SHARD_ALIGN) as u64;
+        let size = largest.div_ceil(align) * align;
+        Ok(cairn_erasure::Params::new(
+            p.data_shards(),
+            p.parity_shards(),
+            usize::try_from(size.min(self.segment_size))
+                .map_err(|_| Error::BadManifest("segment size does not fit this machine".into()))?,
+        )?)
+    }
+
     /// The erasure parameters (checked).
     pub fn params(&self) -> Result<cairn_erasure::Params> {
         Ok(cairn_erasure::Params::new(
@@ -201,6 +257,7 @@ impl Manifest {
             64 + self.entries.len() * 96 + self.segments.len() * (48 + 32 * self.total_shards()),
         );
         out.extend_from_slice(MANIFEST_MAGIC);
+        out.extend_from_slice(self.owner.as_bytes());
         out.extend_from_slice(&self.data_shards.to_le_bytes());
         out.extend_from_slice(&self.parity_shards.to_le_bytes());
         out.extend_from_slice(&self.segment_size.to_le_bytes());
@@ -240,9 +297,11 @@ impl Manifest {
         let mut r = Reader { buf: bytes };
         if r.take(8)? != MANIFEST_MAGIC {
             return Err(Error::BadManifest(
-                "bad magic (not a cairn manifest)".into(),
+                "bad magic (not a cairn manifest of this version)".into(),
             ));
         }
+        let owner = NodeId::from_bytes(&r.b32()?)
+            .map_err(|_| Error::BadManifest("the owner is not a valid node id".into()))?;
         let data_shards = r.u16()?;
         let parity_shards = r.u16()?;
         let segment_size = r.u64()?;
@@ -273,6 +332,7 @@ impl Manifest {
             });
         }
         let m = Manifest {
+            owner,
             data_shards,
             parity_shards,
             segment_size,
@@ -282,6 +342,7 @@ impl Manifest {
             segments: Vec::new(),
         };
         let params = m.params()?;
+        m.check_bounds()?;
         let total = m.total_shards();
         let n_segments = r.count(8 + 32 + 32 * total)?;
         let mut segments = Vec::with_capacity(n_segments);
@@ -509,6 +570,7 @@ mod tests {
 
     fn sample() -> Manifest {
         Manifest {
+            owner: SecretKey::from_bytes(&[5; 32]).public(),
             data_shards: 2,
             parity_shards: 1,
             segment_size: 256,
@@ -602,9 +664,28 @@ mod tests {
             assert!(Manifest::decode(&bytes[..cut]).is_err(), "cut {cut}");
         }
         // a huge count in a short buffer is refused before allocating
-        let mut huge = bytes[..29].to_vec();
+        let mut huge = bytes[..29 + 32].to_vec();
         huge.extend_from_slice(&u64::MAX.to_le_bytes());
         assert!(Manifest::decode(&huge).is_err());
+    }
+
+    #[test]
+    fn parameters_that_would_need_a_huge_decoder_are_refused() {
+        let mut m = sample();
+        m.data_shards = 1;
+        m.parity_shards = 255;
+        m.segment_size = 64 << 20;
+        m.total_len = 64 << 20;
+        let e = m.check_bounds().unwrap_err().to_string();
+        assert!(e.contains("needs") && e.contains("allows"), "{e}");
+        let mut m = sample();
+        m.segment_size = 256 << 20;
+        assert!(m.check_bounds().unwrap_err().to_string().contains("exceed"));
+        // a small dataset with a large segment size decodes with small buffers
+        let mut m = sample();
+        m.segment_size = 64 << 20;
+        let p = m.decoder_params().unwrap();
+        assert!(p.segment_size() <= 256, "{}", p.segment_size());
     }
 
     #[test]

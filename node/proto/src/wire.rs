@@ -79,8 +79,12 @@ pub enum Request {
         cid: [u8; 32],
     },
     Info,
-    /// Asks a validator to audit the dataset of this manifest (validators only).
+    /// Asks a validator to audit the dataset of this manifest (its owner only).
     Audit {
+        cid: [u8; 32],
+    },
+    /// Tells a validator the owner unpinned this dataset: stop auditing it.
+    Release {
         cid: [u8; 32],
     },
     /// Followed by `len` raw bytes of a signed placement for `cid`.
@@ -265,6 +269,7 @@ mod kind {
     pub const GET_PLACEMENT: u8 = 12;
     pub const HAS: u8 = 13;
     // 14 was a validator scoreboard request, never sent; retired.
+    pub const RELEASE: u8 = 15;
 
     pub const OK: u8 = 128;
     pub const ERROR: u8 = 129;
@@ -414,6 +419,10 @@ impl Request {
                 p.extend_from_slice(cid);
                 kind::AUDIT
             }
+            Request::Release { cid } => {
+                p.extend_from_slice(cid);
+                kind::RELEASE
+            }
             Request::PutPlacement { cid, len } => {
                 p.extend_from_slice(cid);
                 p.extend_from_slice(&len.to_le_bytes());
@@ -471,6 +480,7 @@ impl Request {
             kind::DELETE_MANIFEST => Request::DeleteManifest { cid: c.b32()? },
             kind::INFO => Request::Info,
             kind::AUDIT => Request::Audit { cid: c.b32()? },
+            kind::RELEASE => Request::Release { cid: c.b32()? },
             kind::PUT_PLACEMENT => Request::PutPlacement {
                 cid: c.b32()?,
                 len: c.u64()?,
@@ -709,6 +719,7 @@ mod tests {
             Request::DeleteManifest { cid: [4; 32] },
             Request::Info,
             Request::Audit { cid: [5; 32] },
+            Request::Release { cid: [5; 32] },
             Request::PutPlacement {
                 cid: [6; 32],
                 len: 77,
@@ -807,7 +818,7 @@ mod tests {
         }
 
         #[test]
-        fn truncations_of_valid_requests_are_malformed(i in 0usize..15, cut in 0usize..100) {
+        fn truncations_of_valid_requests_are_malformed(i in 0usize..16, cut in 0usize..100) {
             let r = &requests()[i];
             let f = r.encode();
             let b = body(&f);

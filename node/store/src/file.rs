@@ -84,6 +84,13 @@ impl ShardWriter {
                 std::fs::create_dir_all(dir).map_err(io_at(dir, "create"))?;
             }
             std::fs::rename(&self.tmp_path, &dest).map_err(io_at(&dest, "rename into"))?;
+            // The rename is durable once its directory is: ext4 orders it
+            // before the RocksDB write, other filesystems need this.
+            if let Some(dir) = dest.parent() {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io_at(dir, "sync"))?;
+            }
             let meta = ShardMeta {
                 len: self.len,
                 stored_at: unix_secs(),
@@ -91,7 +98,7 @@ impl ShardWriter {
                 last_scrub: unix_secs(),
             };
             b.put_cf(store.cf(CF_SHARDS), self.id.0, meta.encode());
-            let used = store.used_bytes()? + self.disk;
+            let used = store.counter(USED_BYTES)? + self.disk;
             b.put_cf(store.cf(CF_COUNTERS), USED_BYTES, used.to_le_bytes());
             if existing.is_none() {
                 let count = store.counter(SHARD_COUNT)? + 1;

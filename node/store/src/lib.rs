@@ -58,7 +58,11 @@ const COLUMN_FAMILIES: [&str; 7] = [
 
 const USED_BYTES: &[u8] = b"used_bytes";
 const SHARD_COUNT: &[u8] = b"shard_count";
-const MANIFEST_BYTES: &[u8] = b"manifest_bytes";
+/// Bytes of dataset records (manifests, placements) held.
+const RECORD_BYTES: &[u8] = b"record_bytes";
+/// Room left on the filesystem for RocksDB and temporaries: a shard that
+/// would leave less is refused as full, whatever `capacity` says.
+pub const FS_RESERVE: u64 = 32 << 20;
 
 /// Seconds since the Unix epoch (0 if the clock is before it): the one wall
 /// clock of the node's records.
@@ -95,8 +99,6 @@ pub enum StoreError {
     HashMismatch { claimed: ShardId, actual: ShardId },
     #[error("shard {0} is held for other peers; only a holder may delete it")]
     NotHolder(ShardId),
-    #[error("this manifest was stored by another peer; only it may delete it")]
-    NotManifestOwner,
     #[error("the placement names another owner than the one held for this dataset")]
     PlacementOwnerMismatch,
     #[error("the write got {got} bytes of the {declared} it declared")]
@@ -202,7 +204,10 @@ pub struct StoreStats {
     pub used_bytes: u64,
     pub reserved_bytes: u64,
     pub shard_count: u64,
-    pub manifest_bytes: u64,
+    /// Bytes of dataset records (manifests, placements).
+    pub record_bytes: u64,
+    /// Bytes the filesystem under the store has available.
+    pub fs_available: u64,
     pub reconcile_done: bool,
     pub orphans_removed: u64,
     pub temporaries_removed: u64,
@@ -307,7 +312,6 @@ impl Store {
             corrupt_found: AtomicU64::new(0),
             _lock: lock,
         };
-        store.migrate_placements()?;
         Ok(store)
     }
 
@@ -344,17 +348,35 @@ impl Store {
         self.capacity
     }
 
-    /// Bytes used by committed shards (the RocksDB counter).
+    /// Bytes used by committed shards and dataset records (RocksDB counters).
     pub fn used_bytes(&self) -> Result<u64> {
-        self.counter(USED_BYTES)
+        Ok(self
+            .counter(USED_BYTES)?
+            .saturating_add(self.counter(RECORD_BYTES)?))
     }
 
-    /// Bytes neither used nor reserved by writes in flight.
+    /// Bytes the filesystem under the store has available to it.
+    pub fn fs_available(&self) -> Result<u64> {
+        let st = rustix::fs::statvfs(&self.root)
+            .map_err(|e| StoreError::io(format!("statvfs {}", self.root.display()), e.into()))?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
+    /// Bytes a new write may take: capacity neither used nor reserved by
+    /// writes in flight, and no more than the filesystem has left (minus
+    /// [`FS_RESERVE`]), so a disk fuller than the config says refuses puts
+    /// instead of failing them half-way.
     pub fn free_bytes(&self) -> Result<u64> {
-        Ok(self
+        let reserved = self.reserved.load(Ordering::Relaxed);
+        let by_capacity = self
             .capacity
             .saturating_sub(self.used_bytes()?)
-            .saturating_sub(self.reserved.load(Ordering::Relaxed)))
+            .saturating_sub(reserved);
+        let by_disk = self
+            .fs_available()?
+            .saturating_sub(FS_RESERVE)
+            .saturating_sub(reserved);
+        Ok(by_capacity.min(by_disk))
     }
 
     pub fn stats(&self) -> Result<StoreStats> {
@@ -363,7 +385,8 @@ impl Store {
             used_bytes: self.used_bytes()?,
             reserved_bytes: self.reserved.load(Ordering::Relaxed),
             shard_count: self.counter(SHARD_COUNT)?,
-            manifest_bytes: self.counter(MANIFEST_BYTES)?,
+            record_bytes: self.counter(RECORD_BYTES)?,
+            fs_available: self.fs_available().unwrap_or(0),
             reconcile_done: self.reconcile_done.load(Ordering::Acquire),
             orphans_removed: self.orphans_removed.load(Ordering::Relaxed),
             temporaries_removed: self.temporaries_removed.load(Ordering::Relaxed),
@@ -408,14 +431,17 @@ impl Store {
         // Reserve first, then check, so that concurrent writers cannot all pass.
         let reserved_before = self.reserved.fetch_add(disk, Ordering::AcqRel);
         let used = self.used_bytes()?;
-        if used.saturating_add(reserved_before).saturating_add(disk) > self.capacity {
+        let fs = self.fs_available()?.saturating_sub(FS_RESERVE);
+        let free = self
+            .capacity
+            .saturating_sub(used)
+            .min(fs)
+            .saturating_sub(reserved_before);
+        if disk > free {
             self.reserved.fetch_sub(disk, Ordering::AcqRel);
             return Err(StoreError::Full {
                 needed: disk,
-                free: self
-                    .capacity
-                    .saturating_sub(used)
-                    .saturating_sub(reserved_before),
+                free,
                 capacity: self.capacity,
             });
         }
@@ -485,7 +511,7 @@ impl Store {
         if last {
             b.delete_cf(self.cf(CF_SHARDS), id.0);
             if meta.state == ShardState::Present {
-                let used = self.used_bytes()?.saturating_sub(meta.disk_len());
+                let used = self.counter(USED_BYTES)?.saturating_sub(meta.disk_len());
                 b.put_cf(self.cf(CF_COUNTERS), USED_BYTES, used.to_le_bytes());
             }
             let count = self.counter(SHARD_COUNT)?.saturating_sub(1);

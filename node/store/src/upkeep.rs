@@ -13,8 +13,8 @@ use cairn_proto::ShardState;
 use rocksdb::{IteratorMode, WriteBatch};
 
 use crate::{
-    CF_COUNTERS, CF_SHARDS, Result, SHARD_COUNT, ShardMeta, Store, StoreError, USED_BYTES, io_at,
-    unix_secs,
+    CF_COUNTERS, CF_SHARDS, RECORD_BYTES, Result, SHARD_COUNT, ShardMeta, Store, StoreError,
+    USED_BYTES, io_at, unix_secs,
 };
 
 /// What a reconcile pass did.
@@ -106,16 +106,31 @@ impl Store {
                     sum += m.disk_len();
                 }
             }
-            if sum != self.used_bytes()? || count != self.counter(SHARD_COUNT)? {
+            if sum != self.counter(USED_BYTES)? || count != self.counter(SHARD_COUNT)? {
                 tracing::warn!(
                     counted = sum,
-                    recorded = self.used_bytes()?,
+                    recorded = self.counter(USED_BYTES)?,
                     "used-space counter disagreed with the records; fixed"
                 );
                 let mut b = WriteBatch::default();
                 b.put_cf(self.cf(CF_COUNTERS), USED_BYTES, sum.to_le_bytes());
                 b.put_cf(self.cf(CF_COUNTERS), SHARD_COUNT, count.to_le_bytes());
                 self.db.write_opt(b, &Self::synced())?;
+                report.counter_fixed = true;
+            }
+            // The records' counter, likewise (manifests and placements).
+            let records = self.record_bytes_counted()?;
+            if records != self.counter(RECORD_BYTES)? {
+                tracing::warn!(
+                    counted = records,
+                    "record-space counter disagreed with the records; fixed"
+                );
+                self.db.put_cf_opt(
+                    self.cf(CF_COUNTERS),
+                    RECORD_BYTES,
+                    records.to_le_bytes(),
+                    &Self::synced(),
+                )?;
                 report.counter_fixed = true;
             }
         }
@@ -135,7 +150,7 @@ impl Store {
         let new = ShardMeta { state, ..meta };
         b.put_cf(self.cf(CF_SHARDS), id.0, new.encode());
         if meta.state == ShardState::Present {
-            let used = self.used_bytes()?.saturating_sub(meta.disk_len());
+            let used = self.counter(USED_BYTES)?.saturating_sub(meta.disk_len());
             b.put_cf(self.cf(CF_COUNTERS), USED_BYTES, used.to_le_bytes());
         }
         self.db.write_opt(b, &Self::synced())?;

@@ -58,6 +58,79 @@ pub fn cheater_bin() -> PathBuf {
     )
 }
 
+/// The `adversary` example of the validator (a hostile member).
+pub fn adversary_bin() -> PathBuf {
+    binary(
+        "examples/adversary",
+        "cargo test --workspace builds the examples",
+    )
+}
+
+/// Runs the adversary from identity `data_dir` against `peer`: `args` name
+/// the attack. Returns its JSON report (see validator/examples/adversary.rs),
+/// or the error it printed.
+pub fn adversary(
+    data_dir: &Path,
+    peer: &Member,
+    args: &[&str],
+) -> Result<serde_json::Value, String> {
+    let addr = peer
+        .addrs
+        .first()
+        .expect("the peer published an address")
+        .to_string();
+    let out = Command::new(adversary_bin())
+        .args(["--data-dir", data_dir.to_str().unwrap()])
+        .args(["--peer", &peer.node_id.to_string(), "--addr", &addr])
+        .args(args)
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .expect("run the adversary");
+    if !out.status.success() {
+        return Err(text(&out));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", text(&out)))
+}
+
+/// The value of a metric in a node's `/metrics` (read with a maintained
+/// HTTP client; parsed as the text format's `name value` lines).
+pub fn metric(api: &str, name: &str) -> Option<f64> {
+    let text = ureq::get(format!("http://{api}/metrics"))
+        .call()
+        .ok()?
+        .into_body()
+        .read_to_string()
+        .ok()?;
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// An HTTP request to a node's API with the given headers (a maintained
+/// client, no token unless given): the status and the body.
+pub fn http(api: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let uri = format!("http://{api}{path}");
+    let mut req = ureq::http::Request::builder().method(method).uri(&uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(()).expect("a request");
+    let resp = agent.run(req).expect("the API answers");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().read_to_string().unwrap_or_default();
+    (status, body)
+}
+
+/// How many times the adversary's report saw `code`.
+pub fn count(report: &serde_json::Value, code: &str) -> u64 {
+    report["codes"][code].as_u64().unwrap_or(0)
+}
+
 /// The `cairn` program as a command line (overridable: a cross build under qemu).
 pub fn cairn_program() -> Vec<String> {
     vec![cairn_bin().to_string_lossy().into_owned()]
@@ -143,7 +216,7 @@ impl TestNet {
             free: 0,
             api: None,
         };
-        reg.publish(&m, &hotkey).await.unwrap();
+        reg.publish(&m, &hotkey, &secret).await.unwrap();
         (unregistered_client_with(secret).await, m.node_id)
     }
 }
@@ -443,9 +516,19 @@ impl CliDevnet {
         self.path().join("registry")
     }
 
-    /// `cairn --api <gateway> args...`.
+    /// `cairn --api <gateway> --api-token-file <its token> args...`.
     pub fn cli(&self, args: &[&str]) -> Output {
-        let mut a = vec!["--api", &self.api];
+        let token = self.path().join("gateway").join("api.token");
+        let token = token.to_string_lossy();
+        let mut a = vec!["--api", &self.api, "--api-token-file", &token];
+        a.extend_from_slice(args);
+        cairn(&a)
+    }
+
+    /// `cairn --api <gateway> args...` without the token (what a caller
+    /// without the node's rights gets).
+    pub fn cli_without_token(&self, args: &[&str]) -> Output {
+        let mut a = vec!["--api", &self.api, "--api-token-file", "/nonexistent"];
         a.extend_from_slice(args);
         cairn(&a)
     }
@@ -466,6 +549,37 @@ impl CliDevnet {
         (0..miners)
             .map(|i| shard_files(&self.path().join(format!("miner-{i}"))).0)
             .collect()
+    }
+
+    /// The registry's record of node `name` (`miner-0`, `validator-0`, ...).
+    pub fn member(&self, name: &str) -> Member {
+        LocalRegistry::open(&self.registry())
+            .unwrap()
+            .read(&self.node_id(name))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name} is not registered"))
+    }
+
+    /// A registered identity that runs no daemon (an attacker's, say):
+    /// `cairn init` of node `name` in this devnet's registry.
+    pub fn identity(&self, name: &str, role: &str) -> PathBuf {
+        let dir = self.path().join(name);
+        let o = cairn(&[
+            "init",
+            "--quiet",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--role",
+            role,
+            "--registry",
+            self.registry().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        dir
     }
 
     /// The node id of node `name` (`miner-0`, `validator-0`, ...).

@@ -208,10 +208,12 @@ impl Datasets {
             Some((_, bytes)) => Some(Manifest::decode(&bytes)?),
             None => None,
         };
-        let mut placement = match self.store.get_placement(&cid.0)? {
-            Some(bytes) => Some(Placement::decode(&bytes)?),
-            None => None,
-        };
+        // Placements are kept as offered and judged once the manifest (and
+        // with it the dataset's owner) is known.
+        let mut placements: Vec<Placement> = Vec::new();
+        if let Some(bytes) = self.store.get_placement(&cid.0)? {
+            placements.push(Placement::decode(&bytes)?);
+        }
         let miners: Vec<&Member> = members
             .values()
             .filter(|m| m.role == Role::Miner && m.node_id != self.node_id)
@@ -224,7 +226,7 @@ impl Datasets {
             .collect();
         let (first, rest) = order.split_at(order.len().min(MANIFEST_FIRST_ASK));
         for (round, batch) in [first, rest].into_iter().enumerate() {
-            if round > 0 && manifest.is_some() && placement.is_some() {
+            if round > 0 && manifest.is_some() && !placements.is_empty() {
                 break;
             }
             let mut set = JoinSet::new();
@@ -257,11 +259,7 @@ impl Datasets {
                 {
                     manifest = Some(decoded);
                 }
-                if let Some(p) = p
-                    && placement.as_ref().is_none_or(|old| p.version > old.version)
-                {
-                    placement = Some(p);
-                }
+                placements.extend(p);
             }
         }
         let manifest = manifest.ok_or_else(|| {
@@ -270,11 +268,21 @@ impl Datasets {
                 order.len()
             ))
         })?;
-        let placement = placement.ok_or_else(|| {
-            Error::Unavailable(format!(
-                "{cid}: manifest found but no placement record; the miners that hold it may be down"
-            ))
-        })?;
+        // Only the dataset's owner, or a validator re-placing it after a
+        // repair, may place it: anything else a miner offers is ignored.
+        let placement = placements
+            .into_iter()
+            .filter(|p| {
+                p.owner == manifest.owner
+                    && (p.signer == p.owner
+                        || members.get(&p.signer).is_some_and(|m| m.is_validator()))
+            })
+            .max_by_key(|p| p.version)
+            .ok_or_else(|| {
+                Error::Unavailable(format!(
+                    "{cid}: manifest found but no placement record from its owner; the miners that hold it may be down"
+                ))
+            })?;
         if placement.holders.len() != manifest.segments.len() * manifest.total_shards() {
             return Err(Error::Corrupt(format!(
                 "{cid}: the placement record does not match the manifest"
@@ -299,12 +307,15 @@ impl Datasets {
     ) -> Result<usize> {
         let cid = placement.cid;
         let bytes = manifest.encode();
-        self.store.put_manifest(&cid.0, &bytes, &self.node_id)?;
+        // This node's own records: counted, never refused for space.
+        self.store
+            .put_manifest(&cid.0, &bytes, &manifest.owner, false)?;
         self.store.put_placement(
             &cid.0,
             placement.version,
             &placement.owner,
             &placement.encode(),
+            false,
         )?;
         let copies = usize::from(manifest.parity_shards) + 1;
         let candidates = candidates(live);
@@ -362,9 +373,9 @@ impl Datasets {
         Ok(new)
     }
 
-    /// Asks every registered validator to audit `cid` (best effort).
-    /// Returns how many accepted.
-    async fn notify_validators(&self, cid: Cid) -> usize {
+    /// Asks every registered validator to audit `cid` (or, with `release`,
+    /// to stop auditing it), best effort. Returns how many accepted.
+    async fn notify_validators(&self, cid: Cid, release: bool) -> usize {
         let Ok(members) = self.registry.members().await else {
             return 0;
         };
@@ -376,10 +387,14 @@ impl Datasets {
             let client = Arc::clone(&self.client);
             set.spawn(async move {
                 let addr = v.endpoint_addr();
-                matches!(
-                    tokio::time::timeout(PROBE_TIMEOUT, client.audit(&addr, cid.0)).await,
-                    Ok(Ok(()))
-                )
+                let asked = async {
+                    if release {
+                        client.release(&addr, cid.0).await
+                    } else {
+                        client.audit(&addr, cid.0).await
+                    }
+                };
+                matches!(tokio::time::timeout(PROBE_TIMEOUT, asked).await, Ok(Ok(())))
             });
         }
         let mut n = 0;

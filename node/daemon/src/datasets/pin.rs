@@ -470,6 +470,7 @@ impl Datasets {
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| Error::Internal("a segment was not recorded".into()))?;
         let manifest = Manifest {
+            owner: self.node_id,
             data_shards: k,
             parity_shards: m,
             segment_size: params.segment_size() as u64,
@@ -495,7 +496,7 @@ impl Datasets {
             &self.key,
         );
         let copies = self.publish(&manifest, &placement, &live).await?;
-        let validators = self.notify_validators(cid).await;
+        let validators = self.notify_validators(cid, false).await;
         let record = PinRecord {
             cid: cid.to_string(),
             name: req.name.clone(),

@@ -157,7 +157,7 @@ impl Datasets {
         if start >= end {
             return;
         }
-        let params = match m.params() {
+        let params = match m.decoder_params() {
             Ok(p) => p,
             Err(e) => {
                 let _ = tx.send(Err(e.into())).await;

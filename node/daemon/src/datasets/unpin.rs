@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{Datasets, PINS, PROBE_TIMEOUT};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use cairn_proto::Role;
 
 impl Datasets {
@@ -31,10 +31,20 @@ impl Datasets {
                     shards_deleted: 0,
                     shards_pending: 0,
                     manifest_copies_deleted: 0,
+                    validators_released: 0,
                 });
             }
         };
         let m = &ds.manifest;
+        if m.owner != self.node_id {
+            return Err(Error::BadRequest(format!(
+                "{cid} belongs to node {}; only its owner may unpin it",
+                m.owner
+            )));
+        }
+        // The validators stop auditing first, so the deletes below are not
+        // taken for lost shards.
+        let released = self.notify_validators(cid, true).await;
         let total = m.total_shards();
         let mut set = JoinSet::new();
         let sem = Arc::new(Semaphore::new(16));
@@ -78,8 +88,7 @@ impl Datasets {
             }
         }
         if pending == 0 {
-            ctx.store.delete_manifest(&cid.0, &ctx.node_id, true)?;
-            ctx.store.delete_placement(&cid.0)?;
+            ctx.store.delete_records(&cid.0)?;
             pins.delete(&cid.0)?;
         }
         Ok(UnpinOutcome {
@@ -87,6 +96,7 @@ impl Datasets {
             shards_deleted: deleted,
             shards_pending: pending,
             manifest_copies_deleted: copies,
+            validators_released: released,
         })
     }
 }

@@ -30,9 +30,14 @@ pub(super) fn metrics(state: &ApiState) -> Resp {
     );
     g("cairn_shards", "Shard records held.", s.shard_count);
     g(
-        "cairn_manifest_bytes",
-        "Bytes of manifests held.",
-        s.manifest_bytes,
+        "cairn_record_bytes",
+        "Bytes of dataset records (manifests, placements) held.",
+        s.record_bytes,
+    );
+    g(
+        "cairn_filesystem_available_bytes",
+        "Bytes the filesystem under the store has available.",
+        s.fs_available,
     );
     g(
         "cairn_reconcile_done",
@@ -69,6 +74,11 @@ pub(super) fn metrics(state: &ApiState) -> Resp {
         "Seconds since start.",
         state.started.elapsed().as_secs(),
     );
+    if let Some(reads) = state.server.registry.metagraph_reads() {
+        out.push_str(&format!(
+            "# HELP cairn_chain_metagraph_reads_total Metagraph reads from the chain.\n# TYPE cairn_chain_metagraph_reads_total counter\ncairn_chain_metagraph_reads_total {reads}\n"
+        ));
+    }
     let mut r = Response::new(ChannelBody::full(out));
     r.headers_mut().insert(
         CONTENT_TYPE,

@@ -7,6 +7,7 @@
 //! Every error reply's status is chosen from the error's variant
 //! ([`status_of`]).
 
+pub mod guard;
 mod metrics;
 pub mod range;
 
@@ -35,6 +36,7 @@ use crate::server::Server;
 
 /// Everything the API needs.
 pub(crate) struct ApiState {
+    pub guard: guard::Guard,
     pub server: Arc<Server>,
     pub datasets: Arc<Datasets>,
     pub hotkey: String,
@@ -167,12 +169,26 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 
 async fn route(req: Request<Incoming>, state: Arc<ApiState>) -> Resp {
     let path = req.uri().path().to_string();
+    let dashboard_page = path == "/";
+    let mut resp = match state.guard.check(req.method(), &path, req.headers()) {
+        Ok(()) => answer(req, &state, &path).await,
+        Err((status, why)) => error(status, why),
+    };
+    guard::harden(resp.headers_mut(), dashboard_page);
+    resp
+}
+
+async fn answer(req: Request<Incoming>, state: &Arc<ApiState>, path: &str) -> Resp {
     let method = req.method().clone();
     let parts: Vec<&str> = path.trim_start_matches('/').splitn(3, '/').collect();
     match (&method, parts.as_slice()) {
-        (&Method::GET, [""]) => dashboard(),
-        (&Method::GET, ["metrics"]) => metrics::metrics(&state),
-        (&Method::GET, ["api", "info"]) => json(StatusCode::OK, &info(&state)),
+        (&Method::GET, [""]) => page(include_str!("dashboard.html"), "text/html; charset=utf-8"),
+        (&Method::GET, ["dashboard.js"]) => page(
+            include_str!("dashboard.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        (&Method::GET, ["metrics"]) => metrics::metrics(state),
+        (&Method::GET, ["api", "info"]) => json(StatusCode::OK, &info(state)),
         (&Method::GET, ["api", "scores"]) => match &state.server.validator {
             Some(v) => json(StatusCode::OK, &v.report()),
             None => error(StatusCode::NOT_FOUND, "this node is not a validator"),
@@ -181,7 +197,7 @@ async fn route(req: Request<Incoming>, state: Arc<ApiState>) -> Resp {
             Ok(p) => json(StatusCode::OK, &p),
             Err(e) => failed(&e),
         },
-        (&Method::POST, ["api", "pin"]) => pin(req, &state).await,
+        (&Method::POST, ["api", "pin"]) => pin(req, state).await,
         (&Method::GET, ["api", "datasets", rest])
         | (&Method::DELETE, ["api", "datasets", rest]) => {
             let (cid, sub) = rest.split_once('/').unwrap_or((rest, ""));
@@ -211,7 +227,7 @@ async fn route(req: Request<Incoming>, state: Arc<ApiState>) -> Resp {
         }
         (&Method::GET, ["d", rest @ ..]) | (&Method::HEAD, ["d", rest @ ..]) => {
             let rest = rest.join("/");
-            gateway(&req, &state, &rest, method == Method::HEAD).await
+            gateway(&req, state, &rest, method == Method::HEAD).await
         }
         _ => error(StatusCode::NOT_FOUND, format!("no route {method} {path}")),
     }
@@ -232,7 +248,8 @@ fn info(state: &ApiState) -> NodeInfo {
             used_bytes: s.used_bytes,
             reserved_bytes: s.reserved_bytes,
             shard_count: s.shard_count,
-            manifest_bytes: s.manifest_bytes,
+            record_bytes: s.record_bytes,
+            fs_available: s.fs_available,
             reconcile_done: s.reconcile_done,
             orphans_removed: s.orphans_removed,
             temporaries_removed: s.temporaries_removed,
@@ -258,12 +275,11 @@ pub fn rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-fn dashboard() -> Resp {
-    let mut r = Response::new(ChannelBody::full(include_str!("dashboard.html")));
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+/// A static page of the dashboard.
+fn page(body: &'static str, content_type: &'static str) -> Resp {
+    let mut r = Response::new(ChannelBody::full(body));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 

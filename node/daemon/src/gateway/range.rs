@@ -5,6 +5,10 @@ use percent_encoding::percent_decode_str;
 /// Parses a single `bytes=` range against a length; `None` means "serve it all".
 pub fn parse_range(h: &str, len: u64) -> Option<std::result::Result<(u64, u64), ()>> {
     let spec = h.trim().strip_prefix("bytes=")?;
+    if len == 0 {
+        // No byte of an empty file can be asked for, not even a suffix.
+        return Some(Err(()));
+    }
     if spec.contains(',') {
         return None; // several ranges: serve the whole entity (RFC 9110 allows it)
     }
@@ -51,6 +55,9 @@ mod tests {
         assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
         assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
         assert_eq!(parse_range("items=0-1", 100), None);
+        // an empty file has no range, a suffix one included
+        assert_eq!(parse_range("bytes=-5", 0), Some(Err(())));
+        assert_eq!(parse_range("bytes=0-", 0), Some(Err(())));
     }
 
     #[test]

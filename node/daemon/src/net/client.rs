@@ -191,6 +191,28 @@ impl Client {
         }
     }
 
+    /// Opens a stream and sends a request's frame, leaving the body and the
+    /// reply to the caller (tests and diagnostics that play a slow or
+    /// hostile peer).
+    pub async fn open_request(
+        &self,
+        addr: &EndpointAddr,
+        req: &Request,
+    ) -> Result<(SendStream, RecvStream)> {
+        let (mut send, recv) = self.open(addr).await?;
+        write_frame(&mut send, &req.encode(), &addr.id).await?;
+        Ok((send, recv))
+    }
+
+    /// Reads the reply to a request opened with [`Client::open_request`]:
+    /// the response, an error reply as `Ok(Response::Error)`.
+    pub async fn read_reply(recv: &mut RecvStream, peer: &NodeId) -> Result<Response> {
+        match read_frame(recv, MAX_CONTROL_FRAME, peer).await? {
+            ReadFrame::Body(b) => Response::decode(&b).map_err(|e| bad_reply(peer, e.to_string())),
+            other => Err(peer_err(peer, format!("no reply: {other:?}"))),
+        }
+    }
+
     async fn simple(&self, addr: &EndpointAddr, req: &Request) -> Result<Response> {
         let (mut send, mut recv) = self.open(addr).await?;
         write_frame(&mut send, &req.encode(), &addr.id).await?;
@@ -552,6 +574,14 @@ impl Client {
 
     pub async fn delete_manifest(&self, addr: &EndpointAddr, cid: [u8; 32]) -> Result<()> {
         match self.simple(addr, &Request::DeleteManifest { cid }).await? {
+            Response::Ok => Ok(()),
+            r => Err(Self::unexpected(&addr.id, &r)),
+        }
+    }
+
+    /// Tells a validator this node (the owner) unpinned a dataset.
+    pub async fn release(&self, addr: &EndpointAddr, cid: [u8; 32]) -> Result<()> {
+        match self.simple(addr, &Request::Release { cid }).await? {
             Response::Ok => Ok(()),
             r => Err(Self::unexpected(&addr.id, &r)),
         }

@@ -1,15 +1,21 @@
 //! The local registry: a directory shared by the nodes of one machine or
-//! LAN, one JSON file per member, each signed by the member's hotkey. The
-//! embedded default: no chain needed.
+//! LAN, one JSON file per member. The embedded default: no chain needed.
+//!
+//! Each entry is signed twice over its whole content (every field of the
+//! member record): by the member's hotkey and by its node key, so neither
+//! a hotkey nor a node id can be claimed by someone who lacks the other
+//! key, and no field can be changed after signing. The validator right here
+//! is the signed role: whoever may write the directory is the network's
+//! authority (one machine or one trusted LAN; see docs/THREATS.md).
 
 use std::path::{Path, PathBuf};
 
+use cairn_proto::{NodeId, Role, SecretKey, Signature};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::identity::{Hotkey, ss58_to_public, verify_hotkey_signature};
+use crate::identity::{Hotkey, decode_hex, encode_hex, ss58_to_public, verify_hotkey_signature};
 use crate::registry::{Member, Registry, WeightEntry};
-use cairn_proto::{NodeId, Role};
 
 /// A registry in a directory: one signed JSON file per member.
 ///
@@ -24,23 +30,29 @@ pub struct LocalRegistry {
 #[derive(Serialize, Deserialize)]
 struct SignedEntry {
     member: Member,
-    /// sr25519 signature by the member's hotkey over the binding message.
+    /// sr25519 signature by the member's hotkey over [`binding_message`].
     signature: String,
+    /// ed25519 signature by the member's node key over the same message.
+    node_signature: String,
 }
 
-fn binding_message(node_id: &NodeId, role: Role, hotkey_ss58: &str) -> Vec<u8> {
-    let mut m = b"cairn local registry v1\0".to_vec();
-    m.extend_from_slice(node_id.as_bytes());
-    m.extend_from_slice(role.to_string().as_bytes());
-    m.push(0);
-    m.extend_from_slice(hotkey_ss58.as_bytes());
-    m
+/// What both keys sign: every field of the member record, as its JSON.
+fn binding_message(m: &Member) -> Vec<u8> {
+    let mut msg = b"cairn local registry v2\0".to_vec();
+    msg.extend_from_slice(&serde_json::to_vec(m).expect("a member serializes"));
+    msg
 }
 
 impl LocalRegistry {
+    /// Opens the registry in `dir`, creating it group-writable (the node
+    /// and a validator beside it run as two users of one group).
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("create registry {}", dir.display()), e))?;
+        if !dir.is_dir() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::create_dir_all(dir)
+                .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o770)))
+                .map_err(|e| Error::io(format!("create registry {}", dir.display()), e))?;
+        }
         Ok(LocalRegistry {
             dir: dir.to_path_buf(),
         })
@@ -54,41 +66,46 @@ impl LocalRegistry {
         self.dir.join(format!("{id}.json"))
     }
 
-    fn read_entry(path: &Path) -> Result<Option<Member>> {
+    /// Reads and checks the entry of `id`: both signatures, and that the
+    /// file is the one of the node it describes.
+    fn read_entry(path: &Path, id: &NodeId) -> Result<Option<Member>> {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
         };
-        let entry: SignedEntry = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Registry(format!("{}: {e}", path.display())))?;
-        let m = entry.member;
-        let public = ss58_to_public(&m.hotkey).ok_or_else(|| {
-            Error::Registry(format!("{}: bad hotkey {}", path.display(), m.hotkey))
-        })?;
-        let sig: [u8; 64] = crate::identity::decode_hex(&entry.signature)
+        let bad = |why: String| Error::Registry(format!("{}: {why}", path.display()));
+        let entry: SignedEntry = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        let mut m = entry.member;
+        if m.node_id != *id {
+            return Err(bad(format!("describes node {}, not {id}", m.node_id)));
+        }
+        let message = binding_message(&m);
+        let public =
+            ss58_to_public(&m.hotkey).ok_or_else(|| bad(format!("bad hotkey {}", m.hotkey)))?;
+        let sig: [u8; 64] = decode_hex(&entry.signature)
             .and_then(|s| s.try_into().ok())
-            .ok_or_else(|| {
-                Error::Registry(format!("{}: bad signature encoding", path.display()))
-            })?;
-        if !verify_hotkey_signature(
-            &public,
-            &binding_message(&m.node_id, m.role, &m.hotkey),
-            &sig,
-        ) {
-            return Err(Error::Registry(format!(
-                "{}: signature does not bind node {} to hotkey {}",
-                path.display(),
-                m.node_id,
-                m.hotkey
+            .ok_or_else(|| bad("bad signature encoding".into()))?;
+        if !verify_hotkey_signature(&public, &message, &sig) {
+            return Err(bad(format!(
+                "the hotkey's signature does not cover this entry of node {} and hotkey {}",
+                m.node_id, m.hotkey
             )));
         }
+        let node_sig: [u8; 64] = decode_hex(&entry.node_signature)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| bad("bad node signature encoding".into()))?;
+        m.node_id
+            .verify(&message, &Signature::from_bytes(&node_sig))
+            .map_err(|_| bad("the node key's signature does not cover this entry".into()))?;
+        // The signed role is the right here; a field of the file is not.
+        m.validator_permit = m.role == Role::Validator;
         Ok(Some(m))
     }
 
     /// One member's entry, read now (the synchronous [`Registry::member`]).
     pub fn read(&self, id: &NodeId) -> Result<Option<Member>> {
-        Self::read_entry(&self.entry_path(id))
+        Self::read_entry(&self.entry_path(id), id)
     }
 
     /// Removes a member's entry.
@@ -117,14 +134,16 @@ impl Registry for LocalRegistry {
         let mut out = Vec::new();
         for entry in rd.flatten() {
             let p = entry.path();
-            let is_entry = p
+            let id = p
                 .file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(".json") && !n.starts_with('.') && n.len() == 64 + 5);
-            if !is_entry {
+                .filter(|n| !n.starts_with('.'))
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.parse::<NodeId>().ok());
+            let Some(id) = id else {
                 continue;
-            }
-            match Self::read_entry(&p) {
+            };
+            match Self::read_entry(&p, &id) {
                 Ok(Some(m)) => out.push(m),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "skipping registry entry"),
@@ -147,26 +166,31 @@ impl Registry for LocalRegistry {
         let doc = serde_json::json!({
             "validator": validator.node_id.to_string(),
             "hotkey": hotkey.ss58(),
-            "updated": std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            "updated": cairn_store::unix_secs(),
             "weights": weights,
         });
         let json = serde_json::to_vec_pretty(&doc).expect("serializable");
         self.write_file(&format!("weights-{}.json", validator.node_id), &json)
     }
 
-    async fn publish(&self, me: &Member, hotkey: &Hotkey) -> Result<()> {
+    async fn publish(&self, me: &Member, hotkey: &Hotkey, node_key: &SecretKey) -> Result<()> {
         if me.hotkey != hotkey.ss58() {
             return Err(Error::Registry(
                 "member hotkey differs from the signing hotkey".into(),
             ));
         }
-        let sig = hotkey.sign(&binding_message(&me.node_id, me.role, &me.hotkey));
+        if me.node_id != node_key.public() {
+            return Err(Error::Registry(
+                "member node id differs from the signing node key".into(),
+            ));
+        }
+        let mut signed = me.clone();
+        signed.validator_permit = false;
+        let message = binding_message(&signed);
         let entry = SignedEntry {
-            member: me.clone(),
-            signature: crate::identity::encode_hex(&sig),
+            member: signed,
+            signature: encode_hex(&hotkey.sign(&message)),
+            node_signature: encode_hex(&node_key.sign(&message).to_bytes()),
         };
         let json = serde_json::to_vec_pretty(&entry).expect("serializable");
         self.write_file(&format!("{}.json", me.node_id), &json)
@@ -177,9 +201,9 @@ impl Registry for LocalRegistry {
 mod tests {
     use super::*;
 
-    fn member(hk: &Hotkey, n: u8, role: Role) -> Member {
+    fn member(hk: &Hotkey, key: &SecretKey, role: Role) -> Member {
         Member {
-            node_id: iroh::SecretKey::from_bytes(&[n; 32]).public(),
+            node_id: key.public(),
             role,
             addrs: vec!["127.0.0.1:1".parse().unwrap()],
             relay: None,
@@ -194,27 +218,65 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn publish_and_read_back_with_binding_checked() {
+    async fn publish_and_read_back_with_every_field_signed() {
         let d = tempfile::tempdir().unwrap();
         let r = LocalRegistry::open(d.path()).unwrap();
         let hk = Hotkey::from_uri("//Alice").unwrap();
-        let m = member(&hk, 1, Role::Miner);
-        r.publish(&m, &hk).await.unwrap();
+        let key = SecretKey::from_bytes(&[1; 32]);
+        let m = member(&hk, &key, Role::Miner);
+        r.publish(&m, &hk, &key).await.unwrap();
         assert_eq!(r.member(&m.node_id).await.unwrap(), Some(m.clone()));
         assert_eq!(r.members().await.unwrap(), vec![m.clone()]);
-        // tampering with the role breaks the binding
         let p = r.entry_path(&m.node_id);
-        let text = std::fs::read_to_string(&p)
-            .unwrap()
-            .replace("\"miner\"", "\"validator\"");
-        std::fs::write(&p, text).unwrap();
-        assert!(r.member(&m.node_id).await.is_err());
-        assert!(
-            r.members().await.unwrap().is_empty(),
-            "bad entries are skipped"
-        );
-        // someone else's hotkey cannot sign for this member
+        let original = std::fs::read_to_string(&p).unwrap();
+        // Any field changed after signing breaks the entry: the role, the
+        // free space, the addresses, a validator permit written in.
+        for (from, to) in [
+            ("\"miner\"", "\"validator\""),
+            ("\"free\": 5", "\"free\": 18446744073709551615"),
+            ("127.0.0.1:1", "127.0.0.1:2"),
+            ("\"validator_permit\": false", "\"validator_permit\": true"),
+        ] {
+            assert!(original.contains(from), "{from}");
+            std::fs::write(&p, original.replace(from, to)).unwrap();
+            assert!(
+                r.member(&m.node_id).await.is_err(),
+                "{from} -> {to} accepted"
+            );
+            assert!(
+                r.members().await.unwrap().is_empty(),
+                "bad entries are skipped"
+            );
+        }
+        // An entry copied under another node's name is not that node.
+        std::fs::write(&p, &original).unwrap();
+        let other = SecretKey::from_bytes(&[2; 32]).public();
+        std::fs::copy(&p, r.entry_path(&other)).unwrap();
+        assert!(r.member(&other).await.is_err());
+        // Someone else's hotkey or node key cannot sign for this member.
         let bob = Hotkey::from_uri("//Bob").unwrap();
-        assert!(r.publish(&m, &bob).await.is_err());
+        assert!(r.publish(&m, &bob, &key).await.is_err());
+        assert!(
+            r.publish(&m, &hk, &SecretKey::from_bytes(&[3; 32]))
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_validator_right_is_the_signed_role() {
+        let d = tempfile::tempdir().unwrap();
+        let r = LocalRegistry::open(d.path()).unwrap();
+        let hk = Hotkey::from_uri("//Charlie").unwrap();
+        let key = SecretKey::from_bytes(&[4; 32]);
+        let mut v = member(&hk, &key, Role::Validator);
+        v.validator_permit = false;
+        r.publish(&v, &hk, &key).await.unwrap();
+        assert!(r.member(&v.node_id).await.unwrap().unwrap().is_validator());
+        let key2 = SecretKey::from_bytes(&[5; 32]);
+        let mut m = member(&hk, &key2, Role::Miner);
+        m.validator_permit = true;
+        r.publish(&m, &hk, &key2).await.unwrap();
+        assert!(!r.member(&m.node_id).await.unwrap().unwrap().is_validator());
     }
 }

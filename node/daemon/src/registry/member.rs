@@ -53,8 +53,11 @@ impl Member {
         a
     }
 
+    /// The validator right, as the registry grants it: the chain's
+    /// validator permit, or the signed role of a local registry entry.
+    /// Never what a node says of itself in its commitment.
     pub fn is_validator(&self) -> bool {
-        self.role == Role::Validator || self.validator_permit
+        self.validator_permit
     }
 
     /// This member as the placement rule weighs it.

@@ -20,6 +20,7 @@ use crate::config::{ChainKind, Config};
 use crate::error::Result;
 use crate::identity::Hotkey;
 use cairn_proto::NodeId;
+use cairn_proto::SecretKey;
 
 /// Opens the registry the config names.
 pub async fn open(config: &Config) -> Result<AnyRegistry> {
@@ -44,8 +45,14 @@ pub trait Registry: Send + Sync {
     fn members(&self) -> impl Future<Output = Result<Vec<Member>>> + Send;
     /// One member, if registered.
     fn member(&self, id: &NodeId) -> impl Future<Output = Result<Option<Member>>> + Send;
-    /// Announces this node (role, addresses, capacity).
-    fn publish(&self, me: &Member, hotkey: &Hotkey) -> impl Future<Output = Result<()>> + Send;
+    /// Announces this node (role, addresses, capacity), signed by its
+    /// hotkey and its node key.
+    fn publish(
+        &self,
+        me: &Member,
+        hotkey: &Hotkey,
+        node_key: &SecretKey,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Sets this validator's weights over the miners.
     fn set_weights(
         &self,
@@ -53,6 +60,16 @@ pub trait Registry: Send + Sync {
         hotkey: &Hotkey,
         weights: &[WeightEntry],
     ) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl AnyRegistry {
+    /// Metagraph reads so far (chain mode), for `/metrics`.
+    pub fn metagraph_reads(&self) -> Option<u64> {
+        match self {
+            AnyRegistry::Local(_) => None,
+            AnyRegistry::Subtensor(s) => Some(s.metagraph_reads()),
+        }
+    }
 }
 
 /// The registries this build knows.
@@ -72,21 +89,13 @@ impl Registry for AnyRegistry {
     async fn member(&self, id: &NodeId) -> Result<Option<Member>> {
         match self {
             AnyRegistry::Local(r) => r.member(id).await,
-            AnyRegistry::Subtensor(s) => {
-                let found = s.members().await?.into_iter().find(|m| m.node_id == *id);
-                if found.is_some() {
-                    return Ok(found);
-                }
-                // A node that just published: look again past the cache.
-                s.invalidate().await;
-                Ok(s.members().await?.into_iter().find(|m| m.node_id == *id))
-            }
+            AnyRegistry::Subtensor(s) => s.member(id).await,
         }
     }
-    async fn publish(&self, me: &Member, hotkey: &Hotkey) -> Result<()> {
+    async fn publish(&self, me: &Member, hotkey: &Hotkey, node_key: &SecretKey) -> Result<()> {
         match self {
-            AnyRegistry::Local(r) => r.publish(me, hotkey).await,
-            AnyRegistry::Subtensor(s) => s.publish(me, hotkey).await,
+            AnyRegistry::Local(r) => r.publish(me, hotkey, node_key).await,
+            AnyRegistry::Subtensor(s) => s.publish(me, hotkey, node_key).await,
         }
     }
     async fn set_weights(

@@ -26,11 +26,20 @@ use crate::error::{Error, Result};
 use crate::identity::{Hotkey, public_to_ss58};
 use crate::registry::{Member, WeightEntry};
 use cairn_proto::{NodeId, Role};
+use cairn_proto::{SecretKey, Signature};
 
 type Api = OnlineClient<SubstrateConfig>;
 
 /// How long a metagraph read is reused.
 const MEMBERS_TTL: Duration = Duration::from_secs(30);
+/// A peer the cached metagraph does not know (a node that just published)
+/// causes a re-read at most this often, whatever arrives: unknown peers
+/// cannot make a node read the chain per connection.
+pub const MISS_REFRESH: Duration = Duration::from_secs(5);
+/// Every chain read has this deadline.
+const CHAIN_DEADLINE: Duration = Duration::from_secs(20);
+/// An extrinsic must be finalized within this.
+const SUBMIT_DEADLINE: Duration = Duration::from_secs(180);
 
 /// Signs extrinsics with an sr25519 key (a hotkey, or a coldkey for registration).
 pub struct PairSigner(pub sr25519::Pair);
@@ -86,11 +95,16 @@ pub struct Subtensor {
     rpc: subxt::rpcs::RpcClient,
     netuid: u16,
     endpoint: String,
-    cache: Arc<tokio::sync::Mutex<Option<CachedMembers>>>,
+    cache: Arc<tokio::sync::Mutex<Option<Metagraph>>>,
+    /// Metagraph reads so far (for `/metrics` and tests).
+    reads: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// The metagraph as last read, and when.
-type CachedMembers = (Instant, Vec<Member>);
+/// The members as last read from the chain.
+struct Metagraph {
+    read_at: Instant,
+    members: Vec<Member>,
+}
 
 /// Turns a subxt error into one an operator can act on.
 pub fn explain(context: &str, e: impl std::fmt::Display) -> Error {
@@ -177,9 +191,25 @@ fn value_bytes<T>(v: &Value<T>) -> Option<Vec<u8>> {
     }
 }
 
-/// Encodes this node's address for `set_commitment`.
+/// What a node key signs in a commitment: the hotkey that publishes it, the
+/// subnet, the node id and the address text. A commitment copied to another
+/// hotkey or subnet no longer verifies.
+fn commitment_message(hotkey: &[u8; 32], netuid: u16, node: &NodeId, text: &[u8]) -> Vec<u8> {
+    let mut m = b"cairn commitment v1\0".to_vec();
+    m.extend_from_slice(hotkey);
+    m.extend_from_slice(&netuid.to_le_bytes());
+    m.extend_from_slice(node.as_bytes());
+    m.extend_from_slice(text);
+    m
+}
+
+/// Encodes this node's address for `set_commitment`: the node id, the
+/// address text and the node key's signature over both, the hotkey and the
+/// subnet.
 pub fn commitment_fields(
-    node: &NodeId,
+    node_key: &SecretKey,
+    hotkey: &[u8; 32],
+    netuid: u16,
     role: Role,
     addrs: &[std::net::SocketAddr],
 ) -> Vec<Vec<u8>> {
@@ -195,24 +225,72 @@ pub fn commitment_fields(
         }
         text.push_str(&next);
     }
-    vec![node.as_bytes().to_vec(), text.into_bytes()]
+    let node = node_key.public();
+    let sig = node_key.sign(&commitment_message(hotkey, netuid, &node, text.as_bytes()));
+    vec![
+        node.as_bytes().to_vec(),
+        text.into_bytes(),
+        sig.to_bytes().to_vec(),
+    ]
 }
 
-/// Decodes what [`commitment_fields`] wrote.
-pub fn parse_commitment(fields: &[Vec<u8>]) -> Option<(NodeId, Role, Vec<std::net::SocketAddr>)> {
+/// The members among the neurons: those that published a verified cairn
+/// address. A node id claimed by two hotkeys (only its key's holder can
+/// sign such claims) counts for neither.
+pub fn members_of(neurons: Vec<Neuron>) -> Vec<Member> {
+    let mut claims: std::collections::HashMap<NodeId, usize> = std::collections::HashMap::new();
+    for n in &neurons {
+        if let Some((node, _, _)) = &n.address {
+            *claims.entry(*node).or_default() += 1;
+        }
+    }
+    neurons
+        .into_iter()
+        .filter_map(|n| {
+            let (node_id, role, addrs) = n.address?;
+            if claims.get(&node_id).copied().unwrap_or(0) > 1 {
+                tracing::warn!(node = %node_id.fmt_short(), "a node id claimed by several hotkeys; ignored for all of them");
+                return None;
+            }
+            Some(Member {
+                node_id,
+                role,
+                addrs,
+                relay: None,
+                hotkey: public_to_ss58(&n.hotkey),
+                uid: Some(n.uid),
+                stake: n.stake,
+                validator_permit: n.validator_permit,
+                capacity: 0,
+                free: 1 << 30,
+                api: None,
+            })
+        })
+        .collect()
+}
+
+/// Decodes what [`commitment_fields`] wrote for `hotkey` on `netuid`;
+/// `None` unless the node key's signature holds.
+pub fn parse_commitment(
+    fields: &[Vec<u8>],
+    hotkey: &[u8; 32],
+    netuid: u16,
+) -> Option<(NodeId, Role, Vec<std::net::SocketAddr>)> {
     let id: [u8; 32] = fields.first()?.as_slice().try_into().ok()?;
     let node = NodeId::from_bytes(&id).ok()?;
-    let text = std::str::from_utf8(fields.get(1)?).ok()?;
+    let raw_text = fields.get(1)?;
+    let sig: [u8; 64] = fields.get(2)?.as_slice().try_into().ok()?;
+    node.verify(
+        &commitment_message(hotkey, netuid, &node, raw_text),
+        &Signature::from_bytes(&sig),
+    )
+    .ok()?;
+    let text = std::str::from_utf8(raw_text).ok()?;
     let mut parts = text.splitn(3, ';');
     if parts.next()? != "cairn1" {
         return None;
     }
-    let role = match parts.next()? {
-        "miner" => Role::Miner,
-        "validator" => Role::Validator,
-        "client" => Role::Client,
-        _ => return None,
-    };
+    let role = parts.next()?.parse().ok()?;
     let addrs = parts
         .next()
         .unwrap_or("")
@@ -242,6 +320,7 @@ impl Subtensor {
             netuid,
             endpoint: endpoint.to_string(),
             cache: Arc::default(),
+            reads: Arc::default(),
         })
     }
 
@@ -330,7 +409,7 @@ impl Subtensor {
                     return None;
                 };
                 let raw: Vec<Vec<u8>> = list.values().filter_map(value_bytes).collect();
-                parse_commitment(&raw)
+                parse_commitment(&raw, &key.0, self.netuid)
             });
             out.push(Neuron {
                 uid,
@@ -343,37 +422,76 @@ impl Subtensor {
         Ok(out)
     }
 
-    /// Members: the neurons that published a cairn address (cached briefly).
+    /// Reads the members from the chain now (with a deadline): the neurons
+    /// that published a verified cairn address. A node id claimed by two
+    /// hotkeys counts for neither.
+    async fn read_members(&self) -> Result<Vec<Member>> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let neurons = tokio::time::timeout(CHAIN_DEADLINE, self.neurons())
+            .await
+            .map_err(|_| {
+                Error::Chain(format!(
+                    "reading the metagraph at {} took over {CHAIN_DEADLINE:?}; is the endpoint healthy?",
+                    self.endpoint
+                ))
+            })??;
+        Ok(members_of(neurons))
+    }
+
+    /// Re-reads the metagraph into the cache; on a chain error the last
+    /// good read stays (members keep working through an outage).
+    async fn refresh(&self, cache: &mut Option<Metagraph>) -> Result<Vec<Member>> {
+        match self.read_members().await {
+            Ok(members) => {
+                *cache = Some(Metagraph {
+                    read_at: Instant::now(),
+                    members: members.clone(),
+                });
+                Ok(members)
+            }
+            Err(e) => match cache {
+                Some(m) => {
+                    tracing::warn!(error = %e, age_secs = m.read_at.elapsed().as_secs(), "chain unreachable; keeping the last metagraph");
+                    // Try again after a short while, not on every call.
+                    m.read_at = Instant::now() - MEMBERS_TTL + MISS_REFRESH;
+                    Ok(m.members.clone())
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Members: the neurons that published a cairn address (cached for 30 s).
     pub async fn members(&self) -> Result<Vec<Member>> {
         let mut cache = self.cache.lock().await;
-        if let Some((at, m)) = cache.as_ref()
-            && at.elapsed() < MEMBERS_TTL
+        if let Some(m) = cache.as_ref()
+            && m.read_at.elapsed() < MEMBERS_TTL
         {
-            return Ok(m.clone());
+            return Ok(m.members.clone());
         }
-        let members: Vec<Member> = self
-            .neurons()
-            .await?
-            .into_iter()
-            .filter_map(|n| {
-                let (node_id, role, addrs) = n.address?;
-                Some(Member {
-                    node_id,
-                    role,
-                    addrs,
-                    relay: None,
-                    hotkey: public_to_ss58(&n.hotkey),
-                    uid: Some(n.uid),
-                    stake: n.stake,
-                    validator_permit: n.validator_permit,
-                    capacity: 0,
-                    free: 1 << 30,
-                    api: None,
-                })
-            })
-            .collect();
-        *cache = Some((Instant::now(), members.clone()));
-        Ok(members)
+        self.refresh(&mut cache).await
+    }
+
+    /// One member. A node id the cached metagraph does not know causes a
+    /// re-read only if the last one is older than [`MISS_REFRESH`].
+    pub async fn member(&self, id: &NodeId) -> Result<Option<Member>> {
+        let find = |ms: Vec<Member>| ms.into_iter().find(|m| m.node_id == *id);
+        if let Some(m) = find(self.members().await?) {
+            return Ok(Some(m));
+        }
+        let mut cache = self.cache.lock().await;
+        match cache.as_ref() {
+            Some(m) if m.read_at.elapsed() < MISS_REFRESH => {
+                Ok(m.members.iter().find(|m| m.node_id == *id).cloned())
+            }
+            _ => Ok(find(self.refresh(&mut cache).await?)),
+        }
+    }
+
+    /// Metagraph reads so far.
+    pub fn metagraph_reads(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Forgets the cached metagraph.
@@ -391,22 +509,31 @@ impl Subtensor {
     ) -> Result<()> {
         let what = format!("{pallet}.{call}");
         let payload = subxt::dynamic::tx(pallet, call, Composite::unnamed(fields));
-        let at = self
-            .api
-            .at_current_block()
-            .await
-            .map_err(|e| explain(&what, e))?;
         let signer = PairSigner(signer.clone());
-        let progress = at
-            .transactions()
-            .sign_and_submit_then_watch_default(&payload, &signer)
+        let work = async {
+            let at = self
+                .api
+                .at_current_block()
+                .await
+                .map_err(|e| explain(&what, e))?;
+            let progress = at
+                .transactions()
+                .sign_and_submit_then_watch_default(&payload, &signer)
+                .await
+                .map_err(|e| explain(&what, e))?;
+            progress
+                .wait_for_finalized_success()
+                .await
+                .map_err(|e| explain(&what, e))?;
+            Ok(())
+        };
+        tokio::time::timeout(SUBMIT_DEADLINE, work)
             .await
-            .map_err(|e| explain(&what, e))?;
-        progress
-            .wait_for_finalized_success()
-            .await
-            .map_err(|e| explain(&what, e))?;
-        Ok(())
+            .map_err(|_| {
+                Error::Chain(format!(
+                    "{what} was not finalized within {SUBMIT_DEADLINE:?}; check the endpoint and retry"
+                ))
+            })?
     }
 
     /// Wraps a call in `Sudo.sudo` (tests, local chains).
@@ -428,11 +555,15 @@ impl Subtensor {
     }
 
     /// Publishes this node's address, unless the chain already has it.
-    pub async fn publish(&self, me: &Member, hotkey: &Hotkey) -> Result<()> {
-        let fields = commitment_fields(&me.node_id, me.role, &me.addrs);
-        let current = self
-            .neurons()
-            .await?
+    pub async fn publish(&self, me: &Member, hotkey: &Hotkey, node_key: &SecretKey) -> Result<()> {
+        let fields = commitment_fields(node_key, &hotkey.public(), self.netuid, me.role, &me.addrs);
+        let current = tokio::time::timeout(CHAIN_DEADLINE, self.neurons())
+            .await
+            .map_err(|_| {
+                Error::Chain(format!(
+                    "reading the metagraph took over {CHAIN_DEADLINE:?}"
+                ))
+            })??
             .into_iter()
             .find(|n| n.hotkey == hotkey.public());
         let Some(current) = current else {
@@ -443,10 +574,11 @@ impl Subtensor {
                 self.endpoint
             )));
         };
+        // Ed25519 signatures are deterministic: the same address signs the same.
         if current
             .address
             .as_ref()
-            .map(|(n, r, a)| commitment_fields(n, *r, a))
+            .map(|(_, r, a)| commitment_fields(node_key, &hotkey.public(), self.netuid, *r, a))
             == Some(fields.clone())
         {
             return Ok(());
@@ -485,7 +617,13 @@ impl Subtensor {
 
     /// `set_weights` over the uids of the given hotkeys (unknown ones skipped).
     pub async fn set_weights(&self, hotkey: &Hotkey, weights: &[WeightEntry]) -> Result<()> {
-        let neurons = self.neurons().await?;
+        let neurons = tokio::time::timeout(CHAIN_DEADLINE, self.neurons())
+            .await
+            .map_err(|_| {
+                Error::Chain(format!(
+                    "reading the metagraph took over {CHAIN_DEADLINE:?}"
+                ))
+            })??;
         let mut dests = Vec::new();
         let mut values = Vec::new();
         for w in weights {
@@ -519,6 +657,14 @@ impl Subtensor {
     pub async fn incentive(&self) -> Result<Vec<u16>> {
         Ok(self
             .fetch::<(u16,), Vec<u16>>("SubtensorModule", "Incentive", (self.netuid,))
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// The block of each uid's last weights (`LastUpdate`), by uid.
+    pub async fn last_update(&self) -> Result<Vec<u64>> {
+        Ok(self
+            .fetch::<(u16,), Vec<u64>>("SubtensorModule", "LastUpdate", (self.netuid,))
             .await?
             .unwrap_or_default())
     }
@@ -557,17 +703,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn commitments_round_trip_and_fit() {
-        let node = iroh::SecretKey::from_bytes(&[3; 32]).public();
+    fn a_node_id_claimed_by_two_hotkeys_counts_for_neither() {
+        let a = SecretKey::from_bytes(&[1; 32]).public();
+        let b = SecretKey::from_bytes(&[2; 32]).public();
+        let neuron = |uid: u16, node: NodeId, permit: bool| Neuron {
+            uid,
+            hotkey: [uid as u8; 32],
+            stake: 0,
+            validator_permit: permit,
+            address: Some((node, Role::Miner, vec![])),
+        };
+        let m = members_of(vec![
+            neuron(0, a, false),
+            neuron(1, b, false),
+            neuron(2, a, true),
+        ]);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].node_id, b);
+        // The role a node commits grants nothing: the permit does.
+        let mut v = neuron(3, SecretKey::from_bytes(&[3; 32]).public(), false);
+        v.address.as_mut().unwrap().1 = Role::Validator;
+        assert!(!members_of(vec![v])[0].is_validator());
+    }
+
+    #[test]
+    fn commitments_round_trip_fit_and_bind_the_hotkey() {
+        let key = SecretKey::from_bytes(&[3; 32]);
+        let node = key.public();
         let addrs: Vec<std::net::SocketAddr> = (0..20)
             .map(|i| format!("10.0.0.{i}:7440").parse().unwrap())
             .collect();
-        let f = commitment_fields(&node, Role::Miner, &addrs);
-        assert_eq!(f[0].len(), 32);
+        let hotkey = [7u8; 32];
+        let f = commitment_fields(&key, &hotkey, 5, Role::Miner, &addrs);
+        assert_eq!((f[0].len(), f[2].len()), (32, 64));
         assert!(f[1].len() <= 128);
-        let (n, r, a) = parse_commitment(&f).unwrap();
+        let (n, r, a) = parse_commitment(&f, &hotkey, 5).unwrap();
         assert_eq!((n, r), (node, Role::Miner));
         assert!(!a.is_empty() && a.iter().all(|x| addrs.contains(x)));
-        assert!(parse_commitment(&[vec![1, 2, 3]]).is_none());
+        assert!(parse_commitment(&[vec![1, 2, 3]], &hotkey, 5).is_none());
+        // Copied to another hotkey or subnet, or without its signature: no member.
+        assert!(parse_commitment(&f, &[8u8; 32], 5).is_none());
+        assert!(parse_commitment(&f, &hotkey, 6).is_none());
+        assert!(parse_commitment(&f[..2], &hotkey, 5).is_none());
+        let mut forged = f.clone();
+        forged[1] = b"cairn1;validator;10.0.0.1:7440".to_vec();
+        assert!(parse_commitment(&forged, &hotkey, 5).is_none());
     }
 }

@@ -3,16 +3,17 @@
 //!
 //! | request | right | slot |
 //! |---|---|---|
-//! | `Info` | anyone | control |
+//! | `Info` | member | control |
 //! | `PutShard` | member; `on_behalf` validator | put |
 //! | `GetShard` | member | get |
 //! | `Challenge` | validator | challenge |
 //! | `Inventory`, `Has` | member | control |
-//! | `PutManifest`, `PutPlacement` | member (placement: see [`may_store_placement`]) | put |
+//! | `PutManifest` | the dataset's owner or a validator ([`may_store_manifest`]) | put |
+//! | `PutPlacement` | its signer, the owner or a validator ([`may_store_placement`]) | put |
 //! | `GetManifest`, `GetPlacement` | member | get |
 //! | `DeleteShard` | a holder; `on_behalf` validator | control |
-//! | `DeleteManifest` | see [`may_delete_manifest`] | control |
-//! | `Audit` | member, on a validator | control |
+//! | `DeleteManifest` | the dataset's owner ([`may_delete_records`]) | control |
+//! | `Audit`, `Release` | member, on a validator (which checks it is the dataset's owner) | control |
 //!
 //! A right comes from the registry's record of the peer's node id (the
 //! chain, or the local registry's signed entry), never from what a request
@@ -51,7 +52,7 @@ pub enum Slot {
 /// The table: the right and the slot of each request kind.
 pub fn rule(req: &Request) -> (Right, Slot) {
     match req {
-        Request::Info => (Right::Anyone, Slot::Control),
+        Request::Info => (Right::Member, Slot::Control),
         Request::PutShard { on_behalf, .. } => (on_behalf_right(on_behalf), Slot::Put),
         Request::GetShard { .. } => (Right::Member, Slot::Get),
         Request::Challenge { .. } => (Right::Validator, Slot::Challenge),
@@ -59,7 +60,9 @@ pub fn rule(req: &Request) -> (Right, Slot) {
         Request::PutManifest { .. } | Request::PutPlacement { .. } => (Right::Member, Slot::Put),
         Request::GetManifest { .. } | Request::GetPlacement { .. } => (Right::Member, Slot::Get),
         Request::DeleteShard { on_behalf, .. } => (on_behalf_right(on_behalf), Slot::Control),
-        Request::DeleteManifest { .. } | Request::Audit { .. } => (Right::Member, Slot::Control),
+        Request::DeleteManifest { .. } | Request::Audit { .. } | Request::Release { .. } => {
+            (Right::Member, Slot::Control)
+        }
     }
 }
 
@@ -106,22 +109,41 @@ pub fn acting_owner(peer: NodeId, on_behalf: Option<[u8; 32]>) -> Result<NodeId,
     }
 }
 
-/// A dataset's manifest copy (and its placement) may be deleted by a
-/// validator, or by the dataset's owner as the placement held here names it
-/// (the pinner may delete even when a validator re-stored the manifest
-/// after a repair). Whoever stored the manifest may delete its own copy;
-/// the store checks that part.
-pub fn may_delete_manifest(
-    member: &Member,
-    peer: &NodeId,
-    placement_owner: Option<NodeId>,
-) -> bool {
-    member.is_validator() || placement_owner == Some(*peer)
+/// A manifest copy may be stored by its dataset's owner (the pinner
+/// publishes it) or by a validator (repair re-publishes it); the owner is
+/// the one the manifest itself names (it is part of the content id).
+pub fn may_store_manifest(member: &Member, peer: &NodeId, owner: &NodeId) -> Result<(), Refusal> {
+    if peer == owner || member.is_validator() {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            ErrorCode::Forbidden,
+            "only the dataset's owner (or a validator) may store its manifest",
+        ))
+    }
 }
 
-/// A placement is stored when the peer signed it and is its owner (the
-/// pinner places its own data) or a validator (repair re-places it).
-pub fn may_store_placement(member: &Member, peer: &NodeId, p: &Placement) -> Result<(), Refusal> {
+/// A placement is stored when the peer signed it, it names the owner of
+/// the manifest held here, and its signer is that owner (the pinner places
+/// its own data) or a validator (repair re-places it).
+pub fn may_store_placement(
+    member: &Member,
+    peer: &NodeId,
+    p: &Placement,
+    manifest_owner: Option<NodeId>,
+) -> Result<(), Refusal> {
+    let Some(owner) = manifest_owner else {
+        return Err(Refusal::new(
+            ErrorCode::NotFound,
+            "no manifest of this dataset is held here; store the manifest first",
+        ));
+    };
+    if p.owner != owner {
+        return Err(Refusal::new(
+            ErrorCode::Forbidden,
+            "the placement names another owner than the dataset's manifest",
+        ));
+    }
     if p.signer == *peer && (p.signer == p.owner || member.is_validator()) {
         Ok(())
     } else {
@@ -129,5 +151,17 @@ pub fn may_store_placement(member: &Member, peer: &NodeId, p: &Placement) -> Res
             ErrorCode::Forbidden,
             "a placement must be signed and sent by its owner or by a validator",
         ))
+    }
+}
+
+/// A dataset's records (manifest and placement) are deleted only by the
+/// owner they name.
+pub fn may_delete_records(peer: &NodeId, owner: Option<NodeId>) -> Result<(), Refusal> {
+    match owner {
+        Some(o) if o != *peer => Err(Refusal::new(
+            ErrorCode::Forbidden,
+            "only the dataset's owner may delete its manifest and placement",
+        )),
+        _ => Ok(()),
     }
 }

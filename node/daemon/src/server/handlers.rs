@@ -4,13 +4,14 @@
 //! slow disk nor hashing stalls the async workers.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_proof::{Challenge, GROUP_LEN, ShardId};
 use cairn_proto::wire::{
     ErrorCode, InventoryEntry, MAX_INVENTORY_PAGE, MAX_MANIFEST_LEN, MAX_PLACEMENT_LEN, Response,
 };
-use cairn_proto::{Cid, NodeId, Placement};
+use cairn_proto::{Cid, Manifest, NodeId, Placement};
 use cairn_store::StoreError;
 use iroh::endpoint::{RecvStream, SendStream};
 use tokio::sync::mpsc;
@@ -21,6 +22,18 @@ use crate::registry::Member;
 
 /// Bytes per chunk between disk and stream.
 const IO_CHUNK: usize = 256 * 1024;
+/// A body that sends nothing for this long is dropped and its slot freed.
+pub const BODY_IDLE: Duration = Duration::from_secs(10);
+/// The slowest a body may arrive on average: a body of `len` bytes has
+/// `3 x BODY_IDLE + len / BODY_MIN_RATE` in all (a 2 MiB shard: 62 s, a
+/// 2 Mbit/s home uplink sends it in 8 s), so a peer trickling a byte at a
+/// time cannot hold a slot for days.
+pub const BODY_MIN_RATE: u64 = 64 << 10;
+
+/// When a body of `len` bytes must have arrived.
+fn body_deadline(len: u64) -> tokio::time::Instant {
+    tokio::time::Instant::now() + 3 * BODY_IDLE + Duration::from_secs(len / BODY_MIN_RATE)
+}
 
 /// One request being answered.
 pub(super) struct Handler<'a> {
@@ -65,7 +78,11 @@ impl Handler<'_> {
             ));
         }
         let disk = len + cairn_proof::outboard_len(len);
-        let quota = server.config.limits.quota_per_peer.0;
+        let quota = server
+            .config
+            .limits
+            .quota_per_peer
+            .bytes(server.config.capacity.0);
         let usage = server.store.peer_usage(&owner)?;
         if !server.store.is_owner(&id, &owner)? && usage + disk > quota {
             return Err(Refusal::new(
@@ -96,9 +113,17 @@ impl Handler<'_> {
         });
         let mut received = 0u64;
         let mut stream_error = None;
+        let deadline = body_deadline(len);
         while received < len {
             let want = ((len - received) as usize).min(IO_CHUNK);
-            match self.recv.read_chunk(want).await {
+            let wait = deadline.min(tokio::time::Instant::now() + BODY_IDLE);
+            let Ok(read) = tokio::time::timeout_at(wait, self.recv.read_chunk(want)).await else {
+                stream_error = Some(format!(
+                    "{received} of {len} bytes arrived, too slowly (a body may idle {BODY_IDLE:?} and must average {BODY_MIN_RATE} bytes/s)"
+                ));
+                break;
+            };
+            match read {
                 Ok(Some(chunk)) => {
                     received += chunk.len() as u64;
                     if tx.send(chunk).await.is_err() {
@@ -266,7 +291,12 @@ impl Handler<'_> {
         self.respond(&Response::Has(bits)).await
     }
 
-    pub async fn put_manifest(mut self, cid: [u8; 32], len: u64) -> Result<(), Refusal> {
+    pub async fn put_manifest(
+        mut self,
+        member: &Member,
+        cid: [u8; 32],
+        len: u64,
+    ) -> Result<(), Refusal> {
         if len > MAX_MANIFEST_LEN {
             return Err(Refusal::new(
                 ErrorCode::TooLarge,
@@ -280,12 +310,20 @@ impl Handler<'_> {
                 "manifest bytes do not hash to the claimed content id",
             ));
         }
+        let manifest = Manifest::decode(&bytes)
+            .map_err(|e| Refusal::new(ErrorCode::BadRequest, e.to_string()))?;
+        authz::may_store_manifest(member, &self.peer, &manifest.owner)?;
         let store = &self.server.store;
-        let used = store.stats()?.manifest_bytes;
-        if used + len > self.server.config.capacity.0 / 8 + (64 << 20) {
-            return Err(Refusal::new(ErrorCode::Full, "manifest space is full"));
+        let config = &self.server.config;
+        let quota = config.limits.quota_per_peer.bytes(config.capacity.0);
+        let usage = store.peer_usage(&manifest.owner)?;
+        if usage.saturating_add(len) > quota {
+            return Err(Refusal::new(
+                ErrorCode::QuotaExceeded,
+                format!("the owner's quota of {quota} bytes would be exceeded ({usage} used)"),
+            ));
         }
-        store.put_manifest(&cid, &bytes, &self.peer)?;
+        store.put_manifest(&cid, &bytes, &manifest.owner, true)?;
         self.respond(&Response::Ok).await
     }
 
@@ -320,10 +358,10 @@ impl Handler<'_> {
                 "placement is for another CID",
             ));
         }
-        authz::may_store_placement(member, &self.peer, &p)?;
-        self.server
-            .store
-            .put_placement(&cid, p.version, &p.owner, &bytes)?;
+        let store = &self.server.store;
+        let manifest_owner = store.get_manifest(&cid)?.map(|(owner, _)| owner);
+        authz::may_store_placement(member, &self.peer, &p, manifest_owner)?;
+        store.put_placement(&cid, p.version, &p.owner, &bytes, true)?;
         self.respond(&Response::Ok).await
     }
 
@@ -342,26 +380,27 @@ impl Handler<'_> {
         self.respond(&Response::Ok).await
     }
 
-    pub async fn delete_manifest(mut self, member: &Member, cid: [u8; 32]) -> Result<(), Refusal> {
+    pub async fn delete_manifest(mut self, cid: [u8; 32]) -> Result<(), Refusal> {
         let store = &self.server.store;
-        let placement_owner = store
-            .get_placement(&cid)?
-            .and_then(|b| Placement::decode(&b).ok())
-            .map(|p| p.owner);
-        let may = authz::may_delete_manifest(member, &self.peer, placement_owner);
-        store.delete_manifest(&cid, &self.peer, may)?;
-        store.delete_placement(&cid)?;
+        authz::may_delete_records(&self.peer, store.records_owner(&cid)?)?;
+        store.delete_records(&cid)?;
         self.respond(&Response::Ok).await
     }
 
-    pub async fn audit(mut self, cid: [u8; 32]) -> Result<(), Refusal> {
+    /// An audit request (or, with `release`, its end) for a validator.
+    pub async fn audit(mut self, cid: [u8; 32], release: bool) -> Result<(), Refusal> {
         let Some(validator) = &self.server.validator else {
             return Err(Refusal::new(
                 ErrorCode::BadRequest,
                 "this node is not a validator; send audit requests to a validator",
             ));
         };
-        match validator.audit(self.peer, Cid(cid)) {
+        let r = if release {
+            validator.release(self.peer, Cid(cid))
+        } else {
+            validator.audit(self.peer, Cid(cid))
+        };
+        match r {
             Ok(()) => self.respond(&Response::Ok).await,
             Err(AuditRefusal::Busy(m)) => Err(Refusal::new(ErrorCode::Busy, m)),
             Err(AuditRefusal::Refused(m)) => Err(Refusal::new(ErrorCode::Forbidden, m)),
@@ -369,14 +408,34 @@ impl Handler<'_> {
     }
 }
 
+/// Reads a body of `len` bytes (bounded by the caller), growing the buffer
+/// as bytes arrive: a peer that announces much and sends little costs what
+/// it sent. A body idle for [`BODY_IDLE`], or slower than [`BODY_MIN_RATE`], is refused.
 async fn read_exact_body(recv: &mut RecvStream, len: u64) -> Result<Vec<u8>, Refusal> {
-    let mut buf = vec![0u8; len as usize];
-    recv.read_exact(&mut buf).await.map_err(|_| {
-        Refusal::new(
-            ErrorCode::Malformed,
-            format!("stream ended before the announced {len} bytes"),
-        )
-    })?;
+    let mut buf = Vec::with_capacity((len as usize).min(64 * 1024));
+    let deadline = body_deadline(len);
+    while (buf.len() as u64) < len {
+        let want = ((len - buf.len() as u64) as usize).min(IO_CHUNK);
+        let wait = deadline.min(tokio::time::Instant::now() + BODY_IDLE);
+        match tokio::time::timeout_at(wait, recv.read_chunk(want)).await {
+            Err(_) => {
+                return Err(Refusal::new(
+                    ErrorCode::Malformed,
+                    format!(
+                        "{} of {len} bytes arrived, too slowly (a body may idle {BODY_IDLE:?} and must average {BODY_MIN_RATE} bytes/s)",
+                        buf.len()
+                    ),
+                ));
+            }
+            Ok(Ok(Some(chunk))) => buf.extend_from_slice(&chunk),
+            Ok(_) => {
+                return Err(Refusal::new(
+                    ErrorCode::Malformed,
+                    format!("stream ended before the announced {len} bytes"),
+                ));
+            }
+        }
+    }
     expect_end(recv).await?;
     Ok(buf)
 }
@@ -384,7 +443,13 @@ async fn read_exact_body(recv: &mut RecvStream, len: u64) -> Result<Vec<u8>, Ref
 /// After the announced bytes the stream must end.
 async fn expect_end(recv: &mut RecvStream) -> Result<(), Refusal> {
     let mut probe = [0u8; 1];
-    match recv.read(&mut probe).await {
+    let Ok(read) = tokio::time::timeout(BODY_IDLE, recv.read(&mut probe)).await else {
+        return Err(Refusal::new(
+            ErrorCode::Malformed,
+            "the stream was not finished after the body",
+        ));
+    };
+    match read {
         Ok(None) => Ok(()),
         Ok(Some(_)) => Err(Refusal::new(
             ErrorCode::Malformed,

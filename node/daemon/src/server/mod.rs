@@ -18,7 +18,7 @@ use cairn_proto::{Cid, NodeId};
 use cairn_store::{Store, StoreError};
 use iroh::Endpoint;
 use iroh::endpoint::{Connection, RecvStream, SendStream};
-use tokio::sync::{Semaphore, SemaphorePermit, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
@@ -32,12 +32,17 @@ use self::authz::Slot;
 const SLOT_WAIT: Duration = Duration::from_secs(30);
 /// Small requests (info, inventory, deletes, audits) in progress at once.
 const CONTROL_SLOTS: usize = 64;
+/// Peers whose budgets are kept before idle ones are forgotten.
+const PEER_BUDGETS_KEPT: usize = 1024;
 
 /// What a validator adds to the node it runs on: the server hands it the
 /// audit requests peers send, the gateway shows its scoreboard.
 pub trait ValidatorService: Send + Sync {
-    /// A member asks this validator to audit dataset `cid`.
+    /// A member asks this validator to audit dataset `cid` (the validator
+    /// takes it only from the dataset's owner).
     fn audit(&self, peer: NodeId, cid: Cid) -> Result<(), AuditRefusal>;
+    /// A member says it unpinned dataset `cid` (taken only from its owner).
+    fn release(&self, peer: NodeId, cid: Cid) -> Result<(), AuditRefusal>;
     /// The scoreboard (`/api/scores`).
     fn report(&self) -> cairn_api::ValidatorReport;
 }
@@ -104,10 +109,54 @@ pub struct Server {
     pub(crate) registry: AnyRegistry,
     pub(crate) validator: Option<Arc<dyn ValidatorService>>,
     pub(crate) prover: Option<Arc<dyn Prover>>,
-    puts: Semaphore,
-    gets: Semaphore,
-    challenges: Semaphore,
-    control: Semaphore,
+    classes: Slots,
+    /// Each peer's share of every class: half of it, so no one peer can
+    /// hold all the slots of a class.
+    peers: std::sync::Mutex<std::collections::HashMap<NodeId, Arc<Slots>>>,
+}
+
+/// One semaphore per class of request.
+struct Slots {
+    puts: Arc<Semaphore>,
+    gets: Arc<Semaphore>,
+    challenges: Arc<Semaphore>,
+    control: Arc<Semaphore>,
+    sizes: [usize; 4],
+}
+
+impl Slots {
+    fn new(sizes: [usize; 4]) -> Self {
+        Slots {
+            puts: Arc::new(Semaphore::new(sizes[0])),
+            gets: Arc::new(Semaphore::new(sizes[1])),
+            challenges: Arc::new(Semaphore::new(sizes[2])),
+            control: Arc::new(Semaphore::new(sizes[3])),
+            sizes,
+        }
+    }
+
+    fn of(&self, class: Slot) -> (&Arc<Semaphore>, &'static str) {
+        match class {
+            Slot::Put => (&self.puts, "puts"),
+            Slot::Get => (&self.gets, "gets"),
+            Slot::Challenge => (&self.challenges, "challenges"),
+            Slot::Control => (&self.control, "requests"),
+        }
+    }
+
+    /// Nothing of it is in use.
+    fn idle(&self) -> bool {
+        [&self.puts, &self.gets, &self.challenges, &self.control]
+            .iter()
+            .zip(self.sizes)
+            .all(|(s, n)| s.available_permits() == n)
+    }
+}
+
+/// A request's permits: its peer's share and the class's.
+pub(crate) struct Permit {
+    _peer: tokio::sync::OwnedSemaphorePermit,
+    _class: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Server {
@@ -119,12 +168,16 @@ impl Server {
         validator: Option<Arc<dyn ValidatorService>>,
         prover: Option<Arc<dyn Prover>>,
     ) -> Self {
+        let l = &config.limits;
         Server {
             node_id,
-            puts: Semaphore::new(config.limits.max_concurrent_puts),
-            gets: Semaphore::new(config.limits.max_concurrent_gets),
-            challenges: Semaphore::new(config.limits.max_concurrent_challenges),
-            control: Semaphore::new(CONTROL_SLOTS),
+            classes: Slots::new([
+                l.max_concurrent_puts,
+                l.max_concurrent_gets,
+                l.max_concurrent_challenges,
+                CONTROL_SLOTS,
+            ]),
+            peers: std::sync::Mutex::default(),
             config,
             store,
             registry,
@@ -146,20 +199,45 @@ impl Server {
         }
     }
 
-    async fn slot(&self, class: Slot) -> Result<SemaphorePermit<'_>, Refusal> {
-        let (sem, what) = match class {
-            Slot::Put => (&self.puts, "puts"),
-            Slot::Get => (&self.gets, "gets"),
-            Slot::Challenge => (&self.challenges, "challenges"),
-            Slot::Control => (&self.control, "requests"),
-        };
-        match tokio::time::timeout(SLOT_WAIT, sem.acquire()).await {
-            Ok(Ok(p)) => Ok(p),
-            _ => Err(Refusal::new(
-                ErrorCode::Busy,
-                format!("too many {what} in progress; retry later"),
-            )),
+    /// A peer's budget of slots, made on first use.
+    fn peer_slots(&self, peer: &NodeId) -> Arc<Slots> {
+        let mut peers = self.peers.lock().expect("lock");
+        if peers.len() >= PEER_BUDGETS_KEPT {
+            peers.retain(|_, s| Arc::strong_count(s) > 1 || !s.idle());
         }
+        let share = self.classes.sizes.map(|n| n.div_ceil(2));
+        Arc::clone(
+            peers
+                .entry(*peer)
+                .or_insert_with(|| Arc::new(Slots::new(share))),
+        )
+    }
+
+    /// Waits (up to [`SLOT_WAIT`]) for a slot of `class` within `peer`'s
+    /// share, then for one of the class; refuses as busy after that.
+    async fn slot(&self, peer: &NodeId, class: Slot) -> Result<Permit, Refusal> {
+        let deadline = tokio::time::Instant::now() + SLOT_WAIT;
+        let mine = self.peer_slots(peer);
+        let (own, what) = mine.of(class);
+        let busy = |whose: &str| {
+            Refusal::new(
+                ErrorCode::Busy,
+                format!("too many {what} in progress{whose}; retry later"),
+            )
+        };
+        let own = match tokio::time::timeout_at(deadline, Arc::clone(own).acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ => return Err(busy(" from this node")),
+        };
+        let (all, _) = self.classes.of(class);
+        let all = match tokio::time::timeout_at(deadline, Arc::clone(all).acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ => return Err(busy("")),
+        };
+        Ok(Permit {
+            _peer: own,
+            _class: all,
+        })
     }
 }
 
@@ -259,9 +337,7 @@ impl From<StoreError> for Refusal {
             StoreError::NotFound(_) => ErrorCode::NotFound,
             StoreError::Full { .. } => ErrorCode::Full,
             StoreError::HashMismatch { .. } => ErrorCode::HashMismatch,
-            StoreError::NotHolder(_)
-            | StoreError::NotManifestOwner
-            | StoreError::PlacementOwnerMismatch => ErrorCode::Forbidden,
+            StoreError::NotHolder(_) | StoreError::PlacementOwnerMismatch => ErrorCode::Forbidden,
             StoreError::IncompleteWrite { .. } => ErrorCode::Malformed,
             StoreError::PastEnd { .. } => ErrorCode::BadRequest,
             StoreError::Proof(cairn_proof::Error::LengthMismatch { .. }) => ErrorCode::Malformed,
@@ -356,7 +432,7 @@ async fn dispatch(
 ) -> Result<(), Refusal> {
     let (right, class) = authz::rule(&req);
     let member = authz::check(right, &peer, member)?;
-    let _permit = server.slot(class).await?;
+    let _permit = server.slot(&peer, class).await?;
     let h = handlers::Handler {
         server,
         peer,
@@ -378,7 +454,7 @@ async fn dispatch(
         } => h.challenge(id, len, nonce, samples).await,
         Request::Inventory { after, limit } => h.inventory(after, limit).await,
         Request::Has { ids } => h.has(&ids).await,
-        Request::PutManifest { cid, len } => h.put_manifest(cid, len).await,
+        Request::PutManifest { cid, len } => h.put_manifest(member_of(member)?, cid, len).await,
         Request::GetManifest { cid } => h.get_manifest(cid).await,
         Request::PutPlacement { cid, len } => h.put_placement(member_of(member)?, cid, len).await,
         Request::GetPlacement { cid } => h.get_placement(cid).await,
@@ -386,8 +462,9 @@ async fn dispatch(
             h.delete_shard(authz::acting_owner(peer, on_behalf)?, id)
                 .await
         }
-        Request::DeleteManifest { cid } => h.delete_manifest(member_of(member)?, cid).await,
-        Request::Audit { cid } => h.audit(cid).await,
+        Request::DeleteManifest { cid } => h.delete_manifest(cid).await,
+        Request::Audit { cid } => h.audit(cid, false).await,
+        Request::Release { cid } => h.audit(cid, true).await,
     }
 }
 

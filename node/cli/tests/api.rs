@@ -1,0 +1,195 @@
+//! The local HTTP API as a boundary: the daemon refuses requests that are
+//! not its own (other hosts, other origins, no token), its dashboard shows
+//! what others named as text, and the CLI trusts no path an API names.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::Command;
+
+use cairn_testkit::bytes;
+use cairn_testkit::net::*;
+
+/// A DNS-rebinding page, a cross-site form or script, and a local program
+/// without the token are all refused; the node's own caller is not.
+#[test]
+fn the_local_api_admits_only_its_own_host_origin_and_token() {
+    let net = CliDevnet::up(6);
+    let api = net.api.clone();
+    let (status, body) = http(&api, "GET", "/api/info", &[("Host", "evil.example")]);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("evil.example"), "{body}");
+    let (status, _) = http(&api, "GET", "/api/info", &[]);
+    assert_eq!(status, 200, "its own host reads");
+    let (status, body) = http(
+        &api,
+        "GET",
+        "/api/pins",
+        &[("Origin", "http://evil.example")],
+    );
+    assert_eq!(status, 403, "{body}");
+    // A cross-site "simple" POST: text/plain, no token.
+    let (status, body) = http(
+        &api,
+        "POST",
+        "/api/pin",
+        &[
+            ("Content-Type", "text/plain"),
+            ("Origin", "http://evil.example"),
+        ],
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = http(
+        &api,
+        "DELETE",
+        &format!("/api/datasets/cairn1{}", "a".repeat(52)),
+        &[],
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("token"), "{body}");
+
+    let data = net.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.bin"), bytes(100_000, 1)).unwrap();
+    let o = net.cli_without_token(&["pin", data.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("needs the API token"), "{}", stderr(&o));
+    let o = net.cli(&["pin", data.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let cid = stdout(&o).trim().to_string();
+    // Reads on loopback need no token; security headers on every reply.
+    let o = net.cli_without_token(&["get", &format!("{cid}/a.bin"), "-o", "-"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(o.stdout, bytes(100_000, 1));
+    let o = net.cli_without_token(&["unpin", &cid]);
+    assert!(
+        !o.status.success(),
+        "an unpin without the token went through"
+    );
+}
+
+/// A pin named like markup shows as text on the dashboard, in a real browser.
+#[test]
+fn a_pin_name_is_text_on_the_dashboard() {
+    let chromium = ["chromium", "chromium-browser"].into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let Some(chromium) = chromium else {
+        assert!(
+            std::env::var("CAIRN_REQUIRE_EXTERNAL").as_deref() != Ok("1"),
+            "chromium is not installed (.ci/setup.sh installs it)"
+        );
+        eprintln!("SKIPPED: chromium is not installed");
+        return;
+    };
+    let net = CliDevnet::up(6);
+    let data = net.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.bin"), bytes(10_000, 2)).unwrap();
+    let name = "<img src=x onerror=alert(1)>";
+    let o = net.cli(&["pin", data.to_str().unwrap(), "--name", name]);
+    assert!(o.status.success(), "{}", text(&o));
+    let profile = net.dir.path().join("chromium-profile");
+    let o = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=10000",
+            &format!("--user-data-dir={}", profile.display()),
+            "--dump-dom",
+            &format!("http://{}/", net.api),
+        ])
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        dom.contains("<td>&lt;img src=x onerror=alert(1)&gt;</td>"),
+        "the pin's name is not shown as text:\n{dom}\n{}",
+        stderr(&o)
+    );
+    assert!(
+        !dom.contains("<img"),
+        "markup from a pin name reached the page:\n{dom}"
+    );
+}
+
+/// An API (hostile, or simply wrong) that names `../evil` or an absolute
+/// path makes `get` fail before it writes anything outside its output.
+#[test]
+fn get_writes_nothing_outside_its_output_whatever_paths_the_api_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("evil");
+    let absolute = dir.path().join("absolute-target");
+    let cid = format!("cairn1{}", "a".repeat(52));
+    for bad in [
+        "../evil".to_string(),
+        absolute.display().to_string(),
+        "a/../../evil".into(),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let view = serde_json::json!({
+            "cid": cid, "bytes": 5, "single_file": false, "data_shards": 1, "parity_shards": 1,
+            "segment_size": 64, "segments": 1, "placement_version": 1,
+            "entries": [{"path": bad, "kind": "file", "size": 5, "offset": 0,
+                         "blake3": blake3::hash(b"evil!").to_hex().to_string(), "executable": false}]
+        })
+        .to_string();
+        let server = std::thread::spawn(move || fake_api(listener, &view, b"evil!"));
+        let out = dir.path().join("out");
+        let o = cairn(&[
+            "--api",
+            &addr.to_string(),
+            "get",
+            &cid,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(!o.status.success(), "{bad}: get succeeded");
+        assert!(stderr(&o).contains("unsafe path"), "{bad}: {}", stderr(&o));
+        assert!(
+            !outside.exists() && !absolute.exists(),
+            "{bad}: written outside"
+        );
+        assert!(!out.exists(), "{bad}: a failed get left its output");
+        drop(server);
+    }
+}
+
+/// Serves any number of requests: the manifest view for `/api/...`, the
+/// bytes for `/d/...`, one connection at a time.
+fn fake_api(listener: TcpListener, view: &str, file: &[u8]) {
+    for stream in listener.incoming().take(8).flatten() {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        if reader.read_line(&mut line).is_err() {
+            continue;
+        }
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                break;
+            }
+        }
+        let body: &[u8] = if line.contains(" /d/") {
+            file
+        } else {
+            view.as_bytes()
+        };
+        let mut s = stream;
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = s.write_all(body);
+    }
+}

@@ -1,0 +1,328 @@
+//! A hostile member of the network, for the trust-boundary tests: it holds
+//! a registered identity (a node directory made by `cairn init`, local or on
+//! chain) and mounts one attack against a peer over real QUIC, then prints
+//! what the peer answered as one JSON line: `{"attack": ..., "codes":
+//! {"ok": n, "forbidden": n, ...}}` (and the attack's own figures).
+//!
+//! ```text
+//! adversary --data-dir DIR --peer NODE_ID --addr IP:PORT ATTACK [ARGS]
+//!   challenge SHARD_ID LEN            challenge as if a validator
+//!   delete-shard SHARD_ID OWNER       delete a shard on behalf of its owner
+//!   put-manifest CID                  store a copy of another's manifest (fetched from the peer)
+//!   delete-manifest CID               delete another's manifest and placement
+//!   put-placement CID VERSION self|owner
+//!                                     a placement of another's dataset at VERSION,
+//!                                     naming itself or the real owner, signed by itself
+//!   hostile-manifest                  a manifest (its own) asking readers for 64 GiB
+//!   audit CID N                       N audit requests for CID
+//!   release CID                       tell a validator CID was unpinned
+//!   stall-placements N LEN SECS       N placements announcing LEN bytes, none sent, held SECS
+//!   trickle-puts N SECS               N 64 KiB shard puts sending one byte a second for SECS
+//!   fresh-identities N                N connections, each from a new unregistered key
+//!   placement CID                     (a probe) the placement the peer holds: version, owner, signer
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cairn_node::config::Config;
+use cairn_node::identity::load_node_key;
+use cairn_node::net::Client;
+use cairn_node::net::endpoint::bind_endpoint;
+use cairn_node::{EndpointAddr, Error, NodeId};
+use cairn_proof::ShardId;
+use cairn_proto::wire::{ErrorCode, Request, Response};
+use cairn_proto::{Cid, Manifest, Placement, SegmentRecord};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[arg(long)]
+    peer: NodeId,
+    #[arg(long)]
+    addr: std::net::SocketAddr,
+    #[command(subcommand)]
+    attack: Attack,
+}
+
+#[derive(Subcommand)]
+enum Attack {
+    Challenge {
+        shard: ShardId,
+        len: u64,
+    },
+    DeleteShard {
+        shard: ShardId,
+        owner: NodeId,
+    },
+    PutManifest {
+        cid: Cid,
+    },
+    DeleteManifest {
+        cid: Cid,
+    },
+    PutPlacement {
+        cid: Cid,
+        version: u64,
+        name: String,
+    },
+    HostileManifest,
+    Audit {
+        cid: Cid,
+        n: usize,
+    },
+    Release {
+        cid: Cid,
+    },
+    StallPlacements {
+        n: usize,
+        len: u64,
+        secs: u64,
+    },
+    TricklePuts {
+        n: usize,
+        secs: u64,
+    },
+    FreshIdentities {
+        n: usize,
+    },
+    Placement {
+        cid: Cid,
+    },
+}
+
+/// What a peer answered, as a short name.
+fn code_of(r: &Result<(), Error>) -> String {
+    match r {
+        Ok(()) => "ok".into(),
+        Err(Error::Remote { code, .. }) => code_name(*code),
+        Err(Error::BadReply { .. }) => "bad-reply".into(),
+        Err(_) => "unreachable".into(),
+    }
+}
+
+fn code_name(code: ErrorCode) -> String {
+    code.to_string().replace(' ', "-")
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let mut config = Config::load(Some(&cli.data_dir.join("node.toml")), std::env::vars())?;
+    config.data_dir = cli.data_dir.clone();
+    let key = load_node_key(&config.data_dir)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut net = config.network.clone();
+        net.listen.set_port(0);
+        let endpoint = bind_endpoint(key.clone(), &net, 1024).await?;
+        let client = Client::new(endpoint.clone());
+        let addr = EndpointAddr::new(cli.peer).with_ip_addr(cli.addr);
+        let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+        let mut extra = serde_json::Map::new();
+        let name = match &cli.attack {
+            Attack::Challenge { .. } => "challenge",
+            Attack::DeleteShard { .. } => "delete-shard",
+            Attack::PutManifest { .. } => "put-manifest",
+            Attack::DeleteManifest { .. } => "delete-manifest",
+            Attack::PutPlacement { .. } => "put-placement",
+            Attack::HostileManifest => "hostile-manifest",
+            Attack::Audit { .. } => "audit",
+            Attack::Release { .. } => "release",
+            Attack::StallPlacements { .. } => "stall-placements",
+            Attack::TricklePuts { .. } => "trickle-puts",
+            Attack::FreshIdentities { .. } => "fresh-identities",
+            Attack::Placement { .. } => "placement",
+        };
+        match cli.attack {
+            Attack::Challenge { shard, len } => {
+                let ch = cairn_proof::Challenge::new(shard, len, rand::random(), 8)?;
+                let r = client.challenge(&addr, &ch).await.map(|_| ());
+                *codes.entry(code_of(&r)).or_default() += 1;
+            }
+            Attack::DeleteShard { shard, owner } => {
+                let r = client.delete_shard(&addr, shard, Some(owner)).await;
+                *codes.entry(code_of(&r)).or_default() += 1;
+            }
+            Attack::PutManifest { cid } => {
+                let bytes = client.get_manifest(&addr, cid.0).await?;
+                let r = client.put_manifest(&addr, cid.0, &bytes).await;
+                *codes.entry(code_of(&r)).or_default() += 1;
+            }
+            Attack::DeleteManifest { cid } => {
+                let r = client.delete_manifest(&addr, cid.0).await;
+                *codes.entry(code_of(&r)).or_default() += 1;
+            }
+            Attack::PutPlacement { cid, version, name } => {
+                let real = client.get_placement(&addr, cid).await?;
+                let owner = match name.as_str() {
+                    "self" => key.public(),
+                    "owner" => real.owner,
+                    other => bail!("put-placement names `self` or `owner`, not {other:?}"),
+                };
+                let forged = Placement::signed(cid, version, owner, &real.holders_by_shard(), &key);
+                let r = client.put_placement(&addr, &forged).await;
+                *codes.entry(code_of(&r)).or_default() += 1;
+            }
+            Attack::HostileManifest => {
+                let total = 256usize;
+                let m = Manifest {
+                    owner: key.public(),
+                    data_shards: 1,
+                    parity_shards: 255,
+                    segment_size: 64 << 20,
+                    total_len: 64 << 20,
+                    single_file: true,
+                    entries: vec![],
+                    segments: vec![SegmentRecord {
+                        len: 64 << 20,
+                        blake3: [0; 32],
+                        shards: vec![ShardId([1; 32]); total],
+                    }],
+                };
+                let bytes = m.encode();
+                let cid = Cid(*blake3::hash(&bytes).as_bytes());
+                extra.insert("cid".into(), cid.to_string().into());
+                let r = client.put_manifest(&addr, cid.0, &bytes).await;
+                *codes.entry(code_of(&r)).or_default() += 1;
+            }
+            Attack::Audit { cid, n } => {
+                for _ in 0..n {
+                    let r = client.audit(&addr, cid.0).await;
+                    *codes.entry(code_of(&r)).or_default() += 1;
+                }
+            }
+            Attack::Release { cid } => {
+                let r = client.release(&addr, cid.0).await;
+                *codes.entry(code_of(&r)).or_default() += 1;
+            }
+            Attack::StallPlacements { n, len, secs } => {
+                let mut held = Vec::new();
+                for i in 0..n {
+                    let mut cid = [0u8; 32];
+                    cid[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                    match client
+                        .open_request(&addr, &Request::PutPlacement { cid, len })
+                        .await
+                    {
+                        Ok(s) => held.push(s),
+                        Err(e) => *codes.entry(code_of(&Err(e))).or_default() += 1,
+                    }
+                }
+                // Whatever the peer answers while the bodies never come.
+                let deadline = Instant::now() + Duration::from_secs(secs);
+                let mut tasks = tokio::task::JoinSet::new();
+                for (send, mut recv) in held {
+                    let peer = cli.peer;
+                    tasks.spawn(async move {
+                        // The stream stays open, silent, until the task ends.
+                        let _send = send;
+                        let started = Instant::now();
+                        let r = tokio::time::timeout_at(
+                            deadline.into(),
+                            Client::read_reply(&mut recv, &peer),
+                        )
+                        .await;
+                        let code = match r {
+                            Err(_) => "held".to_string(),
+                            Ok(Ok(Response::Error { code, .. })) => code_name(code),
+                            Ok(Ok(_)) => "ok".into(),
+                            Ok(Err(_)) => "closed".into(),
+                        };
+                        (code, started.elapsed())
+                    });
+                }
+                let mut longest = Duration::ZERO;
+                while let Some(Ok((code, took))) = tasks.join_next().await {
+                    if code != "held" {
+                        longest = longest.max(took);
+                    }
+                    *codes.entry(code).or_default() += 1;
+                }
+                extra.insert("slowest_refusal_secs".into(), longest.as_secs_f64().into());
+            }
+            Attack::TricklePuts { n, secs } => {
+                let mut tasks = tokio::task::JoinSet::new();
+                for i in 0..n {
+                    let client_addr = addr.clone();
+                    let ep = endpoint.clone();
+                    tasks.spawn(async move {
+                        let client = Client::new(ep);
+                        let id = ShardId([i as u8 + 1; 32]);
+                        let (mut send, mut recv) = match client
+                            .open_request(
+                                &client_addr,
+                                &Request::PutShard {
+                                    id,
+                                    len: 64 << 10,
+                                    on_behalf: None,
+                                },
+                            )
+                            .await
+                        {
+                            Ok(s) => s,
+                            Err(e) => return code_of(&Err(e)),
+                        };
+                        let deadline = Instant::now() + Duration::from_secs(secs);
+                        let reply = tokio::spawn({
+                            let peer = client_addr.id;
+                            async move { Client::read_reply(&mut recv, &peer).await }
+                        });
+                        while Instant::now() < deadline && !reply.is_finished() {
+                            if send.write_all(&[0u8]).await.is_err() {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        // Then silence, and whatever the peer says within a minute.
+                        match tokio::time::timeout(Duration::from_secs(60), reply).await {
+                            Ok(Ok(Ok(Response::Error { code, .. }))) => code_name(code),
+                            Ok(Ok(Ok(_))) => "ok".into(),
+                            Ok(_) => "closed".into(),
+                            Err(_) => "held".into(),
+                        }
+                    });
+                }
+                while let Some(Ok(code)) = tasks.join_next().await {
+                    *codes.entry(code).or_default() += 1;
+                }
+            }
+            Attack::FreshIdentities { n } => {
+                let started = Instant::now();
+                for _ in 0..n {
+                    let ep = bind_endpoint(cairn_proto::SecretKey::generate(), &net, 16).await?;
+                    let c = Client::new(ep.clone()).with_connect_timeout(Duration::from_secs(5));
+                    let r = c.has(&addr, &[ShardId([0; 32])]).await.map(|_| ());
+                    *codes.entry(code_of(&r)).or_default() += 1;
+                    ep.close().await;
+                }
+                extra.insert("secs".into(), started.elapsed().as_secs_f64().into());
+            }
+            Attack::Placement { cid } => {
+                let r = client.get_placement(&addr, cid).await;
+                if let Ok(p) = &r {
+                    extra.insert("version".into(), p.version.into());
+                    extra.insert("owner".into(), p.owner.to_string().into());
+                    extra.insert("signer".into(), p.signer.to_string().into());
+                }
+                *codes.entry(code_of(&r.map(|_| ()))).or_default() += 1;
+            }
+        }
+        endpoint.close().await;
+        let mut out = serde_json::Map::new();
+        out.insert("attack".into(), name.into());
+        out.insert(
+            "codes".into(),
+            serde_json::to_value(&codes).context("codes")?,
+        );
+        out.extend(extra);
+        println!("{}", serde_json::Value::Object(out));
+        Ok(())
+    })
+}

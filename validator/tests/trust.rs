@@ -1,0 +1,276 @@
+//! Trust boundaries, attacked across the real boundary: a registered but
+//! hostile member (the `adversary` example, a process of its own with its
+//! own identity) against miner and validator processes over QUIC. Each test
+//! fails on a node without the defence it names (docs/THREATS.md).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_testkit::bench::rss_kib;
+use cairn_testkit::bytes;
+use cairn_testkit::net::*;
+
+fn pin(net: &CliDevnet, name: &str, len: usize, seed: u64) -> (String, std::path::PathBuf) {
+    let data = net.dir.path().join(name);
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("part.bin"), bytes(len, seed)).unwrap();
+    let o = net.cli(&[
+        "pin",
+        data.to_str().unwrap(),
+        "--segment-size",
+        "1MiB",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    (v["cid"].as_str().unwrap().to_string(), data)
+}
+
+/// A member that does not own a dataset cannot replace its manifest copy,
+/// delete it, or publish a placement of it (naming itself or the owner, at
+/// version u64::MAX): the owner's placement survives on every holder and
+/// `get` returns every byte.
+#[test]
+fn a_member_cannot_take_over_another_members_dataset() {
+    let net = CliDevnet::up(6);
+    let (cid, data) = pin(&net, "data", 5 << 20, 3);
+    let evil = net.identity("mallory", "client");
+    let owner = net.node_id("gateway").to_string();
+    let miners: Vec<_> = (0..6).map(|i| net.member(&format!("miner-{i}"))).collect();
+    let mut holders = Vec::new();
+    for m in &miners {
+        if let Ok(r) = adversary(&evil, m, &["placement", &cid])
+            && count(&r, "ok") == 1
+        {
+            assert_eq!(r["owner"], owner.as_str(), "{r}");
+            holders.push((m, r["version"].as_u64().unwrap()));
+        }
+    }
+    assert!(
+        holders.len() >= 3,
+        "m + 1 = 3 copies of the placement: {holders:?}"
+    );
+    for (m, _) in &holders {
+        for attack in [
+            vec!["put-manifest", cid.as_str()],
+            vec![
+                "put-placement",
+                cid.as_str(),
+                "18446744073709551615",
+                "self",
+            ],
+            vec![
+                "put-placement",
+                cid.as_str(),
+                "18446744073709551615",
+                "owner",
+            ],
+            vec!["delete-manifest", cid.as_str()],
+        ] {
+            let r = adversary(&evil, m, &attack).unwrap();
+            assert_eq!(
+                count(&r, "forbidden"),
+                1,
+                "{attack:?} on {}: {r}",
+                m.node_id
+            );
+        }
+    }
+    for (m, version) in &holders {
+        let r = adversary(&evil, m, &["placement", &cid]).unwrap();
+        assert_eq!(
+            count(&r, "ok"),
+            1,
+            "the placement is gone from {}: {r}",
+            m.node_id
+        );
+        assert_eq!(r["version"].as_u64(), Some(*version), "{r}");
+        assert_eq!(r["signer"], owner.as_str(), "{r}");
+    }
+    let out = net.dir.path().join("out");
+    let o = net.cli(&["get", &cid, "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(out.join("part.bin")).unwrap(),
+        std::fs::read(data.join("part.bin")).unwrap()
+    );
+}
+
+/// A manifest whose parameters would make a reader allocate 64 GiB is
+/// refused by the miner it is sent to, with a clear error, and a reader
+/// asking for it gets an error, not an allocation.
+#[test]
+fn a_hostile_manifest_is_refused_before_anything_is_allocated() {
+    let net = CliDevnet::up(4);
+    let evil = net.identity("mallory", "client");
+    let miner = net.member("miner-0");
+    let r = adversary(&evil, &miner, &["hostile-manifest"]).unwrap();
+    assert_eq!(count(&r, "bad-request"), 1, "{r}");
+    let cid = r["cid"].as_str().unwrap();
+    let out = net.dir.path().join("out");
+    let o = net.cli(&["get", cid, "-o", out.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("unknown CID"), "{}", stderr(&o));
+    let (_, peak_kib) = rss_kib(net.pid("gateway"));
+    assert!(peak_kib < 200 << 10, "gateway peak RSS {peak_kib} KiB");
+    let (_, peak_kib) = rss_kib(net.pid("miner-0"));
+    assert!(peak_kib < 200 << 10, "miner peak RSS {peak_kib} KiB");
+}
+
+/// Only a dataset's owner may ask a validator to audit it or to stop; a
+/// flood of audit requests is bounded per peer; `cairn unpin` reaches the
+/// validator, which stops auditing at once, so no holder is penalised for
+/// shards its owner deleted.
+#[test]
+fn audits_and_releases_come_from_owners_and_unpin_penalises_no_holder() {
+    let env = [
+        ("CAIRN_VALIDATOR_SAMPLES", "8"),
+        ("CAIRN_VALIDATOR_CHALLENGES_PER_SEC", "40"),
+        ("CAIRN_VALIDATOR_PER_MINER_PER_SEC", "8"),
+        ("CAIRN_VALIDATOR_DEADLINE_SECS", "3"),
+        ("CAIRN_VALIDATOR_REPAIR", "false"),
+    ];
+    let net = CliDevnet::with(6, 1, &env);
+    let (a, _) = pin(&net, "a", 3 << 20, 11);
+    let (b, _) = pin(&net, "b", 3 << 20, 12);
+    net.wait_report("both datasets audited", Duration::from_secs(120), |r| {
+        r.datasets == 2 && r.challenges >= 30
+    });
+    let evil = net.identity("mallory", "client");
+    let validator = net.member("validator-0");
+    for attack in [vec!["audit", b.as_str(), "1"], vec!["release", b.as_str()]] {
+        let r = adversary(&evil, &validator, &attack).unwrap();
+        assert_eq!(count(&r, "forbidden"), 1, "{attack:?}: {r}");
+    }
+    assert_eq!(
+        net.report().datasets,
+        2,
+        "a non-owner's release took effect"
+    );
+    let unknown = format!("cairn1{}", "a".repeat(52));
+    let r = adversary(&evil, &validator, &["audit", &unknown, "60"]).unwrap();
+    assert!(count(&r, "ok") <= 21, "{r}");
+    assert!(count(&r, "busy") >= 39, "{r}");
+
+    let o = net.cli(&["unpin", &a]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("1 validators stopped auditing"),
+        "{}",
+        stderr(&o)
+    );
+    let r = net.report();
+    assert_eq!(r.datasets, 1, "{r:#?}");
+    let after = r.challenges;
+    let r = net.wait_report("80 more challenges", Duration::from_secs(120), |r| {
+        r.challenges >= after + 80
+    });
+    for m in &r.miners {
+        assert_eq!(
+            (m.failures, m.timeouts),
+            (0, 0),
+            "a holder was penalised after the owner unpinned: {m:?}"
+        );
+    }
+}
+
+/// One member stalls 64 placements that announce 32 MiB each and trickles
+/// 8 shard puts a byte a second: the miner's memory stays small, stalled
+/// bodies are refused within the idle timeout and trickling ones when they
+/// fall below the minimum rate, freeing their slots, and another member's
+/// puts go through all along.
+#[test]
+fn stalled_and_trickling_bodies_neither_exhaust_memory_nor_starve_others() {
+    let net = TestNet::new();
+    let miner = net.init("miner", "miner", &[]);
+    let d = Daemon::start(&miner, &[]);
+    let evil = net.init("mallory", "client", &[]);
+    let honest = net.init("honest", "client", &[]);
+    let member = futures_lite_block(d.member());
+    let attack = |args: &[&str]| {
+        let addr = member.addrs[0].to_string();
+        Command::new(adversary_bin())
+            .args(["--data-dir", evil.path.to_str().unwrap()])
+            .args(["--peer", &member.node_id.to_string(), "--addr", &addr])
+            .args(args)
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut stall = attack(&["stall-placements", "64", &(32u64 << 20).to_string(), "45"]);
+    let mut trickle = attack(&["trickle-puts", "8", "60"]);
+    // Honest puts while the attack lasts, every one of them through.
+    let file = net.dir.path().join("honest.bin");
+    let mut puts = 0;
+    let started = Instant::now();
+    while stall.try_wait().unwrap().is_none() || trickle.try_wait().unwrap().is_none() {
+        std::fs::write(&file, bytes(300_000, puts)).unwrap();
+        let o = cairn(&[
+            "shard",
+            "put",
+            file.to_str().unwrap(),
+            "--peer",
+            &member.node_id.to_string(),
+            "--data-dir",
+            honest.path.to_str().unwrap(),
+        ]);
+        assert!(
+            o.status.success(),
+            "an honest put failed {:?} into the attack: {}",
+            started.elapsed(),
+            text(&o)
+        );
+        puts += 1;
+    }
+    let report = |c: std::process::Child| {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let stall = report(stall);
+    let trickle = report(trickle);
+    println!("honest puts during the attack: {puts}\nstall: {stall}\ntrickle: {trickle}");
+    assert!(puts >= 5, "the attack ended before it could be tested");
+    // Every hostile request ended: refused as too slow once it held a slot
+    // of the attacker's share, or as busy while it waited for one.
+    for r in [&stall, &trickle] {
+        assert_eq!(
+            count(r, "held"),
+            0,
+            "a hostile body still holds its stream: {r}"
+        );
+        assert_eq!(count(r, "ok"), 0, "{r}");
+    }
+    assert!(
+        count(&stall, "malformed-frame") + count(&trickle, "malformed-frame") >= 4,
+        "the attacker's share of slots was never taken back: {stall} {trickle}"
+    );
+    // Alone, stalled bodies free their slots within the idle timeout: the
+    // attacker's share (4 puts) takes them two waves of 10 s.
+    let o = attack(&["stall-placements", "8", &(32u64 << 20).to_string(), "40"])
+        .wait_with_output()
+        .unwrap();
+    let alone: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(count(&alone, "malformed-frame"), 8, "{alone}");
+    let slowest = alone["slowest_refusal_secs"].as_f64().unwrap();
+    assert!(
+        slowest < 25.0,
+        "stalled bodies held their slots for {slowest} s: {alone}"
+    );
+    let (_, peak_kib) = rss_kib(d.child.id());
+    assert!(
+        peak_kib < 100 << 10,
+        "miner peak RSS {peak_kib} KiB under attack"
+    );
+}
+
+/// The daemon's member record, read on a runtime of its own.
+fn futures_lite_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
