@@ -4,11 +4,12 @@
 //! 16 KiB *chunk groups* (16 BLAKE3 chunks). [`OutboardBuilder`] computes the
 //! shard id and the *outboard* (every parent node of that tree, 64 bytes per
 //! parent, 1/256 of the shard) in one streaming pass. A [`Challenge`] names a
-//! shard, a fresh nonce and a sample count; the sampled groups follow from
-//! BLAKE3 over the nonce and the id, so the prover cannot choose them.
-//! [`prove`] answers with the sampled groups' bytes plus the tree nodes that
-//! link them to the id, reading only those groups and nodes; [`verify`]
-//! checks the answer with nothing but the id, the length and the challenge.
+//! shard, a fresh nonce and a sample count; the sampled 1 KiB chunks follow
+//! from BLAKE3 over the nonce and the id, so the prover cannot choose them.
+//! [`prove`] answers with the sampled chunks' bytes plus the tree nodes that
+//! link them to the id, reading only those chunks' groups and the nodes
+//! above; [`verify`] checks the answer with nothing but the id, the length
+//! and the challenge (proof format version 2: see the `proof` module).
 //! [`ShardVerifier`] checks a shard group by group as it streams in.
 //!
 //! Nothing here opens a file, a socket or reads a clock: storage is reached
@@ -27,7 +28,10 @@ mod tree;
 pub use challenge::{Challenge, MAX_PROOF_LEN, MAX_SAMPLES};
 pub use outboard::{OutboardBuilder, ShardVerifier, shard_id_and_outboard};
 pub use proof::{PROOF_VERSION, prove, verify};
-pub use tree::{GROUP_LEN, MAX_SHARD_LEN, group_count, group_range, outboard_len};
+pub use tree::{
+    CHUNK_LEN, GROUP_LEN, MAX_SHARD_LEN, chunk_count, chunk_range, group_count, group_range,
+    outboard_len,
+};
 
 use std::fmt;
 use std::str::FromStr;

@@ -11,8 +11,12 @@ use blake3::hazmat::{
     ChainingValue, HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root,
 };
 
-/// Bytes per chunk group, the leaf of the proof tree: 16 BLAKE3 chunks.
-pub const GROUP_LEN: usize = 16 * 1024;
+/// Bytes per BLAKE3 chunk: the piece a challenge samples.
+pub const CHUNK_LEN: usize = 1024;
+/// Chunks per chunk group.
+pub(crate) const GROUP_CHUNKS: u64 = 16;
+/// Bytes per chunk group, the leaf of the outboard's tree: 16 BLAKE3 chunks.
+pub const GROUP_LEN: usize = GROUP_CHUNKS as usize * CHUNK_LEN;
 /// Largest shard this crate handles (1 TiB): keeps all offsets far from overflow.
 pub const MAX_SHARD_LEN: u64 = 1 << 40;
 /// Bytes per outboard entry: the left and right child chaining values.
@@ -30,15 +34,29 @@ pub fn group_range(len: u64, index: u64) -> std::ops::Range<u64> {
     start..end
 }
 
+/// Number of BLAKE3 chunks of a shard of `len` bytes (an empty shard has one, empty, chunk).
+pub fn chunk_count(len: u64) -> u64 {
+    len.div_ceil(CHUNK_LEN as u64).max(1)
+}
+
+/// Byte range of chunk `index` in a shard of `len` bytes.
+pub fn chunk_range(len: u64, index: u64) -> std::ops::Range<u64> {
+    let start = index.saturating_mul(CHUNK_LEN as u64).min(len);
+    let end = start.saturating_add(CHUNK_LEN as u64).min(len);
+    start..end
+}
+
 /// Size of the outboard of a shard of `len` bytes: 64 bytes per parent node.
 pub fn outboard_len(len: u64) -> u64 {
     (group_count(len) - 1) * PARENT_LEN as u64
 }
 
-/// Groups in the left child of a subtree of `groups` (> 1) groups.
-pub(crate) fn left_groups(groups: u64) -> u64 {
-    debug_assert!(groups > 1);
-    1 << (63 - (groups - 1).leading_zeros())
+/// Leaves in the left child of a subtree of `leaves` (> 1) leaves: the
+/// largest power of two below it. The same rule holds for chunks and for
+/// groups.
+pub(crate) fn left_groups(leaves: u64) -> u64 {
+    debug_assert!(leaves > 1);
+    1 << (63 - (leaves - 1).leading_zeros())
 }
 
 /// Pre-order position of the parent covering `[start, start + size)` in a tree of `n` groups.
@@ -60,8 +78,15 @@ pub(crate) fn parent_position(n: u64, start: u64, size: u64) -> u64 {
 
 /// Chaining value of group `index` (never the root: only for trees of 2+ groups).
 pub(crate) fn group_cv(index: u64, bytes: &[u8]) -> ChainingValue {
+    subtree_cv(index * GROUP_CHUNKS, bytes)
+}
+
+/// Chaining value of the subtree of chunks starting at chunk `first`,
+/// whose bytes are `bytes` (a whole subtree: a power of two chunks, or the
+/// shard's last, shorter, subtree). Never the root.
+pub(crate) fn subtree_cv(first: u64, bytes: &[u8]) -> ChainingValue {
     let mut h = blake3::Hasher::new();
-    h.set_input_offset(index * GROUP_LEN as u64);
+    h.set_input_offset(first * CHUNK_LEN as u64);
     h.update(bytes);
     h.finalize_non_root()
 }

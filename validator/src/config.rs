@@ -10,8 +10,13 @@ pub struct ValidatorConfig {
     /// Samples per challenge (c): a miner missing 10% of a shard fails one
     /// 44-sample challenge with probability 0.99.
     pub samples: u16,
-    /// Seconds a miner has to answer.
+    /// The longest a miner may take to answer, and its deadline until its
+    /// link is measured; after that the deadline follows the link (see
+    /// `deadline.rs`), usually well under a second.
     pub deadline_secs: u64,
+    /// Seconds before an unanswered challenge is asked again (then 4x and
+    /// 16x that), before the silence is scored.
+    pub reask_secs: f64,
     /// Challenges per second, over all miners.
     pub challenges_per_sec: f64,
     /// Challenges per second to any one miner.
@@ -33,6 +38,7 @@ impl Default for ValidatorConfig {
         ValidatorConfig {
             samples: 44,
             deadline_secs: 10,
+            reask_secs: 60.0,
             challenges_per_sec: 4.0,
             per_miner_per_sec: 0.5,
             max_in_flight: 8,
@@ -60,6 +66,12 @@ impl ValidatorConfig {
                 "[validator] samples = {}: must be between 1 and {}",
                 c.samples,
                 cairn_proof::MAX_SAMPLES
+            )));
+        }
+        if !(c.reask_secs >= 0.0 && c.reask_secs.is_finite()) {
+            return Err(Error::Config(format!(
+                "[validator] reask_secs = {}: must be zero or more seconds",
+                c.reask_secs
             )));
         }
         for (name, v) in [

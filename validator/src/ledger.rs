@@ -10,7 +10,7 @@
 //! the thin shell that sends the challenges, fetches the shards and sets the
 //! weights.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use cairn_api::{MinerReport, ValidatorReport};
 use cairn_node::NodeId;
@@ -19,7 +19,8 @@ use cairn_proof::ShardId;
 use cairn_proto::{Cid, Manifest, Placement, Role};
 use rand::{Rng, RngExt};
 
-use crate::score::{Outcome, Reputation, weights};
+use crate::deadline::LinkEstimate;
+use crate::score::{Outcome, REASKS, Reputation, weights};
 
 /// Power of several choices: a challenge picks among this many random
 /// shards of a miner the one with the most bytes unchecked for the longest.
@@ -64,6 +65,22 @@ struct MinerState {
     last_latency_ms: Option<f64>,
     /// Everything it holds is queued for repair already (silent past grace).
     repair_queued: bool,
+    /// An unanswered challenge being asked again (see [`crate::score`]).
+    contained: Option<Contained>,
+    /// Its link, as learned from passed challenges.
+    link: LinkEstimate,
+    /// Length of its last passed proof.
+    last_proof_len: Option<usize>,
+}
+
+/// A challenge that went unanswered, to be asked again.
+#[derive(Debug, Clone)]
+struct Contained {
+    assignment: Assignment,
+    /// Attempts so far (the first ask included).
+    attempts: u8,
+    /// When to ask again (ms).
+    retry_at: u64,
 }
 
 /// What the ledger needs from the configuration.
@@ -73,6 +90,40 @@ pub struct LedgerConfig {
     pub per_miner_per_sec: f64,
     /// Seconds a miner may stay silent before its shards are rebuilt elsewhere.
     pub grace_secs: u64,
+    /// The first re-ask of an unanswered challenge comes this long after it
+    /// (then 4x, 16x).
+    pub reask_secs: f64,
+    /// The longest deadline, and the deadline of a miner not yet measured (ms).
+    pub deadline_cap_ms: u64,
+    /// Samples per challenge.
+    pub samples: u16,
+}
+
+/// A challenge to send: to whom, on which shard, and which attempt it is
+/// (1: a fresh challenge; 2 and up: re-asks of an unanswered one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    pub node: NodeId,
+    pub assignment: Assignment,
+    pub attempt: u8,
+}
+
+/// What one attempt at a challenge gave.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Answer {
+    /// The proof verified; how the link behaved.
+    Pass {
+        rtt_ms: Option<f64>,
+        proof_len: usize,
+        /// From the proof's first byte to its last.
+        transfer_ms: f64,
+        /// From sending the challenge to the last byte.
+        latency_ms: f64,
+    },
+    WrongProof,
+    Missing,
+    /// Deadline passed, stream or connection dropped, or no connection.
+    NoAnswer,
 }
 
 /// The validator's whole state.
@@ -90,6 +141,9 @@ pub struct Ledger {
     challenges: u64,
     last_weights: Vec<WeightEntry>,
     cursor: usize,
+    /// Hotkeys with a disqualified node: a new node under one starts
+    /// disqualified.
+    disqualified_hotkeys: HashSet<String>,
 }
 
 impl Ledger {
@@ -106,12 +160,16 @@ impl Ledger {
             challenges: 0,
             last_weights: Vec::new(),
             cursor: 0,
+            disqualified_hotkeys: HashSet::new(),
         }
     }
 
     /// Takes back reputations kept from an earlier run.
     pub fn restore(&mut self, reputations: impl IntoIterator<Item = (NodeId, Reputation)>) {
         for (node, rep) in reputations {
+            if rep.disqualified && !rep.hotkey.is_empty() {
+                self.disqualified_hotkeys.insert(rep.hotkey.clone());
+            }
             self.miners.entry(node).or_default().reputation = rep;
         }
     }
@@ -124,9 +182,44 @@ impl Ledger {
             .collect()
     }
 
-    /// The registry's members as last read.
+    /// The registry's members as last read. A miner seen under a new hotkey
+    /// starts vetting again; one under a disqualified hotkey is disqualified.
     pub fn set_members(&mut self, members: impl IntoIterator<Item = Member>) {
         self.members = members.into_iter().map(|m| (m.node_id, m)).collect();
+        for m in self.members.values().filter(|m| m.role == Role::Miner) {
+            let state = self.miners.entry(m.node_id).or_default();
+            state.reputation.under_hotkey(&m.hotkey);
+            if self.disqualified_hotkeys.contains(&m.hotkey) {
+                state.reputation.disqualified = true;
+            }
+        }
+    }
+
+    /// Whether `node` passed its vetting, as of `now_secs`.
+    pub fn is_vetted(&self, node: &NodeId, now_secs: u64) -> bool {
+        self.miners
+            .get(node)
+            .is_some_and(|m| m.reputation.vetted(now_secs))
+    }
+
+    /// The registered miners that passed their vetting.
+    pub fn vetted(&self, now_secs: u64) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self
+            .members
+            .values()
+            .filter(|m| m.role == Role::Miner && self.is_vetted(&m.node_id, now_secs))
+            .map(|m| m.node_id)
+            .collect();
+        v.sort_by_key(|n| *n.as_bytes());
+        v
+    }
+
+    /// How long `node` has for a challenge whose proof is `proof_len` bytes.
+    pub fn deadline_ms(&self, node: &NodeId, proof_len: usize) -> u64 {
+        let cap = self.config.deadline_cap_ms;
+        self.miners.get(node).map_or(cap, |m| {
+            m.link.deadline_ms(proof_len, self.config.samples, cap)
+        })
     }
 
     pub fn member(&self, node: &NodeId) -> Option<&Member> {
@@ -203,6 +296,12 @@ impl Ledger {
 
     fn remove_assignments(&mut self, cid: &Cid) {
         for m in self.miners.values_mut() {
+            if m.contained
+                .as_ref()
+                .is_some_and(|c| c.assignment.cid == *cid)
+            {
+                m.contained = None;
+            }
             let before = m.assignments.len();
             let mut gone = Vec::new();
             m.assignments.retain(|a| {
@@ -247,19 +346,40 @@ impl Ledger {
             .unwrap_or_default()
     }
 
-    /// The next (miner, shard) to challenge: miners in turn, each within its
-    /// per-miner budget; among a few random shards of the miner, the one
-    /// with the most bytes unchecked for the longest.
-    pub fn next_challenge(
-        &mut self,
-        now_ms: u64,
-        rng: &mut impl Rng,
-    ) -> Option<(NodeId, Assignment)> {
+    /// The next challenge to send. A contained miner whose re-ask is due
+    /// comes first, with the same shard; otherwise miners in turn, each
+    /// within its per-miner budget (gaps drawn at random, so a miner cannot
+    /// tell when the next challenge comes), and among a few random shards of
+    /// the miner the one with the most bytes unchecked for the longest. A
+    /// contained miner is asked nothing else.
+    pub fn next_challenge(&mut self, now_ms: u64, rng: &mut impl Rng) -> Option<Due> {
+        let mut reask: Vec<(u64, NodeId)> = self
+            .miners
+            .iter()
+            .filter_map(|(n, m)| {
+                let c = m.contained.as_ref()?;
+                (c.retry_at <= now_ms).then_some((c.retry_at, *n))
+            })
+            .collect();
+        reask.sort_by_key(|(t, n)| (*t, *n.as_bytes()));
+        if let Some((_, node)) = reask.first() {
+            let m = self.miners.get_mut(node)?;
+            let c = m.contained.as_mut()?;
+            // Not due again until this attempt is recorded.
+            c.retry_at = u64::MAX;
+            return Some(Due {
+                node: *node,
+                assignment: c.assignment.clone(),
+                attempt: c.attempts + 1,
+            });
+        }
         let mut ready: Vec<NodeId> = self
             .miners
             .iter()
             .filter(|(_, m)| {
-                !m.assignments.is_empty() && m.next_allowed.is_none_or(|t| t <= now_ms)
+                !m.assignments.is_empty()
+                    && m.contained.is_none()
+                    && m.next_allowed.is_none_or(|t| t <= now_ms)
             })
             .map(|(n, _)| *n)
             .collect();
@@ -269,7 +389,10 @@ impl Ledger {
         ready.sort_by_key(|n| *n.as_bytes());
         self.cursor = self.cursor.wrapping_add(1);
         let node = ready[self.cursor % ready.len()];
-        let gap_ms = (1000.0 / self.config.per_miner_per_sec.max(1e-6)) as u64;
+        // Exponential gaps with the configured mean, at most 5x it.
+        let mean_ms = 1000.0 / self.config.per_miner_per_sec.max(1e-6);
+        let u: f64 = rng.random_range(f64::EPSILON..1.0);
+        let gap_ms = (-u.ln() * mean_ms).min(5.0 * mean_ms) as u64;
         let m = self.miners.get_mut(&node)?;
         m.next_allowed = Some(now_ms.saturating_add(gap_ms));
         let mut best: Option<(f64, usize)> = None;
@@ -287,56 +410,97 @@ impl Ledger {
         }
         let (_, i) = best?;
         m.assignments[i].last_checked = Some(now_ms);
-        Some((node, m.assignments[i].clone()))
+        Some(Due {
+            node,
+            assignment: m.assignments[i].clone(),
+            attempt: 1,
+        })
     }
 
-    /// Records how a challenge ended; queues repairs: the one shard after a
-    /// wrong proof or a missing answer, everything the miner holds once it
-    /// has been silent for `grace_secs`.
-    pub fn record(
-        &mut self,
-        node: NodeId,
-        a: &Assignment,
-        outcome: Outcome,
-        why: &str,
-        latency_ms: f64,
-        now_ms: u64,
-    ) {
-        self.challenges += 1;
+    /// Records one attempt. An answer is scored (and ends containment); a
+    /// missing answer contains the miner and schedules a re-ask, until the
+    /// re-asks run out and the silence is scored as a failure. Queues
+    /// repairs: the one shard after a failure, everything the miner holds
+    /// once it has been silent for `grace_secs`.
+    pub fn record(&mut self, due: &Due, answer: Answer, why: &str, now_ms: u64) {
         let now = now_ms / 1000;
         let grace = self.config.grace_secs;
+        let reask_ms = (self.config.reask_secs.max(0.0) * 1e3) as u64;
+        let node = due.node;
+        let a = &due.assignment;
         let m = self.miners.entry(node).or_default();
-        m.reputation.record(outcome, why, now);
-        m.last_latency_ms = Some(latency_ms);
-        let mut queue: Vec<RepairJob> = Vec::new();
         let job = |x: &Assignment| RepairJob {
             cid: x.cid,
             segment: x.segment,
             index: x.index,
             holder: node,
         };
-        match outcome {
-            Outcome::Pass => {
+        let mut queue: Vec<RepairJob> = Vec::new();
+        let scored = match answer {
+            Answer::Pass {
+                rtt_ms,
+                proof_len,
+                transfer_ms,
+                latency_ms,
+            } => {
+                m.link.observe(rtt_ms, proof_len, transfer_ms);
+                m.last_proof_len = Some(proof_len);
+                m.last_latency_ms = Some(latency_ms);
                 m.verified.insert(a.id, a.len);
+                Some(Outcome::Pass)
             }
-            Outcome::WrongProof | Outcome::Missing => {
+            Answer::WrongProof | Answer::Missing => {
                 m.verified.remove(&a.id);
                 queue.push(job(a));
+                Some(if answer == Answer::Missing {
+                    Outcome::Missing
+                } else {
+                    Outcome::WrongProof
+                })
             }
-            Outcome::Timeout | Outcome::Unreachable => {
-                m.verified.remove(&a.id);
-                // Gone past the grace period: everything it held is rebuilt elsewhere.
-                if m.reputation.silent_for(now) >= grace && !m.repair_queued {
-                    m.repair_queued = true;
-                    queue.extend(m.assignments.iter().map(job));
+            Answer::NoAnswer => {
+                m.reputation.silence(now);
+                let attempts = due.attempt;
+                if attempts > REASKS {
+                    m.verified.remove(&a.id);
+                    queue.push(job(a));
+                    Some(Outcome::Silent)
+                } else {
+                    // 1, 4, 16 re-ask periods after the attempt
+                    let wait = reask_ms.saturating_mul(1 << (2 * u32::from(attempts - 1)));
+                    m.contained = Some(Contained {
+                        assignment: a.clone(),
+                        attempts,
+                        retry_at: now_ms.saturating_add(wait),
+                    });
+                    None
                 }
             }
+        };
+        if let Some(outcome) = scored {
+            self.challenges += 1;
+            m.contained = None;
+            m.reputation.record(outcome, why, now);
+            if m.reputation.disqualified && !m.reputation.hotkey.is_empty() {
+                self.disqualified_hotkeys
+                    .insert(m.reputation.hotkey.clone());
+            }
+        }
+        // Gone past the grace period: everything it held is rebuilt elsewhere.
+        if answer == Answer::NoAnswer && m.reputation.silent_for(now) >= grace && !m.repair_queued {
+            m.repair_queued = true;
+            queue.extend(m.assignments.iter().map(job));
         }
         for r in queue {
             if !self.repairs.contains(&r) {
                 self.repairs.push_back(r);
             }
         }
+    }
+
+    /// Whether `node` is contained (an unanswered challenge pending).
+    pub fn is_contained(&self, node: &NodeId) -> bool {
+        self.miners.get(node).is_some_and(|m| m.contained.is_some())
     }
 
     /// Repair jobs waiting.
@@ -439,6 +603,12 @@ impl Ledger {
                     .unwrap_or(0),
                 last_latency_ms: m.last_latency_ms,
                 last_failures: m.reputation.last_failures.clone(),
+                deadline_ms: m.link.deadline_ms(
+                    m.last_proof_len.unwrap_or(64 << 10),
+                    self.config.samples,
+                    self.config.deadline_cap_ms,
+                ),
+                contained: m.contained.is_some(),
             })
             .collect();
         miners.sort_by(|a, b| a.node_id.cmp(&b.node_id));
@@ -513,6 +683,9 @@ mod tests {
         let mut l = Ledger::new(LedgerConfig {
             per_miner_per_sec: 1.0,
             grace_secs,
+            reask_secs: 60.0,
+            deadline_cap_ms: 10_000,
+            samples: 44,
         });
         l.set_members((0..3).map(member));
         let (cid, m, p) = dataset(4, 3);
@@ -521,65 +694,168 @@ mod tests {
         l
     }
 
+    fn due(node: NodeId, a: &Assignment, attempt: u8) -> Due {
+        Due {
+            node,
+            assignment: a.clone(),
+            attempt,
+        }
+    }
+
+    fn pass() -> Answer {
+        Answer::Pass {
+            rtt_ms: Some(1.0),
+            proof_len: 60_000,
+            transfer_ms: 1.0,
+            latency_ms: 5.0,
+        }
+    }
+
+    /// Plays a miner that never answers: takes every due challenge of `n`
+    /// up to `until_ms`, in steps of one second; returns the attempts.
+    fn silent_until(l: &mut Ledger, n: NodeId, from_ms: u64, until_ms: u64) -> Vec<Due> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let mut asked = Vec::new();
+        let mut t = from_ms;
+        while t <= until_ms {
+            while let Some(d) = l.next_challenge(t, &mut rng) {
+                if d.node == n {
+                    l.record(&d, Answer::NoAnswer, "no answer", t);
+                    asked.push(d);
+                } else {
+                    l.record(&d, pass(), "", t);
+                }
+            }
+            t += 1000;
+        }
+        asked
+    }
+
+    #[test]
+    fn a_silent_miner_is_asked_the_same_shard_three_more_times_then_fails_once() {
+        let mut l = ledger(100_000);
+        let before = l.report();
+        // the first ask and three re-asks, all on one shard, at 1, 4 and 16
+        // minutes after each other: 21 minutes in all
+        let asked = silent_until(&mut l, node(0), T0, T0 + 1259 * 1000);
+        assert_eq!(asked.len(), 3, "{asked:#?}");
+        let mut asked = asked;
+        asked.extend(silent_until(
+            &mut l,
+            node(0),
+            T0 + 1260 * 1000,
+            T0 + 1260 * 1000,
+        ));
+        assert_eq!(asked.len(), 5, "then a fresh challenge: {asked:#?}");
+        assert_eq!(asked.pop().unwrap().attempt, 1);
+        assert!(asked.iter().all(|d| d.assignment == asked[0].assignment));
+        assert_eq!(
+            asked.iter().map(|d| d.attempt).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        let r = l.report();
+        let m = |r: &ValidatorReport| {
+            r.miners
+                .iter()
+                .find(|m| m.node_id == node(0).to_string())
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(m(&before).audits, 0);
+        // scored exactly once, as a failure, and that shard queued for repair
+        assert_eq!((m(&r).audits, m(&r).timeouts), (1, 1));
+        assert_eq!(l.repairs_pending(), 1);
+    }
+
+    #[test]
+    fn nothing_is_scored_while_contained_and_an_answer_ends_it() {
+        let mut l = ledger(100_000);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let first = loop {
+            let d = l.next_challenge(T0, &mut rng).unwrap();
+            if d.node == node(1) {
+                break d;
+            }
+            l.record(&d, pass(), "", T0);
+        };
+        l.record(&first, Answer::NoAnswer, "deadline", T0);
+        assert!(l.is_contained(&node(1)));
+        // nothing more is asked of it until the re-ask is due
+        for t in (T0..T0 + 59_000).step_by(1000) {
+            while let Some(d) = l.next_challenge(t, &mut rng) {
+                assert_ne!(
+                    d.node,
+                    node(1),
+                    "a contained miner was asked something else"
+                );
+                l.record(&d, pass(), "", t);
+            }
+        }
+        let re = loop {
+            let d = l.next_challenge(T0 + 60_000, &mut rng).unwrap();
+            if d.node == node(1) {
+                break d;
+            }
+            l.record(&d, pass(), "", T0 + 60_000);
+        };
+        assert_eq!(
+            (re.assignment.clone(), re.attempt),
+            (first.assignment.clone(), 2)
+        );
+        l.record(&re, pass(), "", T0 + 60_000);
+        assert!(!l.is_contained(&node(1)));
+        let r = l.report();
+        let m = r
+            .miners
+            .iter()
+            .find(|m| m.node_id == node(1).to_string())
+            .unwrap();
+        assert_eq!(
+            (m.audits, m.failures, m.timeouts),
+            (1, 0, 0),
+            "a router reboot costs nothing"
+        );
+    }
+
     #[test]
     fn a_silent_miner_is_queued_for_repair_exactly_at_grace() {
         let grace = 600;
         let mut l = ledger(grace);
-        let a = l.assignments(&node(0))[0].clone();
         let held = l.assignments(&node(0)).len();
-        // Silent from T0; every challenge until grace - 1 s queues nothing.
-        for s in [0, 1, grace / 2, grace - 1] {
-            l.record(
-                node(0),
-                &a,
-                Outcome::Timeout,
-                "no answer",
-                10_000.0,
-                T0 + s * 1000,
-            );
-            assert_eq!(l.repairs_pending(), 0, "queued after {s} s of silence");
-        }
-        l.record(
+        // Silent from T0: nothing but its contained shard queued before grace.
+        silent_until(&mut l, node(0), T0, T0 + (grace - 1) * 1000);
+        let before_grace = l.repairs_pending();
+        assert!(before_grace <= 1, "{before_grace}");
+        silent_until(
+            &mut l,
             node(0),
-            &a,
-            Outcome::Unreachable,
-            "gone",
-            0.0,
             T0 + grace * 1000,
+            T0 + (grace + 960) * 1000,
         );
-        assert_eq!(l.repairs_pending(), held, "every shard it holds, at grace");
+        assert!(
+            l.repairs_pending() >= held,
+            "every shard it holds, once silent past grace"
+        );
         let queued: Vec<RepairJob> = std::iter::from_fn(|| l.take_repair_batch())
             .flatten()
             .collect();
         assert!(queued.iter().all(|j| j.holder == node(0)));
         // Further silence does not queue them again.
-        l.record(
+        silent_until(
+            &mut l,
             node(0),
-            &a,
-            Outcome::Timeout,
-            "no answer",
-            0.0,
-            T0 + 2 * grace * 1000,
+            T0 + (grace + 961) * 1000,
+            T0 + 3 * grace * 1000,
         );
-        assert_eq!(l.repairs_pending(), 0);
-    }
-
-    #[test]
-    fn an_answer_resets_the_silence() {
-        let mut l = ledger(100);
-        let a = l.assignments(&node(1))[0].clone();
-        l.record(node(1), &a, Outcome::Timeout, "", 0.0, T0);
-        l.record(node(1), &a, Outcome::Pass, "", 5.0, T0 + 99_000);
-        l.record(node(1), &a, Outcome::Timeout, "", 0.0, T0 + 150_000);
-        assert_eq!(l.repairs_pending(), 0, "silent for 50 s only");
+        assert!(l.repairs_pending() <= 1);
     }
 
     #[test]
     fn a_wrong_proof_queues_that_one_shard() {
         let mut l = ledger(3600);
         let a = l.assignments(&node(2))[1].clone();
-        l.record(node(2), &a, Outcome::WrongProof, "bad", 3.0, T0);
-        l.record(node(2), &a, Outcome::Missing, "gone", 3.0, T0 + 1000);
+        l.record(&due(node(2), &a, 1), Answer::WrongProof, "bad", T0);
+        l.record(&due(node(2), &a, 1), Answer::Missing, "gone", T0 + 1000);
         let batch = l.take_repair_batch().expect("queued");
         assert_eq!(
             batch,
@@ -594,26 +870,81 @@ mod tests {
     }
 
     #[test]
+    fn deadlines_follow_the_link_once_measured() {
+        let mut l = ledger(3600);
+        let a = l.assignments(&node(0))[0].clone();
+        assert_eq!(l.deadline_ms(&node(0), 60_000), 10_000);
+        l.record(&due(node(0), &a, 1), pass(), "", T0);
+        let d = l.deadline_ms(&node(0), 60_000);
+        assert!(d < 1_000, "{d}");
+    }
+
+    #[test]
+    fn vetting_needs_passes_over_days_and_a_new_hotkey_starts_over() {
+        let mut l = ledger(1 << 40);
+        let secs = |ms: u64| ms / 1000;
+        let a = l.assignments(&node(0))[0].clone();
+        let mut t = T0;
+        for _ in 0..crate::score::VETTED_PASSES {
+            l.record(&due(node(0), &a, 1), pass(), "", t);
+            t += 60_000;
+        }
+        assert!(
+            !l.is_vetted(&node(0), secs(t)),
+            "passes, but not yet the days"
+        );
+        let later = T0 + crate::score::VETTING_SECS * 1000;
+        assert!(l.is_vetted(&node(0), secs(later)));
+        assert_eq!(l.vetted(secs(later)), vec![node(0)]);
+        // the same node under another hotkey starts again
+        let mut moved = member(0);
+        moved.hotkey = "another".into();
+        l.set_members([moved, member(1), member(2)]);
+        assert!(!l.is_vetted(&node(0), secs(later)));
+    }
+
+    #[test]
+    fn a_disqualified_hotkey_stays_disqualified_under_a_new_node() {
+        let mut l = ledger(3600);
+        let a = l.assignments(&node(2))[0].clone();
+        for k in 0..40 {
+            l.record(&due(node(2), &a, 1), Answer::WrongProof, "bad", T0 + k);
+        }
+        let w = l.weights();
+        assert_eq!(w.iter().find(|e| e.node_id == node(2)).unwrap().weight, 0);
+        // its operator brings a new node under the same hotkey
+        let mut again = member(5);
+        again.hotkey = member(2).hotkey;
+        l.set_members([member(0), member(1), again]);
+        assert!(
+            l.report()
+                .miners
+                .iter()
+                .any(|m| m.node_id == node(5).to_string() && m.disqualified)
+        );
+    }
+
+    #[test]
     fn weights_follow_scores_and_verified_bytes() {
         let mut l = ledger(3600);
         let mut t = T0;
         // Every miner passes every shard once: the same verified bytes.
         for i in 0..3 {
             for a in l.assignments(&node(i)).to_vec() {
-                l.record(node(i), &a, Outcome::Pass, "", 1.0, t);
+                l.record(&due(node(i), &a, 1), pass(), "", t);
                 t += 1;
             }
         }
         let w = l.weights();
         let weight = |i: u8| w.iter().find(|e| e.node_id == node(i)).unwrap().weight;
         assert_eq!(weight(0), weight(1));
-        // Miner 1 times out now and then: lower; miner 2 fails until disqualified: zero.
+        // Miner 1 stays silent once (after re-asks): lower; miner 2 fails until disqualified: zero.
         let a1 = l.assignments(&node(1))[0].clone();
-        l.record(node(1), &a1, Outcome::Timeout, "slow", 0.0, t);
-        l.record(node(1), &a1, Outcome::Pass, "", 1.0, t + 1);
+        l.record(&due(node(1), &a1, 4), Answer::NoAnswer, "silent", t);
+        l.record(&due(node(1), &a1, 1), pass(), "", t + 1);
         let a2 = l.assignments(&node(2))[0].clone();
         for k in 0..40 {
-            l.record(node(2), &a2, Outcome::WrongProof, "bad", 1.0, t + k);
+            l.record(&due(node(2), &a2, 1), Answer::WrongProof, "bad", t + k);
         }
         let w = l.weights();
         let weight = |i: u8| w.iter().find(|e| e.node_id == node(i)).unwrap().weight;
@@ -636,8 +967,8 @@ mod tests {
         let mut l = ledger(3600);
         let (cid, m, _) = dataset(4, 3);
         let a = l.assignments(&node(0))[0].clone();
-        l.record(node(0), &a, Outcome::Pass, "", 1.0, T0);
-        l.record(node(0), &a, Outcome::WrongProof, "bad", 1.0, T0 + 1);
+        l.record(&due(node(0), &a, 1), pass(), "", T0);
+        l.record(&due(node(0), &a, 1), Answer::WrongProof, "bad", T0 + 1);
         assert!(
             l.release(&node(0), &cid).is_err(),
             "a holder is not the owner"
@@ -667,14 +998,26 @@ mod tests {
         let mut l = ledger(3600);
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let mut seen = std::collections::HashSet::new();
-        // Within one second each miner is asked once (1 per second budget).
+        // At one instant each miner is asked once; then gaps are random,
+        // averaging the budget (1 per second), at most 5 s.
         let mut n = 0;
-        while let Some((node, _)) = l.next_challenge(T0, &mut rng) {
-            assert!(seen.insert(node), "{node} asked twice within its budget");
+        while let Some(d) = l.next_challenge(T0, &mut rng) {
+            assert!(
+                seen.insert(d.node),
+                "{} asked twice within its budget",
+                d.node
+            );
             n += 1;
         }
         assert_eq!(n, 3);
-        assert!(l.next_challenge(T0 + 999, &mut rng).is_none());
-        assert!(l.next_challenge(T0 + 1000, &mut rng).is_some());
+        assert!(l.next_challenge(T0, &mut rng).is_none());
+        let mut asked = 0u32;
+        for t in (T0 + 1..=T0 + 600_000).step_by(10) {
+            while l.next_challenge(t, &mut rng).is_some() {
+                asked += 1;
+            }
+        }
+        // three miners for 600 s at one a second each: about 1800
+        assert!((1600..2000).contains(&asked), "{asked}");
     }
 }

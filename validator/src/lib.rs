@@ -5,9 +5,11 @@
 //! a pure state machine (assignments, the next challenge, what an outcome
 //! means, weights) driven on the caller's clock; [`service`] is the thin
 //! async shell that runs on a [`cairn_node::Node`] through its facade. Scores
-//! follow Storj's audit reputation ([`score`]).
+//! follow Storj's audit reputation, with containment and vetting
+//! ([`score`]); deadlines follow each miner's link ([`deadline`]).
 
 pub mod config;
+pub mod deadline;
 pub mod ledger;
 pub mod score;
 pub mod service;

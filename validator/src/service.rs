@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_erasure::{Decoder, Encoder};
-use cairn_node::datasets::{Dataset, LiveMiner, candidates};
+use cairn_node::datasets::{Dataset, LiveMiner};
 use cairn_node::registry::{Registry, WeightEntry};
 use cairn_node::server::AuditRefusal;
 use cairn_node::{EndpointAddr, Node, NodeId, ValidatorService};
@@ -24,8 +24,8 @@ use cairn_proto::wire::ErrorCode;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::config::ValidatorConfig;
-use crate::ledger::{Assignment, Ledger, LedgerConfig, RepairJob};
-use crate::score::{Outcome, Reputation};
+use crate::ledger::{Answer, Due, Ledger, LedgerConfig, RepairJob};
+use crate::score::Reputation;
 use crate::{Error, Result};
 
 /// Audit requests waiting to be taken in; beyond this, peers hear "busy".
@@ -119,6 +119,13 @@ impl ValidatorService for Intake {
     fn report(&self) -> cairn_api::ValidatorReport {
         self.ledger.lock().expect("lock").report()
     }
+
+    fn vetted(&self) -> Vec<NodeId> {
+        self.ledger
+            .lock()
+            .expect("lock")
+            .vetted(cairn_node::unix_secs())
+    }
 }
 
 /// What peers asked of the validator, for [`Validator::run`].
@@ -147,6 +154,9 @@ impl Validator {
         let ledger = Arc::new(Mutex::new(Ledger::new(LedgerConfig {
             per_miner_per_sec: vconfig.per_miner_per_sec,
             grace_secs: vconfig.grace_secs,
+            reask_secs: vconfig.reask_secs,
+            deadline_cap_ms: vconfig.deadline_secs.saturating_mul(1000),
+            samples: vconfig.samples,
         })));
         let (tx, audits) = mpsc::channel(AUDIT_QUEUE);
         let (released_tx, released) = mpsc::channel(AUDIT_QUEUE);
@@ -284,14 +294,9 @@ impl Validator {
             .expect("lock")
             .admissible(&cid, &ds.manifest)
             .map_err(Error::Refused)?;
-        let candidates: Vec<Candidate> = self
-            .ledger
-            .lock()
-            .expect("lock")
-            .miners()
-            .iter()
-            .map(|m| m.candidate())
-            .collect();
+        // (the ledger's guard must be gone before placement_candidates locks it)
+        let miners = self.ledger.lock().expect("lock").miners();
+        let candidates = self.placement_candidates(&miners);
         let a = placement::admission(&ds.manifest, &ds.placement, &candidates);
         if !a.admits() {
             return Err(Error::Refused(format!(
@@ -306,6 +311,18 @@ impl Validator {
         self.install(ds);
         tracing::info!(%cid, "auditing dataset");
         Ok(())
+    }
+
+    /// `miners` as the placement rule sees them from here: failure domains
+    /// by the network's rule, vetting as this validator judged it.
+    fn placement_candidates(&self, miners: &[cairn_node::registry::Member]) -> Vec<Candidate> {
+        let rule = self.node.datasets().domain_rule();
+        let now = cairn_node::unix_secs();
+        let ledger = self.ledger.lock().expect("lock");
+        miners
+            .iter()
+            .map(|m| m.candidate(rule).vetted(ledger.is_vetted(&m.node_id, now)))
+            .collect()
     }
 
     fn install(&self, ds: Dataset) {
@@ -366,7 +383,7 @@ impl Validator {
                 .lock()
                 .expect("lock")
                 .next_challenge(cairn_node::unix_millis(), &mut rand::rng());
-            let Some((node, a)) = next else {
+            let Some(due) = next else {
                 continue;
             };
             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
@@ -375,7 +392,7 @@ impl Validator {
             let v = Arc::clone(&self);
             tokio::spawn(async move {
                 let _permit = permit;
-                v.challenge_one(node, a).await;
+                v.challenge_one(due).await;
             });
         }
     }
@@ -389,56 +406,71 @@ impl Validator {
             .unwrap_or_else(|| EndpointAddr::new(*node))
     }
 
-    /// One challenge, start to verdict.
-    async fn challenge_one(&self, node: NodeId, a: Assignment) {
+    /// One attempt at a challenge, start to verdict: a fresh nonce (a re-ask
+    /// too, so a pause cannot be used to fetch the answer), the miner's own
+    /// deadline, and what the answer says about its link.
+    async fn challenge_one(&self, due: Due) {
+        let node = due.node;
+        let a = &due.assignment;
         let addr = self.addr(&node);
         let nonce: [u8; 32] = rand::random();
         let Ok(ch) = Challenge::new(a.id, a.len, nonce, self.config.samples) else {
             return;
         };
+        let deadline = Duration::from_millis(
+            self.ledger
+                .lock()
+                .expect("lock")
+                .deadline_ms(&node, ch.proof_len()),
+        );
         let started = Instant::now();
-        let deadline = Duration::from_secs(self.config.deadline_secs);
         let client = self.node.client();
-        let result = tokio::time::timeout(deadline, client.challenge(&addr, &ch)).await;
-        let latency = started.elapsed();
-        let (outcome, why) = match result {
+        let result = tokio::time::timeout(deadline, client.challenge_timed(&addr, &ch)).await;
+        let done = Instant::now();
+        let latency = done - started;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let (answer, why) = match result {
             Err(_) => (
-                Outcome::Timeout,
+                Answer::NoAnswer,
                 format!("no answer within {deadline:?} (shard {})", a.id),
             ),
-            Ok(Ok(proof)) => match cairn_proof::verify(&ch, &proof) {
-                Ok(()) => (Outcome::Pass, String::new()),
+            Ok(Ok(reply)) => match cairn_proof::verify(&ch, &reply.proof) {
+                Ok(()) => (
+                    Answer::Pass {
+                        rtt_ms: client.rtt(&node).await.map(ms),
+                        proof_len: reply.proof.len(),
+                        transfer_ms: ms(done.saturating_duration_since(reply.first_byte)),
+                        latency_ms: ms(latency),
+                    },
+                    String::new(),
+                ),
                 Err(e) => (
-                    Outcome::WrongProof,
+                    Answer::WrongProof,
                     format!("wrong proof for shard {}: {e}", a.id),
                 ),
             },
             Ok(Err(cairn_node::Error::Remote {
                 code: ErrorCode::NotFound,
                 ..
-            })) => (Outcome::Missing, format!("shard {} missing", a.id)),
-            Ok(Err(cairn_node::Error::Remote { code, message, .. })) => (
-                Outcome::Timeout,
-                format!("refused the challenge: {code}: {message}"),
-            ),
+            })) => (Answer::Missing, format!("shard {} missing", a.id)),
             Ok(Err(e @ cairn_node::Error::BadReply { .. })) => (
-                Outcome::WrongProof,
+                Answer::WrongProof,
                 format!("wrong proof for shard {}: {e}", a.id),
             ),
-            Ok(Err(e)) => (Outcome::Unreachable, format!("unreachable: {e}")),
+            Ok(Err(cairn_node::Error::Remote { code, message, .. })) => (
+                Answer::NoAnswer,
+                format!("refused the challenge: {code}: {message}"),
+            ),
+            Ok(Err(e)) => (Answer::NoAnswer, format!("no answer: {e}")),
         };
-        if matches!(outcome, Outcome::Timeout | Outcome::Unreachable) {
+        if answer == Answer::NoAnswer {
             client.mark_failed(&node).await;
         }
-        tracing::debug!(miner = %node.fmt_short(), shard = %a.id, ?outcome, ms = latency.as_secs_f64() * 1e3, "challenge");
-        self.ledger.lock().expect("lock").record(
-            node,
-            &a,
-            outcome,
-            &why,
-            latency.as_secs_f64() * 1e3,
-            cairn_node::unix_millis(),
-        );
+        tracing::debug!(miner = %node.fmt_short(), shard = %a.id, attempt = due.attempt, ?answer, ms = ms(latency), deadline_ms = ms(deadline), "challenge");
+        self.ledger
+            .lock()
+            .expect("lock")
+            .record(&due, answer, &why, cairn_node::unix_millis());
     }
 
     async fn repair_loop(self: Arc<Self>) {
@@ -493,7 +525,10 @@ impl Validator {
         let mut encoder = Encoder::new(params)?;
         let encoded = encoder.encode(&segment)?;
         let live = self.live_miners().await?;
-        let candidates = candidates(&live);
+        let members: Vec<cairn_node::registry::Member> =
+            live.iter().map(|l| l.member.clone()).collect();
+        let candidates = self.placement_candidates(&members);
+        let rule = datasets.domain_rule();
         let mut holders = ds.placement.holders_by_shard();
         let bad: HashSet<NodeId> = todo.iter().map(|(_, b)| *b).collect();
         let me = self.node.node_id();
@@ -509,9 +544,19 @@ impl Validator {
             }
             let in_segment: HashSet<NodeId> =
                 (0..total).filter_map(|j| holders[s * total + j]).collect();
-            let order = placement::repair_order(&m.segments[s].blake3, *i, &candidates, |n| {
-                in_segment.contains(n) || bad.contains(n) || *n == me
-            });
+            // The failure domains of the segment's other holders.
+            let mut taken = placement::DomainSet::default();
+            for j in (0..total).filter(|j| j != i) {
+                if let Some(h) = holders[s * total + j]
+                    && let Some(member) = self.ledger.lock().expect("lock").member(&h)
+                {
+                    taken.claim(member.domain(rule));
+                }
+            }
+            let order =
+                placement::repair_order(&m.segments[s].blake3, *i, &candidates, &taken, |n| {
+                    in_segment.contains(n) || bad.contains(n) || *n == me
+                });
             let mut placed = None;
             for c in order {
                 let target = &live[c].member;

@@ -202,7 +202,11 @@ fn subtensor_weights_rank_an_honest_miner_above_a_dropper() {
             let pid = spawn_and_wait_ready(
                 program,
                 &["run", "--data-dir", d.to_str().unwrap()],
-                &[("CAIRN_STORAGE_SCRUB_RATE", "0")],
+                &[
+                    ("CAIRN_STORAGE_SCRUB_RATE", "0"),
+                    // seven nodes on one host, each its own failure domain
+                    ("CAIRN_NETWORK_FAILURE_DOMAINS", "node"),
+                ],
                 &d.join("daemon.log"),
                 dir.path(),
             )

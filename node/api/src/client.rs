@@ -10,8 +10,8 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    DatasetStatus, DatasetView, ErrorBody, NodeInfo, PinOutcome, PinRecord, PinRequest,
-    UnpinOutcome, ValidatorReport,
+    DatasetStatus, DatasetView, ErrorBody, GrantRequest, GrantToken, GrantView, NodeInfo,
+    PinOutcome, PinRecord, PinRequest, UnpinOutcome, ValidatorReport,
 };
 
 /// What can go wrong talking to a daemon.
@@ -224,6 +224,41 @@ impl ApiClient {
     /// A validator's scoreboard.
     pub fn scores(&self) -> Result<ValidatorReport, ApiError> {
         self.get("/api/scores")
+    }
+
+    fn send_json<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
+        let url = self.url(path);
+        let req = match method {
+            "PUT" => self.agent.put(url),
+            _ => self.agent.post(url),
+        };
+        let resp = self
+            .authorized(req)
+            .content_type("application/json")
+            .send(&serde_json::to_vec(body).unwrap_or_default()[..])
+            .map_err(|e| self.failed(e))?;
+        self.json(resp)
+    }
+
+    /// A read grant from this node (the owner) to another.
+    pub fn grant_new(&self, req: &GrantRequest) -> Result<GrantView, ApiError> {
+        self.send_json("POST", "/api/grants", req)
+    }
+
+    /// Keeps a grant another node made out to this one.
+    pub fn grant_add(&self, token: &str) -> Result<GrantView, ApiError> {
+        self.send_json(
+            "PUT",
+            "/api/grants",
+            &GrantToken {
+                token: token.to_string(),
+            },
+        )
     }
 
     /// Pins: sends the header, then `len` bytes of `body` (the files in

@@ -14,6 +14,8 @@
 //! | `GET /api/datasets/<cid>/status` | | [`DatasetStatus`] |
 //! | `DELETE /api/datasets/<cid>` | | [`UnpinOutcome`] |
 //! | `GET /api/scores` | | [`ValidatorReport`] (validators) |
+//! | `POST /api/grants` | [`GrantRequest`] | [`GrantView`]: a grant from this node |
+//! | `PUT /api/grants` | [`GrantToken`] | [`GrantView`]: a grant to this node, kept |
 //! | `GET /d/<cid>/<path>` | `Range` | the file's bytes |
 //!
 //! Every error is a status of 400 or more with an [`ErrorBody`].
@@ -223,6 +225,12 @@ pub struct MinerReport {
     pub weight: u16,
     pub last_latency_ms: Option<f64>,
     pub last_failures: Vec<String>,
+    /// Its current deadline for a challenge (ms), from its measured link.
+    #[serde(default)]
+    pub deadline_ms: u64,
+    /// An unanswered challenge is being asked again; nothing else is asked.
+    #[serde(default)]
+    pub contained: bool,
 }
 
 /// A validator's whole scoreboard.
@@ -234,4 +242,34 @@ pub struct ValidatorReport {
     pub repairs_pending: usize,
     pub repairs_failed: u64,
     pub miners: Vec<MinerReport>,
+}
+
+/// Asks this node (a dataset owner) for a read grant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantRequest {
+    /// The reader's node id.
+    pub reader: String,
+    /// Seconds the grant runs (at most 30 days).
+    pub ttl_secs: u64,
+    /// One shard id only (hex); none: every shard this node placed.
+    #[serde(default)]
+    pub shard: Option<String>,
+}
+
+/// A grant to hand to a reader, as a token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantToken {
+    pub token: String,
+}
+
+/// A grant, issued or kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantView {
+    pub token: String,
+    pub owner: String,
+    pub reader: String,
+    /// Unix seconds.
+    pub expires: u64,
+    #[serde(default)]
+    pub shard: Option<String>,
 }

@@ -181,7 +181,12 @@ impl Devnet {
         let pid = spawn_and_wait_ready(
             &program,
             &args,
-            &[("CAIRN_STORAGE_SCRUB_RATE", "16MiB")],
+            &[
+                ("CAIRN_STORAGE_SCRUB_RATE", "16MiB"),
+                // A devnet runs every node on this host on purpose: each
+                // node is its own failure domain.
+                ("CAIRN_NETWORK_FAILURE_DOMAINS", "node"),
+            ],
             &dir.join("daemon.log"),
             &self.dir,
         )?;

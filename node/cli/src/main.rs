@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use cairn_api::ApiClient;
 use cairn_node::config::{ChainKind, Config, Role, SYSTEM_CONFIG};
 use cairn_node::identity::{self, Hotkey};
@@ -71,6 +71,9 @@ enum Command {
     },
     /// Delete a dataset's shards and manifest copies (idempotent).
     Unpin { cid: String },
+    /// Read grants: let another node read the shards this node placed.
+    #[command(subcommand)]
+    Grant(GrantCommand),
     /// A local network of real processes on loopback.
     #[command(subcommand)]
     Devnet(DevnetCommand),
@@ -94,6 +97,43 @@ enum Command {
     /// Generate man pages or shell completions (used by the packages).
     #[command(hide = true, subcommand)]
     Generate(GenerateCommand),
+}
+
+#[derive(Subcommand)]
+enum GrantCommand {
+    /// Sign a grant for READER (a node id, as `cairn id` prints it) to read
+    /// the shards this node placed; prints a token to hand to that node.
+    New {
+        reader: String,
+        /// How long it runs: seconds, or with s, m, h or d (at most 30d).
+        #[arg(long, default_value = "1d")]
+        ttl: String,
+        /// Only this shard (hex id).
+        #[arg(long)]
+        shard: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keep a grant another node gave this one: its datasets become readable here.
+    Add { token: String },
+}
+
+/// Seconds in "90", "90s", "15m", "12h" or "7d".
+fn parse_ttl(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow!("--ttl {s:?}: a number with an optional s, m, h or d (e.g. 12h)"))?;
+    let mul = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("--ttl {s:?}: the unit is s, m, h or d (e.g. 12h)"),
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| anyhow!("--ttl {s:?} is too long"))
 }
 
 #[derive(Args)]
@@ -361,6 +401,33 @@ fn run(cli: Cli) -> Result<()> {
         Command::Ls { json } => ls(&api_client(&cli.global, &config), json),
         Command::Status { cid, json } => status(&api_client(&cli.global, &config), &cid, json),
         Command::Unpin { cid } => unpin(&api_client(&cli.global, &config), &cid),
+        Command::Grant(GrantCommand::New {
+            reader,
+            ttl,
+            shard,
+            json,
+        }) => {
+            let api = api_client(&cli.global, &config);
+            let g = api.grant_new(&cairn_api::GrantRequest {
+                reader,
+                ttl_secs: parse_ttl(&ttl)?,
+                shard,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&g)?);
+            } else {
+                println!("{}", g.token);
+            }
+            Ok(())
+        }
+        Command::Grant(GrantCommand::Add { token }) => {
+            let g = api_client(&cli.global, &config).grant_add(&token)?;
+            println!(
+                "kept a grant from node {} (expires at unix time {}): its datasets can be read here",
+                g.owner, g.expires
+            );
+            Ok(())
+        }
         Command::Config(ConfigCommand::Check) => {
             println!(
                 "config ok: data_dir {}, role {}",

@@ -264,3 +264,57 @@ fn bad_input_is_refused_clearly_and_nothing_is_half_written() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("unreachable"), "{}", stderr(&o));
 }
+
+/// Another node reads a dataset only with its owner's grant: `cairn get` on
+/// a miner's node is refused (naming what to do) until the gateway, which
+/// pinned it, signs a grant with `cairn grant new` and the miner keeps it
+/// with `cairn grant add`; then every byte comes back.
+#[test]
+fn another_node_reads_a_dataset_with_the_owners_grant() {
+    let net = CliDevnet::up(6);
+    let data = net.dir.path().join("dataset");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("x.bin"), bytes(5 << 20, 77)).unwrap();
+    std::fs::write(data.join("y.txt"), b"hello").unwrap();
+    let pin = net.cli(&["pin", data.to_str().unwrap()]);
+    assert!(pin.status.success(), "{}", stderr(&pin));
+    let cid = stdout(&pin).trim().to_string();
+
+    // The reader: miner-0's own daemon, through its own API.
+    let reader = net.member("miner-0");
+    let api = reader.api.expect("miner API").to_string();
+    let token = net.path().join("miner-0").join("api.token");
+    let token = token.to_string_lossy().into_owned();
+    let on_reader = |args: &[&str]| {
+        let mut a = vec!["--api", api.as_str(), "--api-token-file", token.as_str()];
+        a.extend_from_slice(args);
+        cairn(&a)
+    };
+    let out = net.dir.path().join("out");
+    let o = on_reader(&["get", &cid, "-o", out.to_str().unwrap()]);
+    assert!(!o.status.success(), "read without a grant: {}", text(&o));
+    assert!(stderr(&o).contains("grant"), "{}", stderr(&o));
+
+    let reader_id = reader.node_id.to_string();
+    let g = net.cli(&["grant", "new", &reader_id, "--ttl", "2h"]);
+    assert!(g.status.success(), "{}", text(&g));
+    let grant = stdout(&g).trim().to_string();
+    assert!(grant.starts_with("cairngrant1"), "{grant}");
+    // a grant is useless to any other node, and refused by it when offered
+    let wrong = net.cli(&["grant", "add", &grant]);
+    assert!(!wrong.status.success());
+    assert!(
+        stderr(&wrong).contains("made out to node"),
+        "{}",
+        stderr(&wrong)
+    );
+    let bad_ttl = net.cli(&["grant", "new", &reader_id, "--ttl", "90d"]);
+    assert!(!bad_ttl.status.success());
+    assert!(stderr(&bad_ttl).contains("30 days"), "{}", stderr(&bad_ttl));
+
+    let a = on_reader(&["grant", "add", &grant]);
+    assert!(a.status.success(), "{}", text(&a));
+    let o = on_reader(&["get", &cid, "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    same_tree(&data, &out);
+}

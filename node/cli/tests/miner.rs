@@ -551,3 +551,96 @@ async fn a_full_disk_refuses_puts_and_keeps_serving() {
         "a refused put left a temporary"
     );
 }
+
+/// Shard bytes go to the nodes that placed the shard, to validators, and to
+/// a reader with an owner's grant made out to it; every other member is
+/// refused, whatever grant it shows (another reader's, an expired one, one
+/// it signed itself, one for another shard). Without this rule a miner could
+/// read the same positions of k other shards of its segment and answer a
+/// challenge on a shard it threw away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_reads_need_the_owners_grant() {
+    use cairn_proto::Grant;
+    let net = TestNet::new();
+    let miner = net.init("miner", "miner", &[]);
+    let d = Daemon::start(&miner, &[]);
+    let addr = d.addr().await;
+    let (owner, _, owner_key) = net.client_with_key(Role::Client).await;
+    let (reader, reader_id, reader_key) = net.client_with_key(Role::Miner).await;
+    let (_, other_id) = net.client(Role::Miner).await;
+    let (validator, _) = net.client(Role::Validator).await;
+
+    let data = bytes(300_000, 12);
+    let (id, _) = shard_id_and_outboard(&data);
+    owner.put_shard(&addr, id, &data, None).await.unwrap();
+    let (other_shard, _) = shard_id_and_outboard(b"another shard");
+
+    let refused = |e: Error, why: &str| {
+        assert!(
+            matches!(e, Error::Remote { code: ErrorCode::Forbidden, ref message, .. } if message.contains(why)),
+            "expected a refusal naming {why:?}: {e}"
+        );
+    };
+    // no grant: refused, with what to do
+    let e = reader
+        .get_shard(&addr, id, 0, 16384, None)
+        .await
+        .unwrap_err();
+    refused(e, "cairn grant new");
+    let now = cairn_node::unix_secs();
+    let read = |g: Grant| {
+        let reader = &reader;
+        let addr = &addr;
+        async move {
+            reader
+                .get_shard_granted(addr, id, 0, u64::MAX, None, Some(&g))
+                .await
+        }
+    };
+    for (g, why) in [
+        (
+            Grant::signed(&owner_key, other_id, now + 3600, None),
+            "another node",
+        ),
+        (
+            Grant::signed(&owner_key, reader_id, now - 1, None),
+            "expired",
+        ),
+        (
+            Grant::signed(&reader_key, reader_id, now + 3600, None),
+            "did not place",
+        ),
+        (
+            Grant::signed(&owner_key, reader_id, now + 3600, Some(other_shard)),
+            "another shard",
+        ),
+        (
+            Grant::signed(&owner_key, reader_id, now + 400 * 86_400, None),
+            "30 days",
+        ),
+    ] {
+        refused(read(g).await.unwrap_err(), why);
+    }
+    // the owner's grant to this reader: served, verified, whole or one shard
+    for scope in [None, Some(id)] {
+        let g = Grant::signed(&owner_key, reader_id, now + 3600, scope);
+        assert_eq!(read(g).await.unwrap().bytes, data);
+    }
+    // the owner and validators need none
+    assert_eq!(
+        owner
+            .get_shard(&addr, id, 0, 100, None)
+            .await
+            .unwrap()
+            .bytes,
+        data[..100]
+    );
+    assert_eq!(
+        validator
+            .get_shard(&addr, id, 0, u64::MAX, None)
+            .await
+            .unwrap()
+            .bytes,
+        data
+    );
+}

@@ -46,6 +46,29 @@ pub struct NetworkConfig {
     pub relay: String,
     /// Addresses to publish besides the bound ones (a port forward, say).
     pub external_addrs: Vec<SocketAddr>,
+    /// How placement tells failure domains apart, the same on every node of
+    /// a network: `network` (a public /24 or /48 of the committed addresses;
+    /// loopback and private addresses share one domain) or `node` (every
+    /// node its own domain: a devnet on one host).
+    pub failure_domains: FailureDomains,
+}
+
+/// `[network] failure_domains`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureDomains {
+    #[default]
+    Network,
+    Node,
+}
+
+impl FailureDomains {
+    pub fn rule(self) -> cairn_proto::placement::DomainRule {
+        match self {
+            FailureDomains::Network => cairn_proto::placement::DomainRule::Network,
+            FailureDomains::Node => cairn_proto::placement::DomainRule::PerNode,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -138,6 +161,7 @@ impl Default for NetworkConfig {
             listen: "0.0.0.0:7440".parse().expect("valid"),
             relay: "off".into(),
             external_addrs: Vec::new(),
+            failure_domains: FailureDomains::default(),
         }
     }
 }

@@ -86,6 +86,7 @@ impl NodeBuilder {
             Arc::clone(&client),
             registry.clone(),
             Arc::clone(&store),
+            config.network.failure_domains.rule(),
         ));
         let listener = gateway::bind(config.api.listen).await?;
         let api_addr = listener

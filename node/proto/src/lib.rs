@@ -11,10 +11,12 @@
 //! around it; the validator recomputes the same rule from the same inputs.
 //! Every decoder bounds what it allocates by the bytes it was given.
 
+pub mod grant;
 pub mod placement;
 pub mod records;
 pub mod wire;
 
+pub use grant::Grant;
 pub use iroh_base::{PublicKey as NodeId, SecretKey, Signature};
 pub use records::{Cid, Entry, EntryKind, Manifest, Placement, SegmentRecord};
 
@@ -115,6 +117,8 @@ pub enum Error {
     BadManifest(String),
     #[error("not a valid placement record: {0}")]
     BadPlacement(String),
+    #[error("not a valid read grant: {0}")]
+    BadGrant(String),
     #[error("unknown role {0:?}: use miner, validator or client")]
     UnknownRole(String),
     #[error(transparent)]

@@ -13,8 +13,9 @@
 //!
 //! | who | function |
 //! |---|---|
-//! | a pin: where each shard of a segment goes | [`segment_orders`] |
+//! | a pin: where each shard of a segment goes | [`segment_orders`], [`DomainSet`] |
 //! | repair: where a rebuilt shard goes | [`repair_order`] |
+//! | what one outage takes down together | [`failure_domain`] |
 //! | a validator: is this placement honest? | [`admission`] |
 //! | a pin and repair: who keeps the manifest and placement copies | [`manifest_holders`] |
 //! | a reader: whom to ask for a manifest | [`read_order`] |
@@ -25,6 +26,23 @@
 //! miner stores. Liveness is not an input: a pinner skips a miner that does
 //! not answer by going on along the order, and [`admission`] allows for that
 //! with a small slack.
+//!
+//! Two more inputs keep one operator from holding too much of a segment:
+//!
+//! - **Failure domains.** No two shards of a segment go to one failure
+//!   domain ([`failure_domain`]): one /24 of IPv4 or /48 of IPv6 from the
+//!   addresses a member committed, so many identities on one home network
+//!   (or one rented subnet) hold at most one shard of each segment between
+//!   them. Loopback and private addresses say nothing about where a node is,
+//!   so they all share one domain, unless the network is configured as a
+//!   devnet ([`DomainRule::PerNode`]), where every node is its own domain.
+//! - **Vetting.** A miner that has not yet passed its vetting audits (the
+//!   validator decides; see its scoring module) is offered only
+//!   [`NEWCOMER_SHARE`] of the shard slots, chosen by hashing the slot; on
+//!   every other slot it comes after every vetted miner. A network with too
+//!   few vetted miners falls back to the newcomers, so a fresh network works.
+
+use std::net::{IpAddr, SocketAddr};
 
 use crate::{Manifest, NodeId, Placement};
 
@@ -33,16 +51,179 @@ use crate::{Manifest, NodeId, Placement};
 pub struct Candidate {
     pub id: NodeId,
     pub weight: f64,
+    /// What fails with it.
+    pub domain: Domain,
+    /// Passed its vetting audits.
+    pub vetted: bool,
 }
 
 impl Candidate {
-    /// A miner announcing `free` bytes.
+    /// A vetted miner announcing `free` bytes, a failure domain of its own.
     pub fn new(id: NodeId, free: u64) -> Self {
         Candidate {
             id,
             weight: capacity_weight(free),
+            domain: Domain::Node(id),
+            vetted: true,
         }
     }
+
+    /// The same miner in failure domain `domain`.
+    pub fn in_domain(mut self, domain: Domain) -> Self {
+        self.domain = domain;
+        self
+    }
+
+    /// The same miner, vetted or not.
+    pub fn vetted(mut self, vetted: bool) -> Self {
+        self.vetted = vetted;
+        self
+    }
+}
+
+/// What one outage takes down together: a network, or (on a devnet, or for
+/// a node without a usable address) one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Domain {
+    /// A public IPv4 /24.
+    V4([u8; 3]),
+    /// A public IPv6 /48.
+    V6([u8; 6]),
+    /// Loopback, private, link-local or no address at all: where the node
+    /// is cannot be told, so all such nodes share this one domain.
+    Unlocated,
+    /// One node (devnets, where every node runs on one host on purpose).
+    Node(NodeId),
+}
+
+/// How failure domains are drawn: a network-wide setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DomainRule {
+    /// By committed address (/24, /48; unlocated addresses share one domain).
+    #[default]
+    Network,
+    /// Every node its own domain: a devnet on one host.
+    PerNode,
+}
+
+/// The failure domain of a member with node id `id` and committed
+/// addresses `addrs`: the first public address decides (IPv4 before IPv6,
+/// so a node cannot pick a fresh /48 to split itself off a shared /24).
+pub fn failure_domain(id: NodeId, addrs: &[SocketAddr], rule: DomainRule) -> Domain {
+    if rule == DomainRule::PerNode {
+        return Domain::Node(id);
+    }
+    let public = |a: &&SocketAddr| is_public(a.ip());
+    let first = addrs
+        .iter()
+        .filter(public)
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.iter().find(public));
+    match first.map(|a| a.ip()) {
+        Some(IpAddr::V4(v4)) => {
+            let o = v4.octets();
+            Domain::V4([o[0], o[1], o[2]])
+        }
+        Some(IpAddr::V6(v6)) => {
+            let o = v6.octets();
+            Domain::V6([o[0], o[1], o[2], o[3], o[4], o[5]])
+        }
+        None => Domain::Unlocated,
+    }
+}
+
+/// Whether an address says where a node is on the internet.
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            let cgnat = o[0] == 100 && (64..128).contains(&o[1]);
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || cgnat
+                || o[0] == 0)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            let unique_local = s[0] & 0xfe00 == 0xfc00;
+            let link_local = s[0] & 0xffc0 == 0xfe80;
+            let documentation = s[0] == 0x2001 && s[1] == 0x0db8;
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || unique_local
+                || link_local
+                || documentation)
+        }
+    }
+}
+
+/// The failure domains one segment's shards have taken so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainSet(Vec<Domain>);
+
+impl DomainSet {
+    pub fn contains(&self, d: &Domain) -> bool {
+        self.0.contains(d)
+    }
+
+    /// Takes `d` for a shard; false if another shard of the segment has it.
+    pub fn claim(&mut self, d: Domain) -> bool {
+        if self.contains(&d) {
+            false
+        } else {
+            self.0.push(d);
+            true
+        }
+    }
+
+    /// Gives `d` back (the miner claimed in it did not take the shard).
+    pub fn release(&mut self, d: &Domain) {
+        self.0.retain(|x| x != d);
+    }
+
+    /// How many domains are taken.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Share of shard slots offered to miners still being vetted (Storj gives
+/// unvetted nodes about 1% of uploads; 2% here, for smaller networks).
+pub const NEWCOMER_SHARE: f64 = 0.02;
+
+/// Whether shard slot `index` of a segment is one of the newcomers' slots.
+pub fn newcomer_slot(segment: &[u8; 32], index: u32) -> bool {
+    let mut h = blake3::Hasher::new_derive_key("cairn 2026-11 newcomer slots v1");
+    h.update(segment);
+    h.update(&index.to_le_bytes());
+    let x = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8"));
+    (x as f64) < NEWCOMER_SHARE * u64::MAX as f64
+}
+
+/// The order of candidates for shard `index` of a segment: on a newcomer
+/// slot the miners being vetted first, otherwise the vetted ones first; each
+/// group in rendezvous order.
+pub fn shard_order(segment: &[u8; 32], index: u32, candidates: &[Candidate]) -> Vec<usize> {
+    let prefer_new = newcomer_slot(segment, index);
+    let (first, rest): (Vec<usize>, Vec<usize>) = rank(segment, index, candidates)
+        .into_iter()
+        .partition(|&c| candidates[c].vetted != prefer_new);
+    let mut order = first;
+    order.extend(rest);
+    order
 }
 
 /// Free space above which more announced space earns no more weight
@@ -93,42 +274,51 @@ pub fn rank(key: &[u8], index: u32, candidates: &[Candidate]) -> Vec<usize> {
 }
 
 /// Where a pin puts the `shards` shards of a segment: for each shard its
-/// candidates in order, the assigned miner first. Shard i takes the best
-/// miner of its own order that no earlier shard took, so no two shards of a
-/// segment share a miner while there are enough candidates; the rest of
-/// each order is its fall-back, to be walked skipping miners that another
-/// shard of the segment holds.
+/// candidates in order ([`shard_order`]), the assigned miner first. Shard i
+/// takes the best miner of its own order in a failure domain no earlier
+/// shard took, so no two shards of a segment share a domain (hence a miner)
+/// while there are enough domains; the rest of each order is its fall-back,
+/// to be walked skipping miners whose domain another shard of the segment
+/// holds (claim them in a [`DomainSet`]). The second value is the domains
+/// the first choices took.
 pub fn segment_orders(
     segment: &[u8; 32],
     shards: usize,
     candidates: &[Candidate],
-) -> Vec<Vec<usize>> {
-    let mut taken = vec![false; candidates.len()];
+) -> (Vec<Vec<usize>>, DomainSet) {
+    let mut taken = DomainSet::default();
     let mut out = Vec::with_capacity(shards);
     for i in 0..shards {
-        let mut order = rank(segment, i as u32, candidates);
-        if let Some(pos) = order.iter().position(|&c| !taken[c]) {
+        let mut order = shard_order(segment, i as u32, candidates);
+        if let Some(pos) = order
+            .iter()
+            .position(|&c| !taken.contains(&candidates[c].domain))
+        {
             let first = order.remove(pos);
-            taken[first] = true;
+            taken.claim(candidates[first].domain);
             order.insert(0, first);
+        } else {
+            // No domain left: this shard has no holder by the rule.
+            order.clear();
         }
         out.push(order);
     }
-    out
+    (out, taken)
 }
 
 /// Where repair puts shard `index` of a segment: the shard's own order,
-/// without the miners `excluded` says no to (those holding another shard of
-/// the segment, the one that lost it, the repairer itself).
+/// without the miners in a domain the segment's other shards hold (`taken`)
+/// and those `excluded` says no to (the one that lost it, the repairer).
 pub fn repair_order(
     segment: &[u8; 32],
     index: usize,
     candidates: &[Candidate],
+    taken: &DomainSet,
     excluded: impl Fn(&NodeId) -> bool,
 ) -> Vec<usize> {
-    rank(segment, index as u32, candidates)
+    shard_order(segment, index as u32, candidates)
         .into_iter()
-        .filter(|&c| !excluded(&candidates[c].id))
+        .filter(|&c| !taken.contains(&candidates[c].domain) && !excluded(&candidates[c].id))
         .collect()
 }
 
@@ -172,7 +362,10 @@ impl Admission {
 
 /// Checks that a placement's holders follow the rule for `candidates`: a
 /// validator audits only placements nobody steered onto miners of their
-/// choosing.
+/// choosing. A shard follows the rule when its holder sits within the slack
+/// of its order (leaving out the miners in domains the segment's other
+/// holders took, which an honest pin skipped) and shares its failure domain
+/// with no other shard of the segment.
 pub fn admission(
     manifest: &Manifest,
     placement: &Placement,
@@ -180,17 +373,36 @@ pub fn admission(
 ) -> Admission {
     let total = manifest.total_shards();
     let slack = admission_slack(total);
+    let domain_of = |id: &NodeId| candidates.iter().find(|c| c.id == *id).map(|c| c.domain);
     let (mut following, mut checked) = (0, 0);
     for (s, seg) in manifest.segments.iter().enumerate() {
+        let holders: Vec<Option<NodeId>> =
+            (0..total).map(|i| placement.holder(s, i, total)).collect();
+        let domains: Vec<Option<Domain>> = holders
+            .iter()
+            .map(|h| h.as_ref().and_then(domain_of))
+            .collect();
         for i in 0..total {
-            let Some(holder) = placement.holder(s, i, total) else {
+            let Some(holder) = holders[i] else {
                 continue;
             };
             checked += 1;
-            if rank(&seg.blake3, i as u32, candidates)
-                .iter()
+            let mut others = DomainSet::default();
+            for (j, d) in domains.iter().enumerate() {
+                if let Some(d) = d
+                    && j != i
+                {
+                    others.claim(*d);
+                }
+            }
+            if domains[i].is_some_and(|d| others.contains(&d)) {
+                continue; // two shards of the segment in one domain
+            }
+            if shard_order(&seg.blake3, i as u32, candidates)
+                .into_iter()
+                .filter(|&c| candidates[c].id == holder || !others.contains(&candidates[c].domain))
                 .take(slack)
-                .any(|&c| candidates[c].id == holder)
+                .any(|c| candidates[c].id == holder)
             {
                 following += 1;
             }
@@ -246,20 +458,15 @@ mod tests {
     }
 
     /// A pin as the daemon runs it: each shard walks its order, skipping
-    /// miners that are `down` or already hold a shard of the segment.
+    /// miners that are `down` or in a domain another shard of the segment
+    /// took.
     fn pin_segment(
         seg: &[u8; 32],
         shards: usize,
         c: &[Candidate],
         down: &[bool],
     ) -> Vec<Option<usize>> {
-        let orders = segment_orders(seg, shards, c);
-        let mut used = vec![false; c.len()];
-        for o in &orders {
-            if let Some(&f) = o.first() {
-                used[f] = true;
-            }
-        }
+        let (orders, mut taken) = segment_orders(seg, shards, c);
         orders
             .iter()
             .map(|o| {
@@ -267,9 +474,10 @@ mod tests {
                 if !down[first] {
                     return Some(first);
                 }
-                let next = o.iter().copied().find(|&x| !used[x] && !down[x])?;
-                used[next] = true;
-                Some(next)
+                taken.release(&c[first].domain);
+                o.iter()
+                    .copied()
+                    .find(|&x| !down[x] && taken.claim(c[x].domain))
             })
             .collect()
     }
@@ -323,7 +531,7 @@ mod tests {
             for k in 0..64u64 {
                 let key = blake3::hash(&(seed ^ k).to_le_bytes());
                 let key = key.as_bytes();
-                prop_assert_eq!(segment_orders(key, 6, &c), segment_orders(key, 6, &drifted));
+                prop_assert_eq!(segment_orders(key, 6, &c).0, segment_orders(key, 6, &drifted).0);
                 let a = rank(key, 0, &c)[0];
                 let b = rank(key, 0, &moved)[0];
                 prop_assert!(a == b || a == who || b == who, "key moved between two miners that did not change");
@@ -376,6 +584,169 @@ mod tests {
             let a = admission(&manifest, &honest, &c);
             prop_assert!(a.admits(), "honest pin refused: {:?}", a);
         }
+    }
+
+    /// `n` miners spread round-robin over `networks` public /24s.
+    fn over_networks(n: u32, networks: u8) -> Vec<Candidate> {
+        (0..n)
+            .map(|i| {
+                let addr: SocketAddr = format!("203.0.{}.{}:4433", i as u8 % networks, 10 + i / 8)
+                    .parse()
+                    .unwrap();
+                let id = node(i);
+                Candidate::new(id, 1 << 30).in_domain(failure_domain(
+                    id,
+                    &[addr],
+                    DomainRule::Network,
+                ))
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 100, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// 20 miners over 5 networks: whatever miners are down, no segment
+        /// ever has two shards in one network, and every shard finds a
+        /// holder while its segment has a live network for each shard.
+        #[test]
+        fn never_two_shards_of_a_segment_in_one_failure_domain(down_mask in any::<u32>(), seed in any::<u64>(), total in 2usize..=6) {
+            let c = over_networks(20, 5);
+            let down: Vec<bool> = (0..20).map(|i| down_mask >> i & 1 == 1).collect();
+            let live_domains = {
+                let mut d = DomainSet::default();
+                for (i, x) in c.iter().enumerate() { if !down[i] { d.claim(x.domain); } }
+                d.0.len()
+            };
+            for s in 0..50u64 {
+                let seg = *blake3::hash(&(seed ^ s).to_le_bytes()).as_bytes();
+                let holders = pin_segment(&seg, total, &c, &down);
+                let mut domains: Vec<Domain> = holders.iter().flatten().map(|&h| c[h].domain).collect();
+                let placed = domains.len();
+                domains.sort();
+                domains.dedup();
+                prop_assert_eq!(domains.len(), placed, "two shards in one network: {:?}", holders);
+                prop_assert!(placed <= 5);
+                if total <= live_domains {
+                    prop_assert!(holders.iter().all(Option::is_some), "{} networks up, {} shards: {:?}", live_domains, total, holders);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn addresses_map_to_domains() {
+        let id = node(1);
+        let d = |a: &[&str]| {
+            let addrs: Vec<SocketAddr> = a.iter().map(|s| s.parse().unwrap()).collect();
+            failure_domain(id, &addrs, DomainRule::Network)
+        };
+        assert_eq!(d(&["198.51.7.9:1"]), d(&["198.51.7.200:2"]));
+        assert_ne!(d(&["198.51.7.9:1"]), d(&["198.51.8.9:1"]));
+        assert_eq!(d(&["[2a01:4f8:1:2::1]:1"]), d(&["[2a01:4f8:1:ffff::9]:1"]));
+        assert_ne!(d(&["[2a01:4f8:1::1]:1"]), d(&["[2a01:4f8:2::1]:1"]));
+        // loopback, private, CGNAT, link-local and none: one shared domain
+        for a in [
+            &["127.0.0.1:1"][..],
+            &["10.1.2.3:1"],
+            &["192.168.1.5:1"],
+            &["100.64.0.1:1"],
+            &["[::1]:1"],
+            &["[fe80::1]:1"],
+            &["[fd00::1]:1"],
+            &[],
+        ] {
+            assert_eq!(d(a), Domain::Unlocated, "{a:?}");
+        }
+        // a public address wins over private ones; IPv4 before IPv6
+        assert_eq!(d(&["10.0.0.1:1", "198.51.7.9:1"]), d(&["198.51.7.1:1"]));
+        assert_eq!(
+            d(&["[2a01:4f8::1]:1", "198.51.7.9:1"]),
+            d(&["198.51.7.1:1"])
+        );
+        // a devnet: every node its own domain
+        assert_eq!(
+            failure_domain(id, &["127.0.0.1:1".parse().unwrap()], DomainRule::PerNode),
+            Domain::Node(id)
+        );
+    }
+
+    #[test]
+    fn miners_on_one_host_hold_one_shard_of_a_segment_between_them() {
+        // six identities on 127.0.0.1 without the devnet setting: one domain
+        let c: Vec<Candidate> = (0..6)
+            .map(|i| {
+                let id = node(i);
+                Candidate::new(id, 1 << 30).in_domain(failure_domain(
+                    id,
+                    &["127.0.0.1:1".parse().unwrap()],
+                    DomainRule::Network,
+                ))
+            })
+            .collect();
+        let (orders, _) = segment_orders(&[9; 32], 6, &c);
+        assert_eq!(orders.iter().filter(|o| !o.is_empty()).count(), 1);
+    }
+
+    /// With vetted miners around, newcomers get about NEWCOMER_SHARE of the
+    /// slots whatever their number; with none vetted, newcomers take all.
+    #[test]
+    fn newcomers_get_a_small_share_until_vetted() {
+        let mut c = miners(40, 1 << 30);
+        for x in c.iter_mut().take(20) {
+            x.vetted = false;
+        }
+        let (mut new, mut all) = (0u32, 0u32);
+        for s in 0..4000u64 {
+            let seg = *blake3::hash(&s.to_le_bytes()).as_bytes();
+            for o in segment_orders(&seg, 6, &c).0 {
+                all += 1;
+                if !c[o[0]].vetted {
+                    new += 1;
+                }
+            }
+        }
+        let share = f64::from(new) / f64::from(all);
+        assert!(
+            (share - NEWCOMER_SHARE).abs() < 0.006,
+            "newcomer share {share}"
+        );
+        // nobody vetted yet: the newcomers are the network
+        let fresh: Vec<Candidate> = miners(8, 1 << 30)
+            .into_iter()
+            .map(|x| x.vetted(false))
+            .collect();
+        let (orders, _) = segment_orders(&[1; 32], 6, &fresh);
+        assert!(orders.iter().all(|o| !o.is_empty()));
+    }
+
+    #[test]
+    fn a_placement_with_two_shards_in_one_domain_is_not_admitted() {
+        let c = over_networks(20, 5);
+        let segs: Vec<[u8; 32]> = (0..30u64)
+            .map(|s| *blake3::hash(&s.to_le_bytes()).as_bytes())
+            .collect();
+        let manifest = manifest_of(&segs, 3, 2);
+        let key = SecretKey::from_bytes(&[7; 32]);
+        let mut honest = Vec::new();
+        let mut crowded = Vec::new();
+        for s in &segs {
+            let h = pin_segment(s, 5, &c, &[false; 20]);
+            honest.extend(h.iter().map(|x| x.map(|i| c[i].id)));
+            // the same, but shard 1 on another miner of shard 0's network
+            let mut h2: Vec<Option<NodeId>> = h.iter().map(|x| x.map(|i| c[i].id)).collect();
+            let first = h[0].unwrap();
+            let mate = (0..20)
+                .find(|&j| j != first && c[j].domain == c[first].domain)
+                .unwrap();
+            h2[1] = Some(c[mate].id);
+            crowded.extend(h2);
+        }
+        let ok = Placement::signed(Cid([1; 32]), 1, key.public(), &honest, &key);
+        assert!(admission(&manifest, &ok, &c).admits());
+        let bad = Placement::signed(Cid([1; 32]), 1, key.public(), &crowded, &key);
+        let a = admission(&manifest, &bad, &c);
+        assert!(!a.admits(), "{a:?}");
     }
 
     #[test]

@@ -22,7 +22,7 @@
 
 use cairn_proof::ShardId;
 
-use crate::ShardState;
+use crate::{Grant, ShardState};
 
 /// Protocol version written in every frame.
 pub const VERSION: u8 = 1;
@@ -34,6 +34,8 @@ pub const MAX_MANIFEST_LEN: u64 = 64 << 20;
 pub const MAX_INVENTORY_PAGE: u32 = 1024;
 /// Most shard ids in one `Has` request.
 pub const MAX_HAS_IDS: usize = 1024;
+/// Most node ids in one reply (fits a control frame).
+pub const MAX_NODES_REPLY: usize = 2000;
 /// Largest placement record accepted.
 pub const MAX_PLACEMENT_LEN: u64 = 32 << 20;
 
@@ -47,11 +49,13 @@ pub enum Request {
         len: u64,
         on_behalf: Option<[u8; 32]>,
     },
-    /// Bytes `[offset, offset + length)`; `length == u64::MAX` means to the end.
+    /// Bytes `[offset, offset + length)`; `length == u64::MAX` means to the
+    /// end. A reader that did not place the shard presents an owner's grant.
     GetShard {
         id: ShardId,
         offset: u64,
         length: u64,
+        grant: Option<Grant>,
     },
     Challenge {
         id: ShardId,
@@ -99,6 +103,8 @@ pub enum Request {
     Has {
         ids: Vec<ShardId>,
     },
+    /// Asks a validator which miners passed their vetting.
+    Vetted,
 }
 
 /// A response, from server to client.
@@ -128,6 +134,8 @@ pub enum Response {
     },
     /// For each id asked, whether a present copy is held.
     Has(Vec<bool>),
+    /// Node ids (at most [`MAX_NODES_REPLY`]).
+    Nodes(Vec<[u8; 32]>),
     Info(NodeInfo),
 }
 
@@ -270,6 +278,7 @@ mod kind {
     pub const HAS: u8 = 13;
     // 14 was a validator scoreboard request, never sent; retired.
     pub const RELEASE: u8 = 15;
+    pub const VETTED: u8 = 16;
 
     pub const OK: u8 = 128;
     pub const ERROR: u8 = 129;
@@ -279,6 +288,7 @@ mod kind {
     pub const BLOB: u8 = 133;
     pub const INFO_REPLY: u8 = 134;
     pub const HAS_REPLY: u8 = 135;
+    pub const NODES: u8 = 136;
 }
 
 /// Bounds-checked little-endian reader over a payload.
@@ -373,10 +383,23 @@ impl Request {
                 put_opt32(&mut p, on_behalf);
                 kind::PUT_SHARD
             }
-            Request::GetShard { id, offset, length } => {
+            Request::GetShard {
+                id,
+                offset,
+                length,
+                grant,
+            } => {
                 p.extend_from_slice(&id.0);
                 p.extend_from_slice(&offset.to_le_bytes());
                 p.extend_from_slice(&length.to_le_bytes());
+                match grant {
+                    None => p.push(0),
+                    Some(g) => {
+                        let b = g.encode();
+                        p.push(b.len() as u8);
+                        p.extend_from_slice(&b);
+                    }
+                }
                 kind::GET_SHARD
             }
             Request::Challenge {
@@ -439,6 +462,7 @@ impl Request {
                 }
                 kind::HAS
             }
+            Request::Vetted => kind::VETTED,
         };
         frame(k, &p)
     }
@@ -457,6 +481,13 @@ impl Request {
                 id: ShardId(c.b32()?),
                 offset: c.u64()?,
                 length: c.u64()?,
+                grant: match c.u8()? {
+                    0 => None,
+                    n => Some(
+                        Grant::decode(c.take(usize::from(n))?)
+                            .map_err(|e| DecodeError::new(ErrorCode::BadRequest, e.to_string()))?,
+                    ),
+                },
             },
             kind::CHALLENGE => Request::Challenge {
                 id: ShardId(c.b32()?),
@@ -500,6 +531,7 @@ impl Request {
                 }
                 Request::Has { ids }
             }
+            kind::VETTED => Request::Vetted,
             other => {
                 return Err(DecodeError::new(
                     ErrorCode::UnknownRequest,
@@ -559,6 +591,14 @@ impl Response {
                 p.extend(bits.iter().map(|b| u8::from(*b)));
                 kind::HAS_REPLY
             }
+            Response::Nodes(ids) => {
+                let n = ids.len().min(MAX_NODES_REPLY);
+                p.extend_from_slice(&(n as u16).to_le_bytes());
+                for id in &ids[..n] {
+                    p.extend_from_slice(id);
+                }
+                kind::NODES
+            }
             Response::Info(i) => {
                 put_string(&mut p, &i.version);
                 put_string(&mut p, &i.role);
@@ -616,6 +656,20 @@ impl Response {
                 let n = c.u16()? as usize;
                 let bits = c.take(n)?.iter().map(|b| *b != 0).collect();
                 Response::Has(bits)
+            }
+            kind::NODES => {
+                let n = c.u16()? as usize;
+                if n > MAX_NODES_REPLY {
+                    return Err(DecodeError::new(
+                        ErrorCode::TooLarge,
+                        format!("{n} node ids in one reply; at most {MAX_NODES_REPLY}"),
+                    ));
+                }
+                let mut ids = Vec::with_capacity(n);
+                for _ in 0..n {
+                    ids.push(c.b32()?);
+                }
+                Response::Nodes(ids)
             }
             kind::INFO_REPLY => Response::Info(NodeInfo {
                 version: c.string()?,
@@ -692,7 +746,20 @@ mod tests {
                 id,
                 offset: 1,
                 length: u64::MAX,
+                grant: None,
             },
+            Request::GetShard {
+                id,
+                offset: 0,
+                length: 7,
+                grant: Some(Grant::signed(
+                    &crate::SecretKey::from_bytes(&[1; 32]),
+                    crate::SecretKey::from_bytes(&[2; 32]).public(),
+                    99,
+                    Some(id),
+                )),
+            },
+            Request::Vetted,
             Request::Challenge {
                 id,
                 len: 77,
@@ -759,6 +826,7 @@ mod tests {
             },
             Response::Blob { len: 12 },
             Response::Has(vec![true, false, true]),
+            Response::Nodes(vec![[1; 32], [2; 32]]),
             Response::Info(NodeInfo {
                 version: "0.1".into(),
                 role: "miner".into(),

@@ -199,6 +199,12 @@ impl TestNet {
 
     /// An in-process client whose identity is registered with `role`.
     pub async fn client(&self, role: Role) -> (Client, NodeId) {
+        let (c, id, _) = self.client_with_key(role).await;
+        (c, id)
+    }
+
+    /// [`TestNet::client`], with the identity's key (to sign grants).
+    pub async fn client_with_key(&self, role: Role) -> (Client, NodeId, iroh::SecretKey) {
         let secret = iroh::SecretKey::generate();
         let hotkey =
             Hotkey::generate(&self.dir.path().join(format!("hk-{}", secret.public()))).unwrap();
@@ -217,7 +223,11 @@ impl TestNet {
             api: None,
         };
         reg.publish(&m, &hotkey, &secret).await.unwrap();
-        (unregistered_client_with(secret).await, m.node_id)
+        (
+            unregistered_client_with(secret.clone()).await,
+            m.node_id,
+            secret,
+        )
     }
 }
 
@@ -231,6 +241,7 @@ async fn unregistered_client_with(secret: iroh::SecretKey) -> Client {
         listen: "127.0.0.1:0".parse().unwrap(),
         relay: "off".into(),
         external_addrs: vec![],
+        failure_domains: cairn_node::config::FailureDomains::Node,
     };
     let ep = cairn_node::net::endpoint::bind_endpoint(secret, &net, 64)
         .await
@@ -313,6 +324,8 @@ impl Daemon {
             .env("NOTIFY_SOCKET", &notify_path)
             .env("CAIRN_LOG_FORMAT", "terminal")
             .env("CAIRN_LOG_LEVEL", "debug")
+            // Every node runs on this host on purpose: each its own failure domain.
+            .env("CAIRN_NETWORK_FAILURE_DOMAINS", "node")
             .stdout(Stdio::null())
             .stderr(log);
         for (k, v) in env {

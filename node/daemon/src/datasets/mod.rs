@@ -8,23 +8,25 @@
 //! weighted by what they announce; this module only asks who is alive and
 //! walks the rule's orders.
 
+mod grants;
 mod pin;
 mod read;
 mod status;
 mod unpin;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_api::PinRecord;
-use cairn_proto::placement::{self, Candidate};
+use cairn_proto::placement::{self, Candidate, DomainRule};
 use cairn_proto::{Cid, Manifest, NodeId, Placement, SecretKey};
 use cairn_store::Store;
 use tokio::task::JoinSet;
 
 pub use pin::SEGMENTS_IN_FLIGHT;
 
+pub use self::grants::view as grant_view;
 use crate::error::{Error, Result};
 use crate::net::Client;
 use crate::registry::{AnyRegistry, Member, Registry};
@@ -51,9 +53,19 @@ pub struct LiveMiner {
 }
 
 /// The placement candidates among `live`, as the rule weighs them (by what
-/// the registry says they announced, the same for everyone).
-pub fn candidates(live: &[LiveMiner]) -> Vec<Candidate> {
-    live.iter().map(|l| l.member.candidate()).collect()
+/// the registry says they announced and where they said they are, the same
+/// for everyone), vetted unless `vetted` (a validator's list) leaves them out.
+pub fn candidates(
+    live: &[LiveMiner],
+    rule: DomainRule,
+    vetted: Option<&HashSet<NodeId>>,
+) -> Vec<Candidate> {
+    live.iter()
+        .map(|l| {
+            let c = l.member.candidate(rule);
+            c.vetted(vetted.is_none_or(|v| v.contains(&l.member.node_id)))
+        })
+        .collect()
 }
 
 /// Default k and m for a network of `miners` miners: 4 + 2 below 12, 10 + 4 from 12.
@@ -87,6 +99,8 @@ pub struct Datasets {
     client: Arc<Client>,
     registry: AnyRegistry,
     store: Arc<Store>,
+    /// How failure domains are told apart on this network.
+    rule: DomainRule,
     cache: Mutex<HashMap<Cid, (Instant, Dataset)>>,
 }
 
@@ -96,6 +110,7 @@ impl Datasets {
         client: Arc<Client>,
         registry: AnyRegistry,
         store: Arc<Store>,
+        rule: DomainRule,
     ) -> Self {
         Datasets {
             node_id: key.public(),
@@ -103,6 +118,7 @@ impl Datasets {
             client,
             registry,
             store,
+            rule,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -219,7 +235,7 @@ impl Datasets {
             .filter(|m| m.role == Role::Miner && m.node_id != self.node_id)
             .filter(|m| !m.addrs.is_empty() || m.relay.is_some())
             .collect();
-        let candidates: Vec<Candidate> = miners.iter().map(|m| m.candidate()).collect();
+        let candidates: Vec<Candidate> = miners.iter().map(|m| m.candidate(self.rule)).collect();
         let order: Vec<usize> = placement::read_order(&cid.0, &candidates)
             .into_iter()
             .filter(|&i| !self.client.is_suspect(&miners[i].node_id))
@@ -318,7 +334,7 @@ impl Datasets {
             false,
         )?;
         let copies = usize::from(manifest.parity_shards) + 1;
-        let candidates = candidates(live);
+        let candidates = candidates(live, self.rule, None);
         let mut stored = 0;
         let mut errors = Vec::new();
         for i in placement::manifest_holders(&cid.0, copies, &candidates) {
@@ -375,6 +391,29 @@ impl Datasets {
 
     /// Asks every registered validator to audit `cid` (or, with `release`,
     /// to stop auditing it), best effort. Returns how many accepted.
+    /// How failure domains are told apart on this network.
+    pub fn domain_rule(&self) -> DomainRule {
+        self.rule
+    }
+
+    /// The miners a validator says passed their vetting: the first validator
+    /// that answers. `None` when none does (then nobody is held back: with no
+    /// validator there is no vetting).
+    pub async fn vetted(&self) -> Option<HashSet<NodeId>> {
+        let members = self.registry.members().await.ok()?;
+        for v in members
+            .into_iter()
+            .filter(|m| m.is_validator() && m.node_id != self.node_id)
+        {
+            let addr = v.endpoint_addr();
+            let asked = self.client.vetted(&addr);
+            if let Ok(Ok(list)) = tokio::time::timeout(PROBE_TIMEOUT, asked).await {
+                return Some(list.into_iter().collect());
+            }
+        }
+        None
+    }
+
     async fn notify_validators(&self, cid: Cid, release: bool) -> usize {
         let Ok(members) = self.registry.members().await else {
             return 0;

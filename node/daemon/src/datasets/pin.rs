@@ -20,7 +20,7 @@ use bytes::Bytes;
 use cairn_api::{FileSpec, PinOutcome, PinRecord, PinRequest};
 use cairn_erasure::{Encoder, Params};
 use cairn_proof::ShardId;
-use cairn_proto::placement::{self, Candidate};
+use cairn_proto::placement::{self, Candidate, DomainRule};
 use cairn_proto::records::check_path;
 use cairn_proto::{Entry, EntryKind, Manifest, NodeId, Placement, SegmentRecord};
 use tokio::sync::{Semaphore, mpsc};
@@ -269,23 +269,21 @@ async fn upload_segment(
     uploads: Arc<Semaphore>,
 ) -> Result<(usize, Vec<NodeId>)> {
     let total = seg.ids.len();
-    let orders = placement::segment_orders(&seg.hash, total, &candidates);
-    let used = Arc::new(std::sync::Mutex::new(vec![false; live.len()]));
-    // First choices are distinct: claim them up front.
-    for o in &orders {
-        if let Some(&first) = o.first() {
-            used.lock().expect("lock")[first] = true;
-        }
-    }
+    // First choices are in distinct failure domains, claimed up front; a
+    // fall-back claims its domain before it is tried and gives it back if
+    // the miner does not take the shard.
+    let (orders, taken) = placement::segment_orders(&seg.hash, total, &candidates);
+    let used = Arc::new(std::sync::Mutex::new(taken));
     let seg = Arc::new(seg);
     let mut set = JoinSet::new();
     for (i, order) in orders.into_iter().enumerate() {
-        let (ds, live, used, seg, uploads) = (
+        let (ds, live, used, seg, uploads, candidates) = (
             Arc::clone(&ds),
             Arc::clone(&live),
             Arc::clone(&used),
             Arc::clone(&seg),
             Arc::clone(&uploads),
+            Arc::clone(&candidates),
         );
         set.spawn(async move {
             let _permit = uploads
@@ -295,12 +293,9 @@ async fn upload_segment(
             let id = seg.ids[i];
             let mut errors = Vec::new();
             for (attempt, &c) in order.iter().enumerate() {
-                if attempt > 0 {
-                    let mut u = used.lock().expect("lock");
-                    if u[c] {
-                        continue;
-                    }
-                    u[c] = true;
+                let domain = candidates[c].domain;
+                if attempt > 0 && !used.lock().expect("lock").claim(domain) {
+                    continue;
                 }
                 let m = &live[c].member;
                 match ds
@@ -310,6 +305,7 @@ async fn upload_segment(
                 {
                     Ok(()) => return Ok((i, m.node_id)),
                     Err(e) => {
+                        used.lock().expect("lock").release(&domain);
                         tracing::warn!(miner = %m.node_id.fmt_short(), shard = %id, error = %e, "upload failed; trying the next miner");
                         errors.push(format!("{}: {e}", m.node_id.fmt_short()));
                         if errors.len() >= TRIES_PER_SHARD {
@@ -318,11 +314,18 @@ async fn upload_segment(
                     }
                 }
             }
-            Err(Error::Unavailable(format!(
-                "shard {i} of segment {}: no miner took it ({})",
-                seg.index,
-                errors.join("; ")
-            )))
+            Err(Error::Unavailable(if errors.is_empty() {
+                format!(
+                    "shard {i} of segment {}: no miner in a failure domain of its own is left (each shard of a segment goes to a different /24 or /48 network)",
+                    seg.index
+                )
+            } else {
+                format!(
+                    "shard {i} of segment {}: no miner took it ({})",
+                    seg.index,
+                    errors.join("; ")
+                )
+            }))
         });
     }
     let mut holders = vec![None; total];
@@ -389,7 +392,27 @@ impl Datasets {
                 dead.join(", ")
             )));
         }
-        let candidates = Arc::new(candidates(&live));
+        let vetted = self.vetted().await;
+        let candidates = candidates(&live, self.rule, vetted.as_ref());
+        let domains = {
+            let mut d = placement::DomainSet::default();
+            for c in &candidates {
+                d.claim(c.domain);
+            }
+            d.len()
+        };
+        if domains < total {
+            return Err(Error::Unavailable(format!(
+                "k + m = {total} shards of each segment go to {total} different failure domains (a public /24 or /48 each; loopback and private addresses count as one), but the {} live miners span {domains}; add miners on other networks or pin with fewer shards{}",
+                live.len(),
+                if self.rule == DomainRule::Network {
+                    " (a devnet on one host sets [network] failure_domains = \"node\")"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let candidates = Arc::new(candidates);
         let live = Arc::new(live);
 
         let (seg_tx, mut seg_rx) = mpsc::channel::<EncodedSegment>(1);

@@ -48,16 +48,26 @@ impl Datasets {
             ctx.client.is_suspect(&node)
         });
         let mut queue: std::collections::VecDeque<usize> = order.into();
+        // Another owner's dataset: show the grant it gave this node, if any.
+        let grant = ctx.grant_for(&m.owner);
         let mut set: JoinSet<(usize, Result<Vec<u8>>)> = JoinSet::new();
         let start = |i: usize, set: &mut JoinSet<(usize, Result<Vec<u8>>)>| {
             let node = ds.placement.holder(s, i, total).expect("filtered");
             let addr = ds.addr(&node);
             let client = Arc::clone(&ctx.client);
             let id = seg.shards[i];
+            let grant = grant.clone();
             set.spawn(async move {
                 let r = tokio::time::timeout(
                     FETCH_TIMEOUT,
-                    client.get_shard(&addr, id, 0, u64::MAX, Some(shard_len)),
+                    client.get_shard_granted(
+                        &addr,
+                        id,
+                        0,
+                        u64::MAX,
+                        Some(shard_len),
+                        grant.as_ref(),
+                    ),
                 )
                 .await
                 .unwrap_or_else(|_| {

@@ -20,9 +20,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use cairn_api::{
-    DatasetView, EntryView, ErrorBody, MAX_PIN_HEADER, NodeInfo, PinRequest, StoreCounters,
+    DatasetView, EntryView, ErrorBody, GrantRequest, GrantToken, MAX_PIN_HEADER, NodeInfo,
+    PinRequest, StoreCounters,
 };
-use cairn_proto::{Cid, EntryKind};
+use cairn_proto::{Cid, EntryKind, NodeId};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RANGE};
@@ -198,6 +199,17 @@ async fn answer(req: Request<Incoming>, state: &Arc<ApiState>, path: &str) -> Re
             Err(e) => failed(&e),
         },
         (&Method::POST, ["api", "pin"]) => pin(req, state).await,
+        (&Method::POST, ["api", "grants"]) => match read_json::<GrantRequest>(req).await {
+            Ok(g) => issue_grant(state, g),
+            Err(r) => r,
+        },
+        (&Method::PUT, ["api", "grants"]) => match read_json::<GrantToken>(req).await {
+            Ok(t) => match state.datasets.add_grant(&t.token) {
+                Ok(g) => json(StatusCode::OK, &crate::datasets::grant_view(&g)),
+                Err(e) => failed(&e),
+            },
+            Err(r) => r,
+        },
         (&Method::GET, ["api", "datasets", rest])
         | (&Method::DELETE, ["api", "datasets", rest]) => {
             let (cid, sub) = rest.split_once('/').unwrap_or((rest, ""));
@@ -315,6 +327,49 @@ fn dataset_view(ds: &Dataset) -> DatasetView {
 /// Reads the pin header, then feeds the body to the pin pipeline. A pin
 /// refused early still reads the rest of the body, so the client, which
 /// sends it all before it reads a reply, gets the reason.
+/// Largest JSON body of a small API request.
+const MAX_JSON_BODY: usize = 64 << 10;
+
+/// Reads a small JSON body, bounded before it is buffered.
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Resp> {
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_JSON_BODY);
+    let bytes = match limited.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body: {e} (at most {MAX_JSON_BODY} bytes)"),
+            ));
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("request body: {e}")))
+}
+
+fn issue_grant(state: &ApiState, g: GrantRequest) -> Resp {
+    let reader = match g.reader.trim().parse::<NodeId>() {
+        Ok(r) => r,
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "reader {:?} is not a node id (64 hex digits, as `cairn info` prints it)",
+                    g.reader
+                ),
+            );
+        }
+    };
+    let shard = match g.shard.as_deref().map(str::parse::<cairn_proof::ShardId>) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match state.datasets.issue_grant(reader, g.ttl_secs, shard) {
+        Ok(grant) => json(StatusCode::OK, &crate::datasets::grant_view(&grant)),
+        Err(e) => failed(&e),
+    }
+}
+
 async fn pin(req: Request<Incoming>, state: &ApiState) -> Resp {
     let mut body = req.into_body();
     let mut buf: Vec<u8> = Vec::new();

@@ -14,12 +14,12 @@ use cairn_proto::wire::{
     self, InventoryEntry, MAX_CONTROL_FRAME, MAX_MANIFEST_LEN, MAX_PLACEMENT_LEN, NodeInfo,
     Request, Response,
 };
-use cairn_proto::{Cid, Placement};
+use cairn_proto::{Cid, Grant, Placement};
 use iroh::Endpoint;
 use iroh::endpoint::{Connection, RecvStream, SendStream};
 
 use crate::error::{Error, Result};
-use crate::net::frames::{ReadFrame, read_frame, write_frame};
+use crate::net::frames::{ReadFrame, read_frame, read_frame_timed, write_frame};
 use crate::net::health::PeerHealth;
 use cairn_proto::{ALPN, NodeId};
 use iroh::EndpointAddr;
@@ -146,7 +146,18 @@ impl Client {
     }
 
     async fn response(recv: &mut RecvStream, peer: &NodeId, limit: usize) -> Result<Response> {
-        match read_frame(recv, limit, peer).await? {
+        Self::response_timed(recv, peer, limit)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    async fn response_timed(
+        recv: &mut RecvStream,
+        peer: &NodeId,
+        limit: usize,
+    ) -> Result<(Response, Option<Instant>)> {
+        let (frame, first) = read_frame_timed(recv, limit, peer).await?;
+        let r = match frame {
             ReadFrame::Body(b) => {
                 let r = Response::decode(&b).map_err(|e| bad_reply(peer, e.message))?;
                 if let Response::Error { code, message } = r {
@@ -165,7 +176,8 @@ impl Client {
                 peer,
                 format!("reply of {len} bytes exceeds {limit}"),
             )),
-        }
+        };
+        r.map(|r| (r, first))
     }
 
     /// Sends raw bytes as a request and returns the decoded reply, error
@@ -280,13 +292,36 @@ impl Client {
         length: u64,
         expected_len: Option<u64>,
     ) -> Result<ShardRange> {
+        self.get_shard_granted(addr, id, offset, length, expected_len, None)
+            .await
+    }
+
+    /// [`Client::get_shard`], presenting an owner's read grant (needed for
+    /// shards this node did not place, unless it is a validator).
+    pub async fn get_shard_granted(
+        &self,
+        addr: &EndpointAddr,
+        id: ShardId,
+        offset: u64,
+        length: u64,
+        expected_len: Option<u64>,
+        grant: Option<&Grant>,
+    ) -> Result<ShardRange> {
         let mut out = Vec::new();
         let mut first = None;
         let shard_len = self
-            .fetch_verified(addr, id, offset, length, expected_len, |pos, bytes| {
-                first.get_or_insert(pos);
-                out.extend_from_slice(bytes);
-            })
+            .fetch_verified(
+                addr,
+                id,
+                offset,
+                length,
+                expected_len,
+                grant,
+                |pos, bytes| {
+                    first.get_or_insert(pos);
+                    out.extend_from_slice(bytes);
+                },
+            )
             .await?;
         let group_start = first.unwrap_or(offset);
         let end = if length == u64::MAX {
@@ -315,7 +350,7 @@ impl Client {
         dest: &mut [u8],
     ) -> Result<()> {
         let len = dest.len() as u64;
-        self.fetch_verified(addr, id, 0, u64::MAX, Some(len), |pos, bytes| {
+        self.fetch_verified(addr, id, 0, u64::MAX, Some(len), None, |pos, bytes| {
             dest[pos as usize..pos as usize + bytes.len()].copy_from_slice(bytes);
         })
         .await
@@ -323,6 +358,7 @@ impl Client {
     }
 
     /// Streams verified chunk groups of a range to `sink(offset, bytes)`.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_verified(
         &self,
         addr: &EndpointAddr,
@@ -330,16 +366,18 @@ impl Client {
         offset: u64,
         length: u64,
         expected_len: Option<u64>,
+        grant: Option<&Grant>,
         mut sink: impl FnMut(u64, &[u8]),
     ) -> Result<u64> {
         let peer = addr.id;
         let (mut send, mut recv) = self.open(addr).await?;
-        write_frame(
-            &mut send,
-            &Request::GetShard { id, offset, length }.encode(),
-            &peer,
-        )
-        .await?;
+        let request = Request::GetShard {
+            id,
+            offset,
+            length,
+            grant: grant.cloned(),
+        };
+        write_frame(&mut send, &request.encode(), &peer).await?;
         let _ = send.finish();
         let (shard_len, start, len, ob_len) =
             match Self::response(&mut recv, &peer, MAX_CONTROL_FRAME).await? {
@@ -405,6 +443,16 @@ impl Client {
     /// Sends a challenge; returns the proof bytes (unverified: the caller
     /// verifies and decides). Reads at most the challenge's exact proof length.
     pub async fn challenge(&self, addr: &EndpointAddr, challenge: &Challenge) -> Result<Vec<u8>> {
+        self.challenge_timed(addr, challenge).await.map(|r| r.proof)
+    }
+
+    /// A challenge, with when the proof's first byte arrived (so the proof's
+    /// transfer can be told from the time spent producing it).
+    pub async fn challenge_timed(
+        &self,
+        addr: &EndpointAddr,
+        challenge: &Challenge,
+    ) -> Result<ChallengeReply> {
         let (mut send, mut recv) = self.open(addr).await?;
         let req = Request::Challenge {
             id: challenge.shard_id,
@@ -415,10 +463,23 @@ impl Client {
         write_frame(&mut send, &req.encode(), &addr.id).await?;
         let _ = send.finish();
         let limit = (challenge.proof_len() + 2).max(MAX_CONTROL_FRAME);
-        match Self::response(&mut recv, &addr.id, limit).await? {
-            Response::Proof(p) => Ok(p),
+        let (response, first_byte) = Self::response_timed(&mut recv, &addr.id, limit).await?;
+        match response {
+            Response::Proof(proof) => Ok(ChallengeReply {
+                proof,
+                first_byte: first_byte.unwrap_or_else(Instant::now),
+            }),
             r => Err(Self::unexpected(&addr.id, &r)),
         }
+    }
+
+    /// The round trip the QUIC connection to `peer` measures on its path in
+    /// use, if a connection is open.
+    pub async fn rtt(&self, peer: &NodeId) -> Option<Duration> {
+        let conns = self.conns.lock().await;
+        let conn = conns.get(peer)?;
+        let paths = conn.paths();
+        paths.iter().find(|p| p.is_selected()).map(|p| p.rtt())
     }
 
     /// One page of a peer's shard inventory.
@@ -594,6 +655,24 @@ impl Client {
             r => Err(Self::unexpected(&addr.id, &r)),
         }
     }
+
+    /// Asks a validator which miners passed their vetting.
+    pub async fn vetted(&self, addr: &EndpointAddr) -> Result<Vec<NodeId>> {
+        match self.simple(addr, &Request::Vetted).await? {
+            Response::Nodes(ids) => Ok(ids
+                .iter()
+                .filter_map(|b| NodeId::from_bytes(b).ok())
+                .collect()),
+            r => Err(Self::unexpected(&addr.id, &r)),
+        }
+    }
+}
+
+/// A proof, and when its first byte arrived.
+#[derive(Debug)]
+pub struct ChallengeReply {
+    pub proof: Vec<u8>,
+    pub first_byte: Instant,
 }
 
 /// A put in progress.

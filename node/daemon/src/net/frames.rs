@@ -32,11 +32,34 @@ fn stream_err(peer: &NodeId, what: &str, e: impl std::fmt::Display) -> Error {
 
 /// Reads one frame body, refusing lengths over `limit` before allocating.
 pub async fn read_frame(recv: &mut RecvStream, limit: usize, peer: &NodeId) -> Result<ReadFrame> {
+    read_frame_timed(recv, limit, peer).await.map(|(f, _)| f)
+}
+
+/// [`read_frame`], also telling when the frame's first byte arrived.
+pub async fn read_frame_timed(
+    recv: &mut RecvStream,
+    limit: usize,
+    peer: &NodeId,
+) -> Result<(ReadFrame, Option<std::time::Instant>)> {
+    let mut first = None;
+    let frame = read_frame_inner(recv, limit, peer, &mut first).await?;
+    Ok((frame, first))
+}
+
+async fn read_frame_inner(
+    recv: &mut RecvStream,
+    limit: usize,
+    peer: &NodeId,
+    first: &mut Option<std::time::Instant>,
+) -> Result<ReadFrame> {
     let mut prefix = [0u8; 4];
     let mut got = 0;
     while got < 4 {
         match recv.read(&mut prefix[got..]).await {
-            Ok(Some(n)) => got += n,
+            Ok(Some(n)) => {
+                first.get_or_insert_with(std::time::Instant::now);
+                got += n
+            }
             Ok(None) if got == 0 => return Ok(ReadFrame::End),
             Ok(None) => return Ok(ReadFrame::Truncated),
             Err(e) => return Err(stream_err(peer, "reading a frame", e)),

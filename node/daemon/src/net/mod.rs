@@ -7,4 +7,4 @@ pub mod endpoint;
 pub mod frames;
 pub mod health;
 
-pub use client::{Client, PutStream, ShardRange};
+pub use client::{ChallengeReply, Client, PutStream, ShardRange};

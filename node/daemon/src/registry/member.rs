@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use cairn_proto::placement::Candidate;
+use cairn_proto::placement::{Candidate, Domain, DomainRule, failure_domain};
 use serde::{Deserialize, Serialize};
 
 use cairn_proto::{NodeId, Role};
@@ -60,9 +60,15 @@ impl Member {
         self.validator_permit
     }
 
-    /// This member as the placement rule weighs it.
-    pub fn candidate(&self) -> Candidate {
-        Candidate::new(self.node_id, self.free)
+    /// This member as the placement rule weighs it (vetted; see
+    /// [`Candidate::vetted`]).
+    pub fn candidate(&self, rule: DomainRule) -> Candidate {
+        Candidate::new(self.node_id, self.free).in_domain(self.domain(rule))
+    }
+
+    /// Its failure domain, from its committed addresses.
+    pub fn domain(&self, rule: DomainRule) -> Domain {
+        failure_domain(self.node_id, &self.addrs, rule)
     }
 }
 

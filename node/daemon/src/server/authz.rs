@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `Info` | member | control |
 //! | `PutShard` | member; `on_behalf` validator | put |
-//! | `GetShard` | member | get |
+//! | `GetShard` | a shard's owner, a validator, or an owner's grant ([`may_read_shard`]) | get |
 //! | `Challenge` | validator | challenge |
 //! | `Inventory`, `Has` | member | control |
 //! | `PutManifest` | the dataset's owner or a validator ([`may_store_manifest`]) | put |
@@ -14,13 +14,15 @@
 //! | `DeleteShard` | a holder; `on_behalf` validator | control |
 //! | `DeleteManifest` | the dataset's owner ([`may_delete_records`]) | control |
 //! | `Audit`, `Release` | member, on a validator (which checks it is the dataset's owner) | control |
+//! | `Vetted` | member, on a validator | control |
 //!
 //! A right comes from the registry's record of the peer's node id (the
 //! chain, or the local registry's signed entry), never from what a request
 //! says about its sender.
 
+use cairn_proof::ShardId;
 use cairn_proto::wire::{ErrorCode, Request};
-use cairn_proto::{NodeId, Placement};
+use cairn_proto::{Grant, NodeId, Placement};
 
 use crate::registry::Member;
 use crate::server::Refusal;
@@ -60,9 +62,10 @@ pub fn rule(req: &Request) -> (Right, Slot) {
         Request::PutManifest { .. } | Request::PutPlacement { .. } => (Right::Member, Slot::Put),
         Request::GetManifest { .. } | Request::GetPlacement { .. } => (Right::Member, Slot::Get),
         Request::DeleteShard { on_behalf, .. } => (on_behalf_right(on_behalf), Slot::Control),
-        Request::DeleteManifest { .. } | Request::Audit { .. } | Request::Release { .. } => {
-            (Right::Member, Slot::Control)
-        }
+        Request::DeleteManifest { .. }
+        | Request::Audit { .. }
+        | Request::Release { .. }
+        | Request::Vetted => (Right::Member, Slot::Control),
     }
 }
 
@@ -164,4 +167,31 @@ pub fn may_delete_records(peer: &NodeId, owner: Option<NodeId>) -> Result<(), Re
         )),
         _ => Ok(()),
     }
+}
+
+/// Shard bytes go to the nodes that placed the shard here (`owners`), to
+/// validators (repair reads any k shards), and to a reader holding an
+/// owner's unexpired grant made out to it. Nobody else: a miner that could
+/// read the other shards of its segments could rebuild a shard it threw away
+/// at challenge time.
+pub fn may_read_shard(
+    member: &Member,
+    peer: &NodeId,
+    shard: &ShardId,
+    owners: &[NodeId],
+    grant: Option<&Grant>,
+    now: u64,
+) -> Result<(), Refusal> {
+    if owners.contains(peer) || member.is_validator() {
+        return Ok(());
+    }
+    let Some(grant) = grant else {
+        return Err(Refusal::new(
+            ErrorCode::Forbidden,
+            "shard bytes are served to the node that placed the shard, to validators, and to readers with the owner's grant (`cairn grant new`); this node has none",
+        ));
+    };
+    grant
+        .allows(peer, shard, owners, now)
+        .map_err(|why| Refusal::new(ErrorCode::Forbidden, format!("read grant refused: {why}")))
 }

@@ -9,10 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_proof::{Challenge, GROUP_LEN, ShardId};
 use cairn_proto::wire::{
-    ErrorCode, InventoryEntry, MAX_INVENTORY_PAGE, MAX_MANIFEST_LEN, MAX_PLACEMENT_LEN, Response,
+    ErrorCode, InventoryEntry, MAX_INVENTORY_PAGE, MAX_MANIFEST_LEN, MAX_NODES_REPLY,
+    MAX_PLACEMENT_LEN, Response,
 };
-use cairn_proto::{Cid, Manifest, NodeId, Placement};
-use cairn_store::StoreError;
+use cairn_proto::{Cid, Grant, Manifest, NodeId, Placement};
+use cairn_store::{StoreError, unix_secs};
 use iroh::endpoint::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 
@@ -160,7 +161,19 @@ impl Handler<'_> {
         self.respond(&Response::Ok).await
     }
 
-    pub async fn get_shard(mut self, id: ShardId, offset: u64, length: u64) -> Result<(), Refusal> {
+    pub async fn get_shard(
+        mut self,
+        member: &Member,
+        id: ShardId,
+        offset: u64,
+        length: u64,
+        grant: Option<&Grant>,
+    ) -> Result<(), Refusal> {
+        let owners = self.server.store.owners(&id)?;
+        if owners.is_empty() {
+            return Err(StoreError::NotFound(id).into());
+        }
+        authz::may_read_shard(member, &self.peer, &id, &owners, grant, unix_secs())?;
         let store = Arc::clone(&self.server.store);
         let file = tokio::task::spawn_blocking(move || store.open_shard(&id)).await??;
         let shard_len = file.len();
@@ -252,14 +265,22 @@ impl Handler<'_> {
             None => honest?,
             Some(prover) => {
                 let shards: &cairn_store::Store = &self.server.store;
-                match prover.answer(&challenge, shards, honest.map_err(|r| r.message)) {
-                    ProverAction::Reply(p) => p,
-                    ProverAction::NotFound => {
-                        return Err(StoreError::NotFound(id).into());
-                    }
-                    ProverAction::Stall(d) => {
-                        tokio::time::sleep(d).await;
-                        return Err(Refusal::new(ErrorCode::Busy, "stalled"));
+                let mut action = prover.answer(&challenge, shards, honest.map_err(|r| r.message));
+                loop {
+                    match action {
+                        ProverAction::Reply(p) => break p,
+                        ProverAction::NotFound => {
+                            return Err(StoreError::NotFound(id).into());
+                        }
+                        ProverAction::Stall(d) => {
+                            tokio::time::sleep(d).await;
+                            return Err(Refusal::new(ErrorCode::Busy, "stalled"));
+                        }
+                        ProverAction::Hangup => {
+                            let _ = self.send.reset(0u32.into());
+                            return Ok(());
+                        }
+                        ProverAction::Later(f) => action = f.await,
                     }
                 }
             }
@@ -405,6 +426,22 @@ impl Handler<'_> {
             Err(AuditRefusal::Busy(m)) => Err(Refusal::new(ErrorCode::Busy, m)),
             Err(AuditRefusal::Refused(m)) => Err(Refusal::new(ErrorCode::Forbidden, m)),
         }
+    }
+
+    pub async fn vetted(mut self) -> Result<(), Refusal> {
+        let Some(validator) = &self.server.validator else {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "this node is not a validator; ask a validator which miners are vetted",
+            ));
+        };
+        let nodes = validator
+            .vetted()
+            .into_iter()
+            .take(MAX_NODES_REPLY)
+            .map(|n| *n.as_bytes())
+            .collect();
+        self.respond(&Response::Nodes(nodes)).await
     }
 }
 

@@ -45,6 +45,9 @@ pub trait ValidatorService: Send + Sync {
     fn release(&self, peer: NodeId, cid: Cid) -> Result<(), AuditRefusal>;
     /// The scoreboard (`/api/scores`).
     fn report(&self) -> cairn_api::ValidatorReport;
+    /// The miners that passed their vetting (placement gives the others a
+    /// small share).
+    fn vetted(&self) -> Vec<NodeId>;
 }
 
 /// Why a validator did not take an audit request.
@@ -62,6 +65,8 @@ pub trait HeldShards {
     fn list(&self, limit: usize) -> Vec<(cairn_proof::ShardId, u64)>;
     /// The honest proof for `challenge` from the bytes of shard `id`.
     fn prove(&self, challenge: &Challenge, id: &cairn_proof::ShardId) -> Result<Vec<u8>, String>;
+    /// The outboard (hash tree) of shard `id`.
+    fn outboard(&self, id: &cairn_proof::ShardId) -> Result<Vec<u8>, String>;
 }
 
 impl HeldShards for Store {
@@ -76,6 +81,11 @@ impl HeldShards for Store {
     fn prove(&self, challenge: &Challenge, id: &cairn_proof::ShardId) -> Result<Vec<u8>, String> {
         let f = self.open_shard(id).map_err(|e| e.to_string())?;
         cairn_proof::prove(challenge, &f.data(), &f.outboard_region()).map_err(|e| e.to_string())
+    }
+
+    fn outboard(&self, id: &cairn_proof::ShardId) -> Result<Vec<u8>, String> {
+        let f = self.open_shard(id).map_err(|e| e.to_string())?;
+        f.outboard().map_err(|e| e.to_string())
     }
 }
 
@@ -99,6 +109,10 @@ pub enum ProverAction {
     NotFound,
     /// Hold the stream open without answering for this long.
     Stall(Duration),
+    /// Reset the stream: no answer at all.
+    Hangup,
+    /// Decide after some work of its own (a cheater fetching from peers).
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = ProverAction> + Send>>),
 }
 
 /// Everything a request handler needs.
@@ -445,7 +459,15 @@ async fn dispatch(
             h.put_shard(authz::acting_owner(peer, on_behalf)?, id, len)
                 .await
         }
-        Request::GetShard { id, offset, length } => h.get_shard(id, offset, length).await,
+        Request::GetShard {
+            id,
+            offset,
+            length,
+            grant,
+        } => {
+            h.get_shard(member_of(member)?, id, offset, length, grant.as_ref())
+                .await
+        }
         Request::Challenge {
             id,
             len,
@@ -465,6 +487,7 @@ async fn dispatch(
         Request::DeleteManifest { cid } => h.delete_manifest(cid).await,
         Request::Audit { cid } => h.audit(cid, false).await,
         Request::Release { cid } => h.audit(cid, true).await,
+        Request::Vetted => h.vetted().await,
     }
 }
 
