@@ -4,11 +4,13 @@
 //! An honest answer costs one round trip, the proof's transfer over the
 //! miner's uplink, and reading the sampled chunks' groups from its disk.
 //! The validator measures the first two on its own challenges: the round
-//! trip is the QUIC connection's estimate (which a miner cannot shrink or
-//! stretch: it is the transport's), the uplink is the proof's bytes over
-//! the time from its first byte to its last (so disk time, or time spent
-//! fetching from elsewhere, does not inflate it). The disk is budgeted, not
-//! learned, since a miner could learn to look slow:
+//! trip is the QUIC connection's estimate on the path in use, the uplink is
+//! the proof's bytes over the time from its first byte to its last (so disk
+//! time, or time spent fetching from elsewhere, does not inflate it, and
+//! sending slowly buys nothing below 1 Mbit/s). A miner *can* stretch the
+//! round trip by holding back its acknowledgements; each millisecond held
+//! buys two, up to `deadline_secs` (docs/THREATS.md counts this). The disk
+//! is budgeted, not learned, since a miner could learn to look slow:
 //!
 //! ```text
 //! deadline = 2 x rtt + 2 x proof_len / max(uplink, 1 Mbit/s)
