@@ -78,10 +78,114 @@ async fn raw_sink() {
 
 struct Row(String, String);
 
+/// Random 4 KiB reads of one file through the gateway.
+struct RangedReads {
+    /// One reader, one read at a time: p50, p99.
+    p50: Duration,
+    p99: Duration,
+    /// 8 readers at once.
+    per_sec_8: f64,
+    /// Shard bytes the gateway received per read.
+    fetched_per_read: f64,
+    /// One reader, ranges whose data shard's holder is stopped: p50.
+    holder_down_p50: Duration,
+}
+
+fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+}
+
+/// A 4 KiB range of `file` at a pseudo-random offset below `len`, read and
+/// checked against `want`; returns how long it took.
+fn read_4k(http: &HttpReader, api: &str, path: &str, want: &[u8], x: &mut u64) -> Duration {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    let at = *x % (want.len() as u64 - 4096);
+    read_at(http, api, path, want, at)
+}
+
+fn read_at(http: &HttpReader, api: &str, path: &str, want: &[u8], at: u64) -> Duration {
+    let t = Instant::now();
+    let (status, body) = http.get(api, path, Some(&format!("bytes={at}-{}", at + 4095)));
+    let took = t.elapsed();
+    assert_eq!(status, 206);
+    assert!(
+        body == want[at as usize..at as usize + 4096],
+        "range at {at}"
+    );
+    took
+}
+
+fn ranged_reads(net: &CliDevnet, cid: &str, file: &str, want: &[u8]) -> RangedReads {
+    let path = format!("/d/{cid}/{file}");
+    let received = || metric(&net.api, "cairn_shard_bytes_received_total").unwrap();
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    let http = HttpReader::new();
+    for _ in 0..20 {
+        read_4k(&http, &net.api, &path, want, &mut x); // connections up
+    }
+    let before = received();
+    let mut one: Vec<Duration> = (0..300)
+        .map(|_| read_4k(&http, &net.api, &path, want, &mut x))
+        .collect();
+    let fetched_per_read = (received() - before) / 300.0;
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for r in 0..8u64 {
+            let path = &path;
+            s.spawn(move || {
+                let mut x = 0x9e37_79b9_7f4a_7c15_u64 ^ r;
+                let http = HttpReader::new();
+                for _ in 0..100 {
+                    read_4k(&http, &net.api, path, want, &mut x);
+                }
+            });
+        }
+    });
+    let per_sec_8 = 800.0 / t.elapsed().as_secs_f64();
+
+    // Stop one miner; read only where it held the data shard.
+    let st = net.cli(&["status", cid, "--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let victim = net.node_id("miner-0").fmt_short().to_string();
+    net.devnet(&["stop-miner", "0"], &[]);
+    let (seg, k) = (8u64 << 20, 4u64);
+    let mut spans = Vec::new();
+    for (s, segment) in st["segments"].as_array().unwrap().iter().enumerate() {
+        for i in 0..k {
+            if segment["shards"][i as usize][0] == victim.as_str() {
+                let start = s as u64 * seg + i * (seg / k);
+                if start + (seg / k) <= want.len() as u64 {
+                    spans.push(start);
+                }
+            }
+        }
+    }
+    assert!(!spans.is_empty(), "miner-0 holds no data shard of {file}");
+    let mut down: Vec<Duration> = (0..100u64)
+        .map(|j| {
+            let at = spans[j as usize % spans.len()] + (j * 12_289) % ((seg / k) - 4096);
+            read_at(&http, &net.api, &path, want, at)
+        })
+        .collect();
+    RangedReads {
+        p50: percentile(&mut one, 0.5),
+        p99: percentile(&mut one, 0.99),
+        per_sec_8,
+        fetched_per_read,
+        holder_down_p50: percentile(&mut down, 0.5),
+    }
+}
+
 /// Pins `total` bytes over four files through a fresh devnet and gets them
-/// back; returns (pin, get) in MB/s of dataset bytes.
-fn dataset_round_trip(total: u64) -> (f64, f64) {
+/// back; returns (pin, get) in MB/s of dataset bytes, and random 4 KiB reads
+/// of the largest file.
+fn dataset_round_trip(total: u64) -> (f64, f64, RangedReads, CpuPerGib) {
     let net = CliDevnet::up(6);
+    let cpu = |who: &str| cairn_testkit::bench::cpu_secs(net.pid(who));
+    let miners_cpu = || (0..6).map(|i| cpu(&format!("miner-{i}"))).sum::<f64>();
     let dir = net.dir.path();
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -92,9 +196,11 @@ fn dataset_round_trip(total: u64) -> (f64, f64) {
         std::fs::write(data.join(format!("part-{i}.bin")), bytes(len, i as u64 + 7)).unwrap();
         written += len as u64;
     }
+    let (g0, m0) = (cpu("gateway"), miners_cpu());
     let t = Instant::now();
     let pin = net.cli(&["pin", data.to_str().unwrap(), "--json"]);
     let pin_secs = t.elapsed().as_secs_f64();
+    let (g1, m1) = (cpu("gateway"), miners_cpu());
     assert!(pin.status.success(), "pin: {}", stderr(&pin));
     let v: serde_json::Value = serde_json::from_slice(&pin.stdout).unwrap();
     let cid = v["cid"].as_str().unwrap().to_string();
@@ -102,6 +208,14 @@ fn dataset_round_trip(total: u64) -> (f64, f64) {
     let t = Instant::now();
     let get = net.cli(&["get", &cid, "-o", out.to_str().unwrap()]);
     let get_secs = t.elapsed().as_secs_f64();
+    let (g2, m2) = (cpu("gateway"), miners_cpu());
+    let gib = written as f64 / (1u64 << 30) as f64;
+    let cpu_per_gib = CpuPerGib {
+        pin_gateway: (g1 - g0) / gib,
+        pin_miners: (m1 - m0) / gib,
+        get_gateway: (g2 - g1) / gib,
+        get_miners: (m2 - m1) / gib,
+    };
     assert!(get.status.success(), "get: {}", stderr(&get));
     for i in 0..parts.len() {
         let name = format!("part-{i}.bin");
@@ -110,10 +224,23 @@ fn dataset_round_trip(total: u64) -> (f64, f64) {
             "{name} differs after get"
         );
     }
+    let want = std::fs::read(data.join("part-0.bin")).unwrap();
+    let ranged = ranged_reads(&net, &cid, "part-0.bin", &want);
     (
         written as f64 / pin_secs / 1e6,
         written as f64 / get_secs / 1e6,
+        ranged,
+        cpu_per_gib,
     )
+}
+
+/// CPU seconds per GiB of dataset bytes, by process (the `cairn` CLI
+/// process only reads or writes files and is not counted).
+struct CpuPerGib {
+    pin_gateway: f64,
+    pin_miners: f64,
+    get_gateway: f64,
+    get_miners: f64,
 }
 
 async fn bench() {
@@ -180,6 +307,24 @@ async fn bench() {
         assert_eq!(got, total);
         total as f64 / t.elapsed().as_secs_f64() / 1e6
     };
+    // A bare 16 KiB request/response round trip: what a ranged read is
+    // measured against.
+    let mut rt = Vec::new();
+    for _ in 0..300 {
+        let t = Instant::now();
+        let (mut s, mut r) = conn.open_bi().await.unwrap();
+        let mut op = vec![b'd'];
+        op.extend_from_slice(&(16u64 << 10).to_le_bytes());
+        s.write_all(&op).await.unwrap();
+        s.finish().unwrap();
+        let mut got = 0usize;
+        while let Some(c) = r.read_chunk(1 << 20).await.unwrap() {
+            got += c.len();
+        }
+        assert_eq!(got, 16 << 10);
+        rt.push(t.elapsed());
+    }
+    let rt_p50 = percentile(&mut rt, 0.5);
     conn.close(0u32.into(), b"done");
     ep.close().await;
     let _ = sink.kill();
@@ -196,7 +341,7 @@ async fn bench() {
     // --- a dataset pinned and fetched through a devnet -------------------------
     // 6 miner processes + the gateway daemon, k = 4, m = 2, 8 MiB segments:
     // what `cairn pin` / `cairn get` give, beside the raw stream above.
-    let (pin_rate, get_rate) = dataset_round_trip(total);
+    let (pin_rate, get_rate, ranged, cpu) = dataset_round_trip(total);
     let wire = 6.0 / 4.0;
     rows.push(Row(
         format!("cairn pin {mib} MiB dataset, k=4 m=2 on 6 miners"),
@@ -211,6 +356,48 @@ async fn bench() {
         format!(
             "{get_rate:.0} MB/s of data = {:.2} x raw download",
             get_rate / raw_down
+        ),
+    ));
+
+    rows.push(Row(
+        "  CPU s per GiB, pin: gateway / 6 miners together".into(),
+        format!("{:.2} / {:.2}", cpu.pin_gateway, cpu.pin_miners),
+    ));
+    rows.push(Row(
+        "  CPU s per GiB, get: gateway / 6 miners together".into(),
+        format!("{:.2} / {:.2}", cpu.get_gateway, cpu.get_miners),
+    ));
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    rows.push(Row(
+        "bare QUIC request/response of 16 KiB (p50)".into(),
+        format!("{:.2} ms", ms(rt_p50)),
+    ));
+    rows.push(Row(
+        "random 4 KiB Range reads via the gateway, 1 reader (p50 / p99)".into(),
+        format!(
+            "{:.2} ms / {:.2} ms; p50 = {:.1} x the bare round trip",
+            ms(ranged.p50),
+            ms(ranged.p99),
+            ranged.p50.as_secs_f64() / rt_p50.as_secs_f64()
+        ),
+    ));
+    rows.push(Row(
+        "  8 readers at once".into(),
+        format!("{:.0} reads/s", ranged.per_sec_8),
+    ));
+    rows.push(Row(
+        "  shard bytes fetched from miners per 4 KiB read".into(),
+        format!(
+            "{:.0} bytes (the gateway's /metrics)",
+            ranged.fetched_per_read
+        ),
+    ));
+    rows.push(Row(
+        "  the data shard's holder stopped, 1 reader (p50)".into(),
+        format!(
+            "{:.2} ms = {:.1} x the bare round trip",
+            ms(ranged.holder_down_p50),
+            ranged.holder_down_p50.as_secs_f64() / rt_p50.as_secs_f64()
         ),
     ));
 
@@ -274,6 +461,24 @@ async fn bench() {
         }
         total as f64 / t.elapsed().as_secs_f64() / 1e6
     };
+    // One 4 KiB range of a shard straight from the miner (the protocol's
+    // share of a ranged read through the gateway).
+    let mut ranged = Vec::new();
+    for i in 0..300u64 {
+        let (id, b) = &shards[i as usize % shards.len()];
+        let at = (i * 40_961) % (b.len() as u64 - 4096);
+        let t = Instant::now();
+        let r = client
+            .get_shard(&addr, *id, at, 4096, Some(b.len() as u64))
+            .await
+            .unwrap();
+        ranged.push(t.elapsed());
+        assert!(r.bytes == b[at as usize..at as usize + 4096]);
+    }
+    rows.push(Row(
+        "4 KiB range of a shard from a miner, verified (p50)".into(),
+        format!("{:.2} ms", percentile(&mut ranged, 0.5).as_secs_f64() * 1e3),
+    ));
     rows.push(Row(
         format!("cairn put, {count} x 2 MiB shards, sequential"),
         format!("{put_rate:.0} MB/s = {:.2} x raw upload", put_rate / raw_up),

@@ -126,6 +126,52 @@ pub fn http(api: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u
     (status, body)
 }
 
+/// A GET of `path` from a node's API with an optional `Range` header: the
+/// status and the body's bytes.
+pub fn http_bytes(api: &str, path: &str, range: Option<&str>) -> (u16, Vec<u8>) {
+    HttpReader::new().get(api, path, range)
+}
+
+/// An HTTP client that keeps its connections, as a data loader does.
+pub struct HttpReader {
+    agent: ureq::Agent,
+}
+
+impl Default for HttpReader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpReader {
+    pub fn new() -> Self {
+        HttpReader {
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into(),
+        }
+    }
+
+    /// GET `path` with an optional `Range` header: the status and the body.
+    pub fn get(&self, api: &str, path: &str, range: Option<&str>) -> (u16, Vec<u8>) {
+        let agent = &self.agent;
+        let mut req = agent.get(format!("http://{api}{path}"));
+        if let Some(r) = range {
+            req = req.header("Range", r);
+        }
+        let resp = req.call().expect("the API answers");
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
 /// How many times the adversary's report saw `code`.
 pub fn count(report: &serde_json::Value, code: &str) -> u64 {
     report["codes"][code].as_u64().unwrap_or(0)

@@ -102,6 +102,8 @@ pub struct Datasets {
     /// How failure domains are told apart on this network.
     rule: DomainRule,
     cache: Mutex<HashMap<Cid, (Instant, Dataset)>>,
+    /// What ranged reads did (for `/metrics`).
+    pub(crate) reads: read::ReadCounters,
 }
 
 impl Datasets {
@@ -120,7 +122,20 @@ impl Datasets {
             store,
             rule,
             cache: Mutex::new(HashMap::new()),
+            reads: read::ReadCounters::default(),
         }
+    }
+
+    /// Counters for `/metrics`: shard bytes received from miners, pieces of
+    /// partial-segment reads, and how many of those were decoded around a
+    /// failed or slow holder.
+    pub fn read_counters(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.client.shard_bytes_received(),
+            self.reads.pieces.load(Relaxed),
+            self.reads.decoded.load(Relaxed),
+        )
     }
 
     /// Registered miners other than this node.

@@ -74,6 +74,27 @@ pub(super) fn metrics(state: &ApiState) -> Resp {
         "Seconds since start.",
         state.started.elapsed().as_secs(),
     );
+    let (received, pieces, decoded) = state.datasets.read_counters();
+    let mut c = |name: &str, help: &str, v: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+        ));
+    };
+    c(
+        "cairn_shard_bytes_received_total",
+        "Shard bytes (outboards and groups) received from miners.",
+        received,
+    );
+    c(
+        "cairn_range_pieces_total",
+        "Pieces of data shards read for ranges within a segment.",
+        pieces,
+    );
+    c(
+        "cairn_range_pieces_decoded_total",
+        "Of those, pieces decoded from other shards (holder failed or slow).",
+        decoded,
+    );
     if let Some(reads) = state.server.registry.metagraph_reads() {
         out.push_str(&format!(
             "# HELP cairn_chain_metagraph_reads_total Metagraph reads from the chain.\n# TYPE cairn_chain_metagraph_reads_total counter\ncairn_chain_metagraph_reads_total {reads}\n"

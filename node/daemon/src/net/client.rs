@@ -33,6 +33,8 @@ pub struct Client {
     conns: tokio::sync::Mutex<HashMap<NodeId, Connection>>,
     connect_timeout: Duration,
     health: PeerHealth,
+    /// Shard bytes received (outboards and groups), for `/metrics`.
+    shard_bytes_received: std::sync::atomic::AtomicU64,
 }
 
 fn peer_err(peer: &NodeId, message: impl Into<String>) -> Error {
@@ -66,7 +68,19 @@ impl Client {
             conns: tokio::sync::Mutex::new(HashMap::new()),
             connect_timeout: Duration::from_secs(10),
             health: PeerHealth::default(),
+            shard_bytes_received: Default::default(),
         }
+    }
+
+    /// Shard bytes (outboards and groups) this client has received.
+    pub fn shard_bytes_received(&self) -> u64 {
+        self.shard_bytes_received
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_shard_bytes(&self, n: u64) {
+        self.shard_bytes_received
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Records that a request to `peer` failed or timed out, and drops its
@@ -408,6 +422,7 @@ impl Client {
         recv.read_exact(&mut outboard)
             .await
             .map_err(|e| peer_err(&peer, format!("outboard: {e}")))?;
+        self.count_shard_bytes(ob_len);
         let verifier = ShardVerifier::new(id, shard_len, &outboard)
             .map_err(|e| bad_reply(&peer, format!("sent a bad outboard for {id}: {e}")))?;
         let mut buf = vec![0u8; GROUP_LEN];
@@ -418,6 +433,7 @@ impl Client {
             recv.read_exact(&mut buf[..n])
                 .await
                 .map_err(|e| peer_err(&peer, format!("shard body ended early: {e}")))?;
+            self.count_shard_bytes(n as u64);
             let group = pos / g;
             let expected = cairn_proof::group_range(shard_len, group);
             if expected.end - expected.start != n as u64 {
