@@ -2,6 +2,8 @@
 //! data shard, segment, file, the last short segment, an empty file), with
 //! every holder up, with a holder serving corrupted bytes, and with two
 //! holders killed; and a small range fetches only the groups that hold it.
+//! The edge cache: a second read is served without the miners, its budget
+//! holds, and bytes decoded around a bad holder never enter it.
 
 use cairn_testkit::bytes;
 use cairn_testkit::net::*;
@@ -35,7 +37,8 @@ fn counter(net: &CliDevnet, name: &str) -> f64 {
 
 #[test]
 fn ranged_reads_are_exact_at_every_boundary_with_and_without_holders() {
-    let net = CliDevnet::up(6);
+    // No edge cache: every read goes to the miners.
+    let net = CliDevnet::with(6, 0, &[("CAIRN_CACHE_MEMORY", "0")]);
     let data = net.dir.path().join("dataset");
     std::fs::create_dir_all(&data).unwrap();
     // Two full 1 MiB segments and a short one of 300,001 bytes (its shards
@@ -142,4 +145,100 @@ fn ranged_reads_are_exact_at_every_boundary_with_and_without_holders() {
         counter(&net, "cairn_range_pieces_decoded_total") > decoded,
         "no piece was decoded around the stopped miners"
     );
+}
+
+#[test]
+fn the_edge_cache_serves_second_reads_within_its_budget() {
+    let budget = 8u64 << 20;
+    let net = CliDevnet::with(6, 0, &[("CAIRN_CACHE_MEMORY", "8MiB")]);
+    let data = net.dir.path().join("dataset");
+    std::fs::create_dir_all(&data).unwrap();
+    let a = bytes((12 * SEG) as usize, 9);
+    std::fs::write(data.join("a.bin"), &a).unwrap();
+    let pin = net.cli(&["pin", data.to_str().unwrap(), "--segment-size", "1MiB"]);
+    assert!(pin.status.success(), "{}", text(&pin));
+    let cid = stdout(&pin).trim().to_string();
+    assert_eq!(counter(&net, "cairn_cache_budget_bytes"), budget as f64);
+
+    // The holder of segment 2's data shard 1 serves corrupted bytes: a read
+    // there decodes around it, and what it decoded is not cached: the same
+    // read decodes again.
+    let status = net.cli(&["status", &cid, "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let holder = s["segments"][2]["shards"][1][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let miner = (0..6)
+        .map(|i| format!("miner-{i}"))
+        .find(|n| net.node_id(n).fmt_short().to_string() == holder)
+        .unwrap();
+    for l1 in std::fs::read_dir(net.path().join(&miner).join("shards"))
+        .unwrap()
+        .flatten()
+    {
+        for l2 in std::fs::read_dir(l1.path()).unwrap().flatten() {
+            for f in std::fs::read_dir(l2.path()).unwrap().flatten() {
+                let mut b = std::fs::read(f.path()).unwrap();
+                for x in b.iter_mut().take((SEG / K) as usize) {
+                    *x ^= 0x55;
+                }
+                std::fs::write(f.path(), b).unwrap();
+            }
+        }
+    }
+    let at = 2 * SEG + SEG / K + 77_777;
+    for round in 0..2 {
+        let decoded = counter(&net, "cairn_range_pieces_decoded_total");
+        let hits = counter(&net, "cairn_cache_hits_total");
+        check(&net, &cid, "a.bin", &a, at, at + 4096);
+        assert_eq!(
+            counter(&net, "cairn_cache_hits_total"),
+            hits,
+            "round {round}"
+        );
+        assert_eq!(
+            counter(&net, "cairn_range_pieces_decoded_total"),
+            decoded + 1.0,
+            "round {round}"
+        );
+    }
+
+    // The same 4 KiB twice from a data shard the corrupting miner does not
+    // hold: the second read costs the miners nothing.
+    let (seg, shard) = (0..12u64)
+        .flat_map(|s| (0..K).map(move |i| (s, i)))
+        .find(|&(seg, i)| s["segments"][seg as usize]["shards"][i as usize][0] != holder.as_str())
+        .unwrap();
+    let at = seg * SEG + shard * (SEG / K) + 10_000;
+    check(&net, &cid, "a.bin", &a, at, at + 4096);
+    let (received, hits) = (
+        counter(&net, "cairn_shard_bytes_received_total"),
+        counter(&net, "cairn_cache_hits_total"),
+    );
+    check(&net, &cid, "a.bin", &a, at, at + 4096);
+    assert_eq!(counter(&net, "cairn_shard_bytes_received_total"), received);
+    assert_eq!(counter(&net, "cairn_cache_hits_total"), hits + 1.0);
+
+    // A whole segment read twice: the second from the cache alone.
+    check(&net, &cid, "a.bin", &a, SEG, 2 * SEG);
+    let received = counter(&net, "cairn_shard_bytes_received_total");
+    let misses = counter(&net, "cairn_cache_misses_total");
+    check(&net, &cid, "a.bin", &a, SEG, 2 * SEG);
+    assert_eq!(
+        counter(&net, "cairn_shard_bytes_received_total"),
+        received,
+        "misses {misses} -> {}, cached {}",
+        counter(&net, "cairn_cache_misses_total"),
+        counter(&net, "cairn_cache_bytes")
+    );
+
+    // The whole 12 MiB file through an 8 MiB cache: exact, and the budget holds.
+    for _ in 0..2 {
+        let (status, body) = http_bytes(&net.api, &format!("/d/{cid}/a.bin"), None);
+        assert_eq!(status, 200);
+        assert!(body == a);
+        assert!(counter(&net, "cairn_cache_bytes") <= budget as f64);
+    }
+    assert!(counter(&net, "cairn_cache_evicted_bytes_total") > 0.0);
 }

@@ -30,6 +30,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub limits: LimitsConfig,
     pub storage: StorageConfig,
+    pub cache: CacheConfig,
     pub log: LogConfig,
     /// The validator's own section, parsed (strictly) by cairn-validator.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -129,6 +130,15 @@ pub struct StorageConfig {
     pub scrub_interval_secs: u64,
 }
 
+/// `[cache]`: verified shard groups a reading node keeps, so a dataset read
+/// again (a training job's next epoch) does not go back to the miners.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Bytes of verified groups kept in memory (0 turns the cache off).
+    pub memory: ByteSize,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -149,6 +159,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
+            cache: CacheConfig::default(),
             log: LogConfig::default(),
             validator: None,
         }
@@ -207,6 +218,14 @@ impl Default for StorageConfig {
         StorageConfig {
             scrub_rate: ByteSize(4 << 20),
             scrub_interval_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            memory: ByteSize(64 << 20),
         }
     }
 }
@@ -358,12 +377,13 @@ impl Config {
     }
 }
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "network",
     "chain",
     "api",
     "limits",
     "storage",
+    "cache",
     "log",
     "validator",
 ];

@@ -87,6 +87,7 @@ impl NodeBuilder {
             registry.clone(),
             Arc::clone(&store),
             config.network.failure_domains.rule(),
+            config.cache.memory.0,
         ));
         let listener = gateway::bind(config.api.listen).await?;
         let api_addr = listener

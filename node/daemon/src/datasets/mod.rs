@@ -8,6 +8,7 @@
 //! weighted by what they announce; this module only asks who is alive and
 //! walks the rule's orders.
 
+pub mod cache;
 mod grants;
 mod pin;
 mod read;
@@ -104,6 +105,8 @@ pub struct Datasets {
     cache: Mutex<HashMap<Cid, (Instant, Dataset)>>,
     /// What ranged reads did (for `/metrics`).
     pub(crate) reads: read::ReadCounters,
+    /// Verified groups read lately.
+    pub(crate) groups: cache::GroupCache,
 }
 
 impl Datasets {
@@ -113,6 +116,7 @@ impl Datasets {
         registry: AnyRegistry,
         store: Arc<Store>,
         rule: DomainRule,
+        cache_bytes: u64,
     ) -> Self {
         Datasets {
             node_id: key.public(),
@@ -123,6 +127,7 @@ impl Datasets {
             rule,
             cache: Mutex::new(HashMap::new()),
             reads: read::ReadCounters::default(),
+            groups: cache::GroupCache::new(cache_bytes),
         }
     }
 
@@ -136,6 +141,11 @@ impl Datasets {
             self.reads.pieces.load(Relaxed),
             self.reads.decoded.load(Relaxed),
         )
+    }
+
+    /// The edge cache's counters, for `/metrics`.
+    pub fn cache_stats(&self) -> cache::CacheStats {
+        self.groups.stats()
     }
 
     /// Registered miners other than this node.

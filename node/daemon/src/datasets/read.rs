@@ -61,6 +61,9 @@ impl Datasets {
         let k = usize::from(m.data_shards);
         let total = m.total_shards();
         let shard_len = seg.len.div_ceil(k as u64);
+        if let Some(bytes) = self.segment_from_cache(ds, s) {
+            return Ok(bytes);
+        }
         // Data shards first (no decoding needed), then parity; miners that
         // failed recently last.
         let mut order: Vec<usize> = (0..total)
@@ -173,7 +176,37 @@ impl Datasets {
                 "segment {s} decoded to bytes that do not match the manifest"
             )));
         }
+        // The segment matches the manifest, so every data shard cut from it
+        // is verified, fetched or decoded (the last ones padded with zeros,
+        // as the encoder padded them).
+        let sl = shard_len as usize;
+        for i in 0..k {
+            let from = (i * sl).min(bytes.len());
+            let to = ((i + 1) * sl).min(bytes.len());
+            if to - from == sl {
+                self.groups
+                    .insert(&seg.shards[i], shard_len, 0, &bytes[from..to]);
+            } else {
+                let mut padded = bytes[from..to].to_vec();
+                padded.resize(sl, 0);
+                self.groups.insert(&seg.shards[i], shard_len, 0, &padded);
+            }
+        }
         Ok(bytes)
+    }
+
+    /// Segment `s` from the cache, when every data shard of it is there
+    /// (checked against the segment's hash like a fetched one).
+    fn segment_from_cache(&self, ds: &Dataset, s: usize) -> Option<Vec<u8>> {
+        let seg = &ds.manifest.segments[s];
+        let k = u64::from(ds.manifest.data_shards);
+        let sl = seg.len.div_ceil(k);
+        let mut out = Vec::with_capacity((sl * k) as usize);
+        for i in 0..k as usize {
+            out.extend_from_slice(&self.groups.get(&seg.shards[i], sl, 0, sl)?);
+        }
+        out.truncate(seg.len as usize);
+        (*blake3::hash(&out).as_bytes() == seg.blake3).then_some(out)
     }
 
     /// Bytes `[a, b)` of segment `s`, fetching only the groups that hold
@@ -235,6 +268,9 @@ impl Datasets {
         let seg = &m.segments[s];
         let total = m.total_shards();
         let sl = seg.len.div_ceil(u64::from(m.data_shards));
+        if let Some(b) = self.groups.get(&seg.shards[i], sl, lo, hi) {
+            return Ok(b);
+        }
         let grant = self.grant_for(&m.owner);
         let holder = ds
             .placement
@@ -245,14 +281,17 @@ impl Datasets {
             return self.decode_piece(ds, s, i, lo, hi).await;
         };
         let addr = ds.addr(&holder);
+        // Whole groups, so that what is fetched can be cached.
+        let g = GROUP_LEN as u64;
+        let (g0, g1) = (lo / g * g, (hi.div_ceil(g) * g).min(sl));
         let direct = async {
             let r = tokio::time::timeout(
                 FETCH_TIMEOUT,
                 self.client.get_shard_granted(
                     &addr,
                     seg.shards[i],
-                    lo,
-                    hi - lo,
+                    g0,
+                    g1 - g0,
                     Some(sl),
                     grant.as_ref(),
                 ),
@@ -268,7 +307,12 @@ impl Datasets {
                 Ok(_) => self.client.mark_ok(&holder),
                 Err(_) => self.client.mark_failed(&holder).await,
             }
-            r.map(|r| r.bytes)
+            let groups = r?.bytes;
+            self.groups.insert(&seg.shards[i], sl, g0, &groups);
+            groups
+                .get((lo - g0) as usize..(hi - g0) as usize)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| Error::Internal(format!("a verified range of shard {i} is short")))
         };
         tokio::pin!(direct);
         let hedge = self.hedge_delay(&holder).await;

@@ -95,6 +95,34 @@ pub(super) fn metrics(state: &ApiState) -> Resp {
         "Of those, pieces decoded from other shards (holder failed or slow).",
         decoded,
     );
+    let cache = state.datasets.cache_stats();
+    c(
+        "cairn_cache_hits_total",
+        "Reads served from the edge cache.",
+        cache.hits,
+    );
+    c(
+        "cairn_cache_misses_total",
+        "Reads the edge cache could not serve.",
+        cache.misses,
+    );
+    c(
+        "cairn_cache_evicted_bytes_total",
+        "Bytes the edge cache let go to stay in its budget.",
+        cache.evicted_bytes,
+    );
+    gauge(
+        &mut out,
+        "cairn_cache_bytes",
+        "Verified group bytes in the edge cache.",
+        cache.bytes,
+    );
+    gauge(
+        &mut out,
+        "cairn_cache_budget_bytes",
+        "The edge cache's budget ([cache] memory).",
+        cache.budget,
+    );
     if let Some(reads) = state.server.registry.metagraph_reads() {
         out.push_str(&format!(
             "# HELP cairn_chain_metagraph_reads_total Metagraph reads from the chain.\n# TYPE cairn_chain_metagraph_reads_total counter\ncairn_chain_metagraph_reads_total {reads}\n"
@@ -106,4 +134,10 @@ pub(super) fn metrics(state: &ApiState) -> Resp {
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     r
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, v: u64) {
+    out.push_str(&format!(
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+    ));
 }

@@ -1,0 +1,191 @@
+//! The edge cache: verified 16 KiB groups of the shards this node read,
+//! kept within a byte budget (`[cache] memory`), so that a dataset read
+//! again (a training job's next epoch, a hot file behind the gateway) is
+//! served without going back to the miners.
+//!
+//! Only groups that passed verification against their shard id enter it;
+//! bytes decoded around a failed holder never do. Eviction is quick_cache's
+//! S3-FIFO-style policy (recency and frequency): groups read again move to
+//! its "hot" part, so one long scan does not push out what is read often.
+//! Half the budget admits new groups (quick_cache keeps 3% by default,
+//! which suits lookups; a training epoch reads every group once, and the
+//! next epoch should find them), and the budget is split over at most 4
+//! internal shards.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use bytes::Bytes;
+use cairn_proof::{GROUP_LEN, ShardId, group_range};
+use quick_cache::sync::{Cache, DefaultLifecycle};
+use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter};
+
+/// Bookkeeping a cached group costs beyond its bytes (key, handle), counted
+/// in the budget.
+const ENTRY_OVERHEAD: u64 = 64;
+
+#[derive(Clone)]
+struct GroupWeight;
+
+impl Weighter<(ShardId, u64), Bytes> for GroupWeight {
+    fn weight(&self, _key: &(ShardId, u64), group: &Bytes) -> u64 {
+        group.len() as u64 + ENTRY_OVERHEAD
+    }
+}
+
+/// What the cache did, for `/metrics`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CacheStats {
+    pub budget: u64,
+    pub bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub inserted_bytes: u64,
+    pub evicted_bytes: u64,
+}
+
+/// Verified groups by (shard id, group index).
+pub struct GroupCache {
+    cache: Option<Cache<(ShardId, u64), Bytes, GroupWeight>>,
+    budget: u64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    inserted: AtomicU64,
+}
+
+impl GroupCache {
+    /// A cache of at most `budget` bytes (0: no cache).
+    pub fn new(budget: u64) -> Self {
+        let cache = (budget > 0).then(|| {
+            let items = (budget / (GROUP_LEN as u64 + ENTRY_OVERHEAD)).max(1) as usize;
+            let options = OptionsBuilder::new()
+                .estimated_items_capacity(items)
+                .weight_capacity(budget)
+                .hot_allocation(0.5)
+                .shards(4)
+                .build()
+                .expect("valid cache options");
+            Cache::with_options(
+                options,
+                GroupWeight,
+                DefaultHashBuilder::default(),
+                DefaultLifecycle::default(),
+            )
+        });
+        GroupCache {
+            cache,
+            budget,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            inserted: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes `[from, to)` of shard `id` (`shard_len` bytes long) if every
+    /// group holding them is cached; one hit or one miss either way.
+    pub fn get(&self, id: &ShardId, shard_len: u64, from: u64, to: u64) -> Option<Vec<u8>> {
+        let cache = self.cache.as_ref()?;
+        let g = GROUP_LEN as u64;
+        let (g0, g1) = (from / g, to.div_ceil(g).max(from / g + 1));
+        let mut out = Vec::with_capacity((to - from) as usize);
+        for group in g0..g1 {
+            let Some(bytes) = cache.get(&(*id, group)) else {
+                self.misses.fetch_add(1, Relaxed);
+                return None;
+            };
+            let r = group_range(shard_len, group);
+            if bytes.len() as u64 != r.end - r.start {
+                self.misses.fetch_add(1, Relaxed);
+                return None;
+            }
+            let a = from.max(r.start) - r.start;
+            let b = to.min(r.end) - r.start;
+            out.extend_from_slice(&bytes[a as usize..b as usize]);
+        }
+        self.hits.fetch_add(1, Relaxed);
+        Some(out)
+    }
+
+    /// Keeps verified bytes of shard `id` that start at group-aligned
+    /// `start` (whole groups, the last one possibly the shard's short tail).
+    pub fn insert(&self, id: &ShardId, shard_len: u64, start: u64, verified: &[u8]) {
+        let Some(cache) = self.cache.as_ref() else {
+            return;
+        };
+        let g = GROUP_LEN as u64;
+        if !start.is_multiple_of(g) {
+            return;
+        }
+        let mut pos = start;
+        while pos < start + verified.len() as u64 {
+            let r = group_range(shard_len, pos / g);
+            let end = r.end.min(start + verified.len() as u64);
+            if end != r.end {
+                break; // a partial group: not what a reader of it expects
+            }
+            let bytes = &verified[(pos - start) as usize..(end - start) as usize];
+            self.inserted.fetch_add(bytes.len() as u64, Relaxed);
+            cache.insert((*id, pos / g), Bytes::copy_from_slice(bytes));
+            pos = end;
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let bytes = self.cache.as_ref().map_or(0, |c| {
+            let w = c.weight();
+            w - (c.len() as u64 * ENTRY_OVERHEAD).min(w)
+        });
+        let inserted = self.inserted.load(Relaxed);
+        CacheStats {
+            budget: self.budget,
+            bytes,
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            inserted_bytes: inserted,
+            evicted_bytes: inserted.saturating_sub(bytes),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> ShardId {
+        ShardId([n; 32])
+    }
+
+    #[test]
+    fn ranges_come_back_exact_and_only_whole_groups_enter() {
+        let c = GroupCache::new(1 << 20);
+        let len = 40_000u64; // groups of 16384, 16384, 7232
+        let shard: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        assert_eq!(c.get(&id(1), len, 0, 10), None);
+        c.insert(&id(1), len, 0, &shard);
+        for (a, b) in [(0, 1), (16_383, 16_385), (30_000, 40_000), (0, 40_000)] {
+            assert_eq!(
+                c.get(&id(1), len, a, b).unwrap(),
+                shard[a as usize..b as usize]
+            );
+        }
+        // a piece that does not end on a group boundary is not kept
+        c.insert(&id(2), len, 0, &shard[..20_000]);
+        assert!(c.get(&id(2), len, 0, 100).is_some());
+        assert_eq!(c.get(&id(2), len, 16_384, 16_400), None);
+        let s = c.stats();
+        assert_eq!((s.hits, s.misses), (5, 2));
+    }
+
+    #[test]
+    fn the_budget_holds() {
+        let budget = 256 << 10;
+        let c = GroupCache::new(budget);
+        let shard = vec![7u8; 4 << 20];
+        for n in 0..8 {
+            c.insert(&id(n), shard.len() as u64, 0, &shard);
+            assert!(c.stats().bytes <= budget, "{:?}", c.stats());
+        }
+        let s = c.stats();
+        assert!(s.evicted_bytes > 0 && s.bytes > 0, "{s:?}");
+        assert!(GroupCache::new(0).get(&id(0), 10, 0, 1).is_none());
+    }
+}
