@@ -35,6 +35,38 @@ fn counter(net: &CliDevnet, name: &str) -> f64 {
     metric(&net.api, name).unwrap_or_else(|| panic!("{name} in /metrics"))
 }
 
+/// `cairn status --json` of the dataset.
+fn status(net: &CliDevnet, cid: &str) -> serde_json::Value {
+    let o = net.cli(&["status", cid, "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The devnet name (`miner-N`) of the holder of shard `i` of segment `seg`.
+fn holder_of(net: &CliDevnet, status: &serde_json::Value, seg: usize, i: usize) -> String {
+    let short = status["segments"][seg]["shards"][i][0].as_str().unwrap();
+    (0..6)
+        .map(|n| format!("miner-{n}"))
+        .find(|n| net.node_id(n).fmt_short().to_string() == short)
+        .expect("the holder is a devnet miner")
+}
+
+/// Rewrites every shard file of devnet node `name` with `damage` applied.
+fn corrupt_every_shard(net: &CliDevnet, name: &str, damage: impl Fn(&mut [u8])) {
+    for l1 in std::fs::read_dir(net.path().join(name).join("shards"))
+        .unwrap()
+        .flatten()
+    {
+        for l2 in std::fs::read_dir(l1.path()).unwrap().flatten() {
+            for f in std::fs::read_dir(l2.path()).unwrap().flatten() {
+                let mut bytes = std::fs::read(f.path()).unwrap();
+                damage(&mut bytes);
+                std::fs::write(f.path(), bytes).unwrap();
+            }
+        }
+    }
+}
+
 #[test]
 fn ranged_reads_are_exact_at_every_boundary_with_and_without_holders() {
     // No edge cache: every read goes to the miners.
@@ -107,29 +139,9 @@ fn ranged_reads_are_exact_at_every_boundary_with_and_without_holders() {
 
     // The holder of segment 0's data shard 0 serves corrupted bytes: the
     // read notices, decodes around it, and returns the right bytes.
-    let status = net.cli(&["status", &cid, "--json"]);
-    assert!(status.status.success(), "{}", text(&status));
-    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    let holder = s["segments"][0]["shards"][0][0]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let miner = (0..6)
-        .map(|i| format!("miner-{i}"))
-        .find(|n| net.node_id(n).fmt_short().to_string() == holder)
-        .expect("the holder is a devnet miner");
-    for l1 in std::fs::read_dir(net.path().join(&miner).join("shards"))
-        .unwrap()
-        .flatten()
-    {
-        for l2 in std::fs::read_dir(l1.path()).unwrap().flatten() {
-            for f in std::fs::read_dir(l2.path()).unwrap().flatten() {
-                let mut bytes = std::fs::read(f.path()).unwrap();
-                bytes[100] ^= 0xff; // group 0 of every shard it holds
-                std::fs::write(f.path(), bytes).unwrap();
-            }
-        }
-    }
+    let s = status(&net, &cid);
+    let miner = holder_of(&net, &s, 0, 0);
+    corrupt_every_shard(&net, &miner, |b| b[100] ^= 0xff); // group 0 of each
     check(&net, &cid, "a.bin", &a, 0, 4096);
     assert!(counter(&net, "cairn_range_pieces_decoded_total") >= 1.0);
 
@@ -163,30 +175,17 @@ fn the_edge_cache_serves_second_reads_within_its_budget() {
     // The holder of segment 2's data shard 1 serves corrupted bytes: a read
     // there decodes around it, and what it decoded is not cached: the same
     // read decodes again.
-    let status = net.cli(&["status", &cid, "--json"]);
-    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let s = status(&net, &cid);
     let holder = s["segments"][2]["shards"][1][0]
         .as_str()
         .unwrap()
         .to_string();
-    let miner = (0..6)
-        .map(|i| format!("miner-{i}"))
-        .find(|n| net.node_id(n).fmt_short().to_string() == holder)
-        .unwrap();
-    for l1 in std::fs::read_dir(net.path().join(&miner).join("shards"))
-        .unwrap()
-        .flatten()
-    {
-        for l2 in std::fs::read_dir(l1.path()).unwrap().flatten() {
-            for f in std::fs::read_dir(l2.path()).unwrap().flatten() {
-                let mut b = std::fs::read(f.path()).unwrap();
-                for x in b.iter_mut().take((SEG / K) as usize) {
-                    *x ^= 0x55;
-                }
-                std::fs::write(f.path(), b).unwrap();
-            }
+    let miner = holder_of(&net, &s, 2, 1);
+    corrupt_every_shard(&net, &miner, |b| {
+        for x in b.iter_mut().take((SEG / K) as usize) {
+            *x ^= 0x55;
         }
-    }
+    });
     let at = 2 * SEG + SEG / K + 77_777;
     for round in 0..2 {
         let decoded = counter(&net, "cairn_range_pieces_decoded_total");
