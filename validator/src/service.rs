@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn_erasure::{Decoder, Encoder};
+use cairn_erasure::Encoder;
 use cairn_node::datasets::{Dataset, LiveMiner};
 use cairn_node::registry::{Registry, WeightEntry};
 use cairn_node::server::AuditRefusal;
@@ -519,9 +519,8 @@ impl Validator {
             return Ok(0);
         }
         let params = m.decoder_params()?;
-        let mut decoder = Decoder::new(params)?;
         let datasets = self.node.datasets();
-        let segment = datasets.fetch_segment(&ds, s, &mut decoder).await?;
+        let segment = datasets.fetch_segment(&ds, s).await?.contiguous();
         let mut encoder = Encoder::new(params)?;
         let encoded = encoder.encode(&segment)?;
         let live = self.live_miners().await?;

@@ -4,7 +4,8 @@
 //! `cargo bench -p cairn-cli --bench node` prints one table measured in one
 //! run. `CAIRN_BENCH_SMALL_SHARDS` sets the shard count of the memory part
 //! (default 100000), `CAIRN_BENCH_MIB` the bytes moved per throughput test
-//! (default 256).
+//! (default 256), `CAIRN_BENCH_EPOCH_MIB` the dataset read epoch after
+//! epoch (default 1024); `CAIRN_BENCH_ONLY=epochs` runs only that part.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -234,6 +235,137 @@ fn dataset_round_trip(total: u64) -> (f64, f64, RangedReads, CpuPerGib) {
     )
 }
 
+/// A dataset bigger than the gateway's memory tier read in order epoch
+/// after epoch, as a training job does, beside a local file of the same
+/// bytes: with the page cache warm, and cold (the case of a dataset bigger
+/// than RAM; needs root to drop the page cache).
+struct Epochs {
+    /// MB/s reading the local file (1 MiB reads), warm and cold.
+    local: f64,
+    local_cold: Option<f64>,
+    /// MB/s of epoch 1 (from the miners), epoch 2 (from the cache, warm)
+    /// and epoch 3 (from the cache after the page cache was dropped).
+    first: f64,
+    second: f64,
+    third_cold: Option<f64>,
+    /// Shard bytes the gateway received during epochs 2 and 3.
+    later_received: f64,
+    /// The gateway's largest RSS during the epochs, and its memory tier.
+    gateway_rss_max: u64,
+    memory_tier: u64,
+}
+
+/// Drops the page cache; false when this process may not.
+fn drop_page_cache() -> bool {
+    sync_disks();
+    std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok()
+}
+
+fn sync_disks() {
+    let _ = std::process::Command::new("sync").status();
+}
+
+fn epochs(total: u64) -> Epochs {
+    let memory_tier = 64u64 << 20;
+    let net = CliDevnet::with(
+        6,
+        0,
+        &[
+            ("CAIRN_CACHE_MEMORY", "64MiB"),
+            ("CAIRN_CACHE_DISK", "4GiB"),
+        ],
+    );
+    let dir = net.dir.path().join("epochs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("train.bin");
+    let chunk = 64usize << 20;
+    let mut want = Vec::with_capacity(total as usize);
+    for i in 0..total.div_ceil(chunk as u64) {
+        let n = (total - i * chunk as u64).min(chunk as u64) as usize;
+        want.extend_from_slice(&bytes(n, 1000 + i));
+    }
+    std::fs::write(&file, &want).unwrap();
+    let pin = net.cli(&["pin", dir.to_str().unwrap(), "--json"]);
+    assert!(pin.status.success(), "pin: {}", stderr(&pin));
+    let v: serde_json::Value = serde_json::from_slice(&pin.stdout).unwrap();
+    let path = format!("/d/{}/train.bin", v["cid"].as_str().unwrap());
+
+    // Every byte read is compared with the original, the same way for the
+    // local file and the gateway.
+    let local = || {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&file).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let (t, mut pos) = (Instant::now(), 0usize);
+        loop {
+            let n = f.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(buf[..n] == want[pos..pos + n]);
+            pos += n;
+        }
+        assert_eq!(pos as u64, total);
+        total as f64 / t.elapsed().as_secs_f64() / 1e6
+    };
+    let gateway = net.pid("gateway");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let received = || metric(&net.api, "cairn_shard_bytes_received_total").unwrap();
+    std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut max = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                max = max.max(rss_kib(gateway).0);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            max
+        });
+        let http = HttpReader::new();
+        let epoch = || {
+            let (t, mut pos) = (Instant::now(), 0usize);
+            let (status, n) = http.stream(&net.api, &path, 1 << 20, |b| {
+                assert!(b == &want[pos..pos + b.len()]);
+                pos += b.len();
+            });
+            assert_eq!((status, n), (200, total));
+            total as f64 / t.elapsed().as_secs_f64() / 1e6
+        };
+        let first = epoch();
+        // The disk tier is written behind the reader: let it settle.
+        let mut last = -1.0;
+        loop {
+            let now = metric(&net.api, "cairn_cache_disk_bytes").unwrap();
+            if now == last {
+                break;
+            }
+            last = now;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let before = received();
+        let local_warm = local();
+        let second = epoch();
+        let (local_cold, third_cold) = if drop_page_cache() {
+            let l = local();
+            drop_page_cache();
+            (Some(l), Some(epoch()))
+        } else {
+            (None, None)
+        };
+        let later_received = received() - before;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        Epochs {
+            local: local_warm,
+            local_cold,
+            first,
+            second,
+            third_cold,
+            later_received,
+            gateway_rss_max: sampler.join().unwrap() << 10,
+            memory_tier,
+        }
+    })
+}
+
 /// CPU seconds per GiB of dataset bytes, by process (the `cairn` CLI
 /// process only reads or writes files and is not counted).
 struct CpuPerGib {
@@ -244,6 +376,22 @@ struct CpuPerGib {
 }
 
 async fn bench() {
+    if std::env::var("CAIRN_BENCH_ONLY").as_deref() == Ok("epochs") {
+        let mib = env_num("CAIRN_BENCH_EPOCH_MIB", 1024);
+        let e = epochs(mib << 20);
+        println!(
+            "epoch 1 {:.0} MB/s, epoch 2 {:.0} MB/s vs local {:.0} MB/s ({:.2}x), cold: epoch 3 {:?} vs local {:?}, {} bytes from miners after epoch 1, gateway RSS max {:.0} MiB",
+            e.first,
+            e.second,
+            e.local,
+            e.second / e.local,
+            e.third_cold,
+            e.local_cold,
+            e.later_received,
+            e.gateway_rss_max as f64 / 1048576.0
+        );
+        return;
+    }
     let mib = env_num("CAIRN_BENCH_MIB", 256);
     let total = mib << 20;
     let mut rows: Vec<Row> = Vec::new();
@@ -398,6 +546,44 @@ async fn bench() {
             "{:.2} ms = {:.1} x the bare round trip",
             ms(ranged.holder_down_p50),
             ranged.holder_down_p50.as_secs_f64() / rt_p50.as_secs_f64()
+        ),
+    ));
+
+    // --- a dataset bigger than memory, read epoch after epoch -----------------
+    let epoch_mib = env_num("CAIRN_BENCH_EPOCH_MIB", 1024);
+    let e = epochs(epoch_mib << 20);
+    rows.push(Row(
+        format!("{epoch_mib} MiB read in order via the gateway, epoch 1 (miners)"),
+        format!("{:.0} MB/s", e.first),
+    ));
+    rows.push(Row(
+        "  epoch 2 (64 MiB memory tier + disk tier), page cache warm".into(),
+        format!(
+            "{:.0} MB/s = {:.2} x a local file ({:.0} MB/s)",
+            e.second,
+            e.second / e.local,
+            e.local,
+        ),
+    ));
+    rows.push(Row(
+        "  epoch 3, page cache dropped first (data > RAM)".into(),
+        match (e.third_cold, e.local_cold) {
+            (Some(g), Some(l)) => {
+                format!("{g:.0} MB/s = {:.2} x a local file ({l:.0} MB/s)", g / l)
+            }
+            _ => "n/a (dropping the page cache needs root)".into(),
+        },
+    ));
+    rows.push(Row(
+        "  shard bytes from miners in epochs 2 and 3".into(),
+        format!("{:.0}", e.later_received),
+    ));
+    rows.push(Row(
+        "  gateway RSS at most, both epochs".into(),
+        format!(
+            "{:.0} MiB = memory tier + {:.0} MiB",
+            e.gateway_rss_max as f64 / 1048576.0,
+            (e.gateway_rss_max as f64 - e.memory_tier as f64) / 1048576.0
         ),
     ));
 

@@ -241,3 +241,118 @@ fn the_edge_cache_serves_second_reads_within_its_budget() {
     }
     assert!(counter(&net, "cairn_cache_evicted_bytes_total") > 0.0);
 }
+
+/// Every regular file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(files_under(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+#[test]
+fn sequential_readers_are_read_ahead_and_the_disk_tier_serves_the_next_epoch() {
+    let disk_budget = 16u64 << 20;
+    let net = CliDevnet::with(
+        6,
+        0,
+        &[
+            ("CAIRN_CACHE_MEMORY", "1MiB"),
+            ("CAIRN_CACHE_DISK", "16MiB"),
+        ],
+    );
+    let data = net.dir.path().join("dataset");
+    std::fs::create_dir_all(&data).unwrap();
+    let a = bytes((12 * SEG) as usize, 21);
+    let b = bytes((8 * SEG) as usize, 22);
+    std::fs::write(data.join("a.bin"), &a).unwrap();
+    std::fs::write(data.join("b.bin"), &b).unwrap();
+    let pin = net.cli(&["pin", data.to_str().unwrap(), "--segment-size", "1MiB"]);
+    assert!(pin.status.success(), "{}", text(&pin));
+    let cid = stdout(&pin).trim().to_string();
+    assert_eq!(
+        counter(&net, "cairn_cache_disk_budget_bytes"),
+        disk_budget as f64
+    );
+
+    // Epoch 1 of b.bin (the dataset's last 8 segments), in 256 KiB steps:
+    // after the first two steps the segments ahead of the reader are
+    // fetched whole, so most steps find their bytes already here (without
+    // read-ahead every step is a miss).
+    let step = 256 << 10;
+    let hits =
+        || counter(&net, "cairn_cache_hits_total") + counter(&net, "cairn_cache_disk_hits_total");
+    let before = hits();
+    for at in (0..b.len() as u64).step_by(step) {
+        check(&net, &cid, "b.bin", &b, at, at + step as u64);
+    }
+    let steps = (b.len() / step) as f64;
+    let ahead = counter(&net, "cairn_prefetch_segments_total");
+    assert!(ahead >= 6.0, "{ahead} segments read ahead");
+    assert!(
+        hits() - before >= steps * 0.75,
+        "{} of {steps} steps found their bytes read ahead",
+        hits() - before
+    );
+    // The disk tier is written behind the reads: wait until all 8
+    // segments' data shards (and outboards) are there.
+    let shard_on_disk = (SEG / K + 15 * 64) as f64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while counter(&net, "cairn_cache_disk_bytes") < 8.0 * K as f64 * shard_on_disk {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} bytes in the disk tier",
+            counter(&net, "cairn_cache_disk_bytes")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // Epoch 2, the whole file: from the disk tier alone (the 1 MiB memory
+    // tier cannot hold it).
+    let received = counter(&net, "cairn_shard_bytes_received_total");
+    let disk_hits = counter(&net, "cairn_cache_disk_hits_total");
+    let (status, body) = http_bytes(&net.api, &format!("/d/{cid}/b.bin"), None);
+    assert_eq!(status, 200);
+    assert!(body == b);
+    assert_eq!(counter(&net, "cairn_shard_bytes_received_total"), received);
+    assert!(counter(&net, "cairn_cache_disk_hits_total") >= disk_hits + 8.0 * K as f64 - 4.0);
+
+    // Cached files damaged on disk are dropped, never served: the bytes
+    // come from the miners again.
+    let cache_dir = net.path().join("gateway").join("cache");
+    let cached = files_under(&cache_dir);
+    assert_eq!(cached.len() as u64, 8 * K, "shard files cached");
+    for f in &cached {
+        let mut bytes = std::fs::read(f).unwrap();
+        bytes[1000] ^= 0xff;
+        std::fs::write(f, bytes).unwrap();
+    }
+    let (status, body) = http_bytes(&net.api, &format!("/d/{cid}/b.bin"), None);
+    assert_eq!(status, 200);
+    assert!(body == b);
+    assert!(counter(&net, "cairn_cache_disk_dropped_total") >= 1.0);
+    assert!(counter(&net, "cairn_shard_bytes_received_total") > received);
+
+    // 20 MiB read through a 16 MiB disk tier: the budget holds on disk.
+    for (name, want) in [("a.bin", &a), ("b.bin", &b)] {
+        let (status, body) = http_bytes(&net.api, &format!("/d/{cid}/{name}"), None);
+        assert_eq!(status, 200);
+        assert!(body == *want);
+    }
+    assert!(counter(&net, "cairn_cache_disk_evicted_bytes_total") > 0.0);
+    assert!(counter(&net, "cairn_cache_disk_bytes") <= disk_budget as f64);
+    let on_disk: u64 = files_under(&cache_dir)
+        .iter()
+        .map(|f| f.metadata().map_or(0, |m| m.len()))
+        .sum();
+    assert!(
+        on_disk <= disk_budget,
+        "{on_disk} bytes in {}",
+        cache_dir.display()
+    );
+}

@@ -137,6 +137,9 @@ pub struct StorageConfig {
 pub struct CacheConfig {
     /// Bytes of verified groups kept in memory (0 turns the cache off).
     pub memory: ByteSize,
+    /// Bytes of verified data shards kept on disk under the data directory
+    /// (0, the default, turns the disk tier off).
+    pub disk: ByteSize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -226,6 +229,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
             memory: ByteSize(64 << 20),
+            disk: ByteSize(0),
         }
     }
 }

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::datasets::Datasets;
+use crate::datasets::cache::disk::DiskTier;
 use crate::error::{Error, Result};
 use crate::gateway::{self, ApiState};
 use crate::identity::{Hotkey, load_node_key};
@@ -88,6 +89,10 @@ impl NodeBuilder {
             Arc::clone(&store),
             config.network.failure_domains.rule(),
             config.cache.memory.0,
+            match config.cache.disk.0 {
+                0 => None,
+                budget => Some(DiskTier::open(&config.data_dir, budget)?),
+            },
         ));
         let listener = gateway::bind(config.api.listen).await?;
         let api_addr = listener

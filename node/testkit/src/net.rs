@@ -172,6 +172,39 @@ impl HttpReader {
     }
 }
 
+impl HttpReader {
+    /// GET `path` and hand its body to `sink` as it arrives, in reads of
+    /// up to `buf` bytes (what a loader streaming a file does); returns the
+    /// status and the body's length.
+    pub fn stream(
+        &self,
+        api: &str,
+        path: &str,
+        buf: usize,
+        mut sink: impl FnMut(&[u8]),
+    ) -> (u16, u64) {
+        use std::io::Read;
+        let resp = self
+            .agent
+            .get(format!("http://{api}{path}"))
+            .call()
+            .expect("the API answers");
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body().into_reader();
+        let mut b = vec![0u8; buf];
+        let mut total = 0u64;
+        loop {
+            let n = body.read(&mut b).expect("the body reads");
+            if n == 0 {
+                break;
+            }
+            sink(&b[..n]);
+            total += n as u64;
+        }
+        (status, total)
+    }
+}
+
 /// How many times the adversary's report saw `code`.
 pub fn count(report: &serde_json::Value, code: &str) -> u64 {
     report["codes"][code].as_u64().unwrap_or(0)

@@ -11,6 +11,7 @@
 pub mod cache;
 mod grants;
 mod pin;
+mod prefetch;
 mod read;
 mod status;
 mod unpin;
@@ -26,6 +27,7 @@ use cairn_store::Store;
 use tokio::task::JoinSet;
 
 pub use pin::SEGMENTS_IN_FLIGHT;
+pub use read::SegmentBytes;
 
 pub use self::grants::view as grant_view;
 use crate::error::{Error, Result};
@@ -107,6 +109,16 @@ pub struct Datasets {
     pub(crate) reads: read::ReadCounters,
     /// Verified groups read lately.
     pub(crate) groups: cache::GroupCache,
+    /// Verified data shards on the local disk (`[cache] disk`).
+    pub(crate) disk: Option<Arc<cache::disk::DiskTier>>,
+    /// Bounds the segment bytes waiting to be written to the disk tier.
+    pub(crate) disk_writes: Arc<tokio::sync::Semaphore>,
+    /// Where sequential readers are, to fetch ahead of them.
+    pub(crate) trails: Mutex<prefetch::Trails>,
+    /// Segments being fetched ahead, which readers of them wait for.
+    pub(crate) ahead: Mutex<HashMap<(Cid, usize), tokio::sync::watch::Receiver<bool>>>,
+    /// Segments fetched ahead (for `/metrics`).
+    pub(crate) prefetched: std::sync::atomic::AtomicU64,
 }
 
 impl Datasets {
@@ -117,6 +129,7 @@ impl Datasets {
         store: Arc<Store>,
         rule: DomainRule,
         cache_bytes: u64,
+        disk: Option<cache::disk::DiskTier>,
     ) -> Self {
         Datasets {
             node_id: key.public(),
@@ -128,6 +141,11 @@ impl Datasets {
             cache: Mutex::new(HashMap::new()),
             reads: read::ReadCounters::default(),
             groups: cache::GroupCache::new(cache_bytes),
+            disk: disk.map(Arc::new),
+            disk_writes: Arc::new(tokio::sync::Semaphore::new(read::DISK_WRITE_PERMITS)),
+            trails: Mutex::new(prefetch::Trails::default()),
+            ahead: Mutex::new(HashMap::new()),
+            prefetched: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -146,6 +164,16 @@ impl Datasets {
     /// The edge cache's counters, for `/metrics`.
     pub fn cache_stats(&self) -> cache::CacheStats {
         self.groups.stats()
+    }
+
+    /// The disk tier's counters (`None`: no disk tier), for `/metrics`.
+    pub fn disk_cache_stats(&self) -> Option<cache::disk::DiskStats> {
+        self.disk.as_ref().map(|d| d.stats())
+    }
+
+    /// Segments fetched ahead of sequential readers, for `/metrics`.
+    pub fn prefetched_segments(&self) -> u64 {
+        self.prefetched.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Registered miners other than this node.

@@ -35,6 +35,97 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// 4 round trips) before it also decodes the piece from other shards.
 const MIN_RANGE_HEDGE: Duration = Duration::from_millis(50);
 
+/// Segment bytes waiting for the disk tier, in 64 KiB units (8 MiB).
+pub const DISK_WRITE_PERMITS: usize = 128;
+
+/// A segment's bytes in a few pieces: its data shards when none needed
+/// decoding (so a healthy read never copies them into one buffer), or one
+/// decoded buffer.
+#[derive(Debug, Clone, Default)]
+pub struct SegmentBytes {
+    parts: Vec<Bytes>,
+}
+
+impl SegmentBytes {
+    fn one(bytes: Bytes) -> Self {
+        SegmentBytes { parts: vec![bytes] }
+    }
+
+    /// The segment of `len` bytes made of `shards` (the padding past its
+    /// end cut off).
+    fn from_data_shards(shards: Vec<Bytes>, len: u64) -> Self {
+        let mut left = len as usize;
+        let mut parts = Vec::with_capacity(shards.len());
+        for mut shard in shards {
+            if left == 0 {
+                break;
+            }
+            shard.truncate(left);
+            left -= shard.len();
+            parts.push(shard);
+        }
+        SegmentBytes { parts }
+    }
+
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The segment in one buffer (copied when it is in several pieces).
+    pub fn contiguous(&self) -> Bytes {
+        match self.parts.as_slice() {
+            [one] => one.clone(),
+            parts => Bytes::from(parts.concat()),
+        }
+    }
+
+    fn hash(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        for p in &self.parts {
+            h.update(p);
+        }
+        *h.finalize().as_bytes()
+    }
+
+    /// Bytes `[from, to)` as pieces of at most `max` bytes, not copied.
+    fn slices(&self, from: usize, to: usize, max: usize) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for p in &self.parts {
+            let (a, b) = (from.max(at), to.min(at + p.len()));
+            let mut pos = a;
+            while pos < b {
+                let n = (b - pos).min(max);
+                out.push(p.slice(pos - at..pos - at + n));
+                pos += n;
+            }
+            at += p.len();
+        }
+        out
+    }
+
+    /// Data shard `i` (`sl` bytes), zero-padded past the segment's end as
+    /// the encoder padded it; not copied when it lies in one piece.
+    fn data_shard(&self, i: usize, sl: usize) -> Bytes {
+        let len = self.len();
+        let (from, to) = ((i * sl).min(len), ((i + 1) * sl).min(len));
+        let pieces = self.slices(from, to, usize::MAX);
+        if pieces.len() == 1 && to - from == sl {
+            return pieces.into_iter().next().expect("one piece");
+        }
+        let mut shard = Vec::with_capacity(sl);
+        for p in pieces {
+            shard.extend_from_slice(&p);
+        }
+        shard.resize(sl, 0);
+        Bytes::from(shard)
+    }
+}
+
 /// What partial-segment reads did, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct ReadCounters {
@@ -45,13 +136,14 @@ pub struct ReadCounters {
 }
 
 impl Datasets {
-    /// Fetches and decodes segment `s`: any k shards, data shards first, hedged.
-    pub async fn fetch_segment(
-        &self,
-        ds: &Dataset,
-        s: usize,
-        decoder: &mut Decoder,
-    ) -> Result<Vec<u8>> {
+    /// Fetches and decodes segment `s`: any k shards, data shards first,
+    /// hedged (or from the cache, or from a read-ahead already under way).
+    pub async fn fetch_segment(&self, ds: &Dataset, s: usize) -> Result<SegmentBytes> {
+        self.wait_for_read_ahead(ds, s).await;
+        self.fetch_segment_now(ds, s).await
+    }
+
+    async fn fetch_segment_now(&self, ds: &Dataset, s: usize) -> Result<SegmentBytes> {
         let ctx = self;
         let m = &ds.manifest;
         let seg = m
@@ -61,7 +153,7 @@ impl Datasets {
         let k = usize::from(m.data_shards);
         let total = m.total_shards();
         let shard_len = seg.len.div_ceil(k as u64);
-        if let Some(bytes) = self.segment_from_cache(ds, s) {
+        if let Some(bytes) = self.segment_from_cache(ds, s).await {
             return Ok(bytes);
         }
         // Data shards first (no decoding needed), then parity; miners that
@@ -169,9 +261,18 @@ impl Datasets {
                 errors.join("; ")
             )));
         }
-        let given: Vec<(usize, &[u8])> = got.iter().map(|(i, b)| (*i, b.as_slice())).collect();
-        let bytes = decoder.decode(seg.len as usize, &given)?.to_vec();
-        if *blake3::hash(&bytes).as_bytes() != seg.blake3 {
+        got.sort_by_key(|(i, _)| *i);
+        let bytes = if got.iter().enumerate().all(|(n, (i, _))| n == *i) {
+            // Every data shard came: the segment is those shards, no decoding.
+            let shards = got.into_iter().map(|(_, b)| Bytes::from(b)).collect();
+            SegmentBytes::from_data_shards(shards, seg.len)
+        } else {
+            let mut decoder = Decoder::new(m.decoder_params()?)?;
+            let given: Vec<(usize, &[u8])> = got.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+            let decoded = decoder.decode(seg.len as usize, &given)?;
+            SegmentBytes::one(Bytes::copy_from_slice(decoded))
+        };
+        if bytes.hash() != seg.blake3 {
             return Err(Error::Corrupt(format!(
                 "segment {s} decoded to bytes that do not match the manifest"
             )));
@@ -179,34 +280,136 @@ impl Datasets {
         // The segment matches the manifest, so every data shard cut from it
         // is verified, fetched or decoded (the last ones padded with zeros,
         // as the encoder padded them).
-        let sl = shard_len as usize;
         for i in 0..k {
-            let from = (i * sl).min(bytes.len());
-            let to = ((i + 1) * sl).min(bytes.len());
-            if to - from == sl {
-                self.groups
-                    .insert(&seg.shards[i], shard_len, 0, &bytes[from..to]);
-            } else {
-                let mut padded = bytes[from..to].to_vec();
-                padded.resize(sl, 0);
-                self.groups.insert(&seg.shards[i], shard_len, 0, &padded);
-            }
+            let shard = bytes.data_shard(i, shard_len as usize);
+            self.groups.insert(&seg.shards[i], shard_len, 0, &shard);
         }
+        self.keep_on_disk(ds, s, &bytes).await;
         Ok(bytes)
     }
 
-    /// Segment `s` from the cache, when every data shard of it is there
-    /// (checked against the segment's hash like a fetched one).
-    fn segment_from_cache(&self, ds: &Dataset, s: usize) -> Option<Vec<u8>> {
+    /// Segment `s` from the cache (memory, then disk), when every data
+    /// shard of it is there; checked against the segment's hash like a
+    /// fetched one.
+    async fn segment_from_cache(&self, ds: &Dataset, s: usize) -> Option<SegmentBytes> {
         let seg = &ds.manifest.segments[s];
         let k = u64::from(ds.manifest.data_shards);
         let sl = seg.len.div_ceil(k);
-        let mut out = Vec::with_capacity((sl * k) as usize);
-        for i in 0..k as usize {
-            out.extend_from_slice(&self.groups.get(&seg.shards[i], sl, 0, sl)?);
+        let mut parts: Vec<Option<Vec<u8>>> = seg.shards[..k as usize]
+            .iter()
+            .map(|id| self.groups.get(id, sl, 0, sl))
+            .collect();
+        let mut from_disk = Vec::new();
+        if parts.iter().any(Option::is_none) {
+            let disk = Arc::clone(self.disk.as_ref()?);
+            let ids = seg.shards[..k as usize].to_vec();
+            if !ids
+                .iter()
+                .zip(&parts)
+                .all(|(id, p)| p.is_some() || disk.contains(id))
+            {
+                return None;
+            }
+            // Whole shards are read unchecked (the segment's hash below
+            // checks them all at once), all at the same time: a cold disk
+            // gives more with several reads queued.
+            let mut reads = JoinSet::new();
+            for (i, id) in ids.into_iter().enumerate() {
+                if parts[i].is_none() {
+                    let disk = Arc::clone(&disk);
+                    reads.spawn_blocking(move || (i, id, disk.read_whole(&id, sl)));
+                    from_disk.push(id);
+                }
+            }
+            while let Some(r) = reads.join_next().await {
+                let (i, _, bytes) = r.ok()?;
+                parts[i] = Some(bytes?);
+            }
         }
-        out.truncate(seg.len as usize);
-        (*blake3::hash(&out).as_bytes() == seg.blake3).then_some(out)
+        let shards = parts
+            .into_iter()
+            .map(|p| p.map(Bytes::from))
+            .collect::<Option<Vec<_>>>()?;
+        let bytes = SegmentBytes::from_data_shards(shards, seg.len);
+        if bytes.hash() == seg.blake3 {
+            return Some(bytes);
+        }
+        if let Some(disk) = self.disk.as_ref().filter(|_| !from_disk.is_empty()) {
+            // A file went bad: find it (each checked group by group, the
+            // bad ones dropped); the segment is fetched from the miners.
+            let disk = Arc::clone(disk);
+            let _ = tokio::task::spawn_blocking(move || {
+                for id in from_disk {
+                    disk.get(&id, sl, 0, sl);
+                }
+            })
+            .await;
+        }
+        None
+    }
+
+    /// Writes the data shards of verified segment `s` to the disk tier, in
+    /// the background; waits only while more than [`DISK_WRITE_PERMITS`]
+    /// x 64 KiB of segments are still waiting to be written.
+    async fn keep_on_disk(&self, ds: &Dataset, s: usize, bytes: &SegmentBytes) {
+        let Some(disk) = self.disk.as_ref() else {
+            return;
+        };
+        let seg = &ds.manifest.segments[s];
+        let k = usize::from(ds.manifest.data_shards);
+        let ids = seg.shards[..k].to_vec();
+        if ids.iter().all(|id| disk.contains(id)) {
+            return;
+        }
+        let units = (bytes.len() >> 16).clamp(1, DISK_WRITE_PERMITS) as u32;
+        let Ok(permit) = Arc::clone(&self.disk_writes)
+            .acquire_many_owned(units)
+            .await
+        else {
+            return;
+        };
+        let (disk, bytes) = (Arc::clone(disk), bytes.clone());
+        let sl = seg.len.div_ceil(k as u64) as usize;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            for (i, id) in ids.iter().enumerate() {
+                if let Err(e) = disk.insert(id, &bytes.data_shard(i, sl)) {
+                    tracing::warn!(shard = %id, error = %e, "not kept in the disk cache");
+                }
+            }
+        });
+    }
+
+    /// Waits for a read-ahead of segment `s` under way, so the reader finds
+    /// it in the cache instead of fetching it a second time.
+    async fn wait_for_read_ahead(&self, ds: &Dataset, s: usize) {
+        let ahead = self.ahead.lock().expect("lock").get(&(ds.cid, s)).cloned();
+        if let Some(mut done) = ahead {
+            let _ = done.wait_for(|d| *d).await;
+        }
+    }
+
+    /// Starts fetching segments `ahead` of dataset `ds` whole, into the cache.
+    fn read_ahead(self: &Arc<Self>, ds: &Dataset, ahead: Vec<usize>) {
+        for s in ahead {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            {
+                let mut map = self.ahead.lock().expect("lock");
+                if map.contains_key(&(ds.cid, s)) {
+                    continue;
+                }
+                map.insert((ds.cid, s), rx);
+            }
+            self.prefetched.fetch_add(1, Ordering::Relaxed);
+            let (ctx, ds) = (Arc::clone(self), ds.clone());
+            tokio::spawn(async move {
+                if let Err(e) = ctx.fetch_segment_now(&ds, s).await {
+                    tracing::debug!(cid = %ds.cid, segment = s, error = %e, "read-ahead failed");
+                }
+                ctx.ahead.lock().expect("lock").remove(&(ds.cid, s));
+                let _ = tx.send(true);
+            });
+        }
     }
 
     /// Bytes `[a, b)` of segment `s`, fetching only the groups that hold
@@ -229,6 +432,7 @@ impl Datasets {
                 seg.len
             )));
         }
+        self.wait_for_read_ahead(ds, s).await;
         let sl = seg.len.div_ceil(u64::from(m.data_shards));
         let mut out = Vec::with_capacity((b - a) as usize);
         let mut set: JoinSet<(u64, Result<Vec<u8>>)> = JoinSet::new();
@@ -270,6 +474,13 @@ impl Datasets {
         let sl = seg.len.div_ceil(u64::from(m.data_shards));
         if let Some(b) = self.groups.get(&seg.shards[i], sl, lo, hi) {
             return Ok(b);
+        }
+        if let Some(disk) = self.disk.as_ref().filter(|d| d.contains(&seg.shards[i])) {
+            let (disk, id) = (Arc::clone(disk), seg.shards[i]);
+            let r = tokio::task::spawn_blocking(move || disk.get(&id, sl, lo, hi)).await;
+            if let Ok(Some(b)) = r {
+                return Ok(b);
+            }
         }
         let grant = self.grant_for(&m.owner);
         let holder = ds
@@ -476,16 +687,19 @@ impl Datasets {
         if start >= end {
             return;
         }
-        let params = match m.decoder_params() {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = tx.send(Err(e.into())).await;
-                return;
-            }
-        };
         let seg_size = m.segment_size;
         let first = (start / seg_size) as usize;
         let last = ((end - 1) / seg_size) as usize;
+        if ctx.groups.enabled() || ctx.disk.is_some() {
+            let ahead = ctx.trails.lock().expect("lock").observe(
+                ds.cid,
+                start,
+                end,
+                seg_size,
+                m.segments.len(),
+            );
+            ctx.read_ahead(&ds, ahead);
+        }
         // A whole segment is fetched as k shards; part of one as the
         // groups that hold it. Either way `bytes` starts at `offset` of
         // the segment.
@@ -497,10 +711,10 @@ impl Datasets {
                 let a = start.saturating_sub(seg_start);
                 let b = (end - seg_start).min(seg_len);
                 if a == 0 && b == seg_len {
-                    let mut decoder = Decoder::new(params)?;
-                    Ok((0, ctx.fetch_segment(&ds, s, &mut decoder).await?))
+                    Ok((0, ctx.fetch_segment(&ds, s).await?))
                 } else {
-                    Ok((a, ctx.fetch_segment_range(&ds, s, a, b).await?))
+                    let bytes = ctx.fetch_segment_range(&ds, s, a, b).await?;
+                    Ok((a, SegmentBytes::one(Bytes::from(bytes))))
                 }
             })
         };
@@ -524,14 +738,10 @@ impl Datasets {
             let seg_start = s as u64 * seg_size;
             let from = (start.saturating_sub(seg_start) - offset) as usize;
             let to = ((end - seg_start - offset) as usize).min(bytes.len());
-            let bytes = Bytes::from(bytes);
-            let mut pos = from;
-            while pos < to {
-                let n = (to - pos).min(1 << 20);
-                if tx.send(Ok(bytes.slice(pos..pos + n))).await.is_err() {
+            for piece in bytes.slices(from, to, 1 << 20) {
+                if tx.send(Ok(piece)).await.is_err() {
                     return; // reader went away
                 }
-                pos += n;
             }
         }
     }

@@ -75,38 +75,39 @@ pub(super) fn metrics(state: &ApiState) -> Resp {
         state.started.elapsed().as_secs(),
     );
     let (received, pieces, decoded) = state.datasets.read_counters();
-    let mut c = |name: &str, help: &str, v: u64| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-        ));
-    };
-    c(
+    counter(
+        &mut out,
         "cairn_shard_bytes_received_total",
         "Shard bytes (outboards and groups) received from miners.",
         received,
     );
-    c(
+    counter(
+        &mut out,
         "cairn_range_pieces_total",
         "Pieces of data shards read for ranges within a segment.",
         pieces,
     );
-    c(
+    counter(
+        &mut out,
         "cairn_range_pieces_decoded_total",
         "Of those, pieces decoded from other shards (holder failed or slow).",
         decoded,
     );
     let cache = state.datasets.cache_stats();
-    c(
+    counter(
+        &mut out,
         "cairn_cache_hits_total",
         "Reads served from the edge cache.",
         cache.hits,
     );
-    c(
+    counter(
+        &mut out,
         "cairn_cache_misses_total",
         "Reads the edge cache could not serve.",
         cache.misses,
     );
-    c(
+    counter(
+        &mut out,
         "cairn_cache_evicted_bytes_total",
         "Bytes the edge cache let go to stay in its budget.",
         cache.evicted_bytes,
@@ -123,6 +124,50 @@ pub(super) fn metrics(state: &ApiState) -> Resp {
         "The edge cache's budget ([cache] memory).",
         cache.budget,
     );
+    counter(
+        &mut out,
+        "cairn_prefetch_segments_total",
+        "Segments fetched ahead of sequential readers.",
+        state.datasets.prefetched_segments(),
+    );
+    if let Some(disk) = state.datasets.disk_cache_stats() {
+        counter(
+            &mut out,
+            "cairn_cache_disk_hits_total",
+            "Reads served from the edge cache's disk tier.",
+            disk.hits,
+        );
+        counter(
+            &mut out,
+            "cairn_cache_disk_misses_total",
+            "Reads the disk tier could not serve.",
+            disk.misses,
+        );
+        counter(
+            &mut out,
+            "cairn_cache_disk_evicted_bytes_total",
+            "Bytes the disk tier deleted to stay in its budget.",
+            disk.evicted_bytes,
+        );
+        counter(
+            &mut out,
+            "cairn_cache_disk_dropped_total",
+            "Cached shard files that failed their check on read and were deleted.",
+            disk.dropped,
+        );
+        gauge(
+            &mut out,
+            "cairn_cache_disk_bytes",
+            "Bytes of verified shards and outboards in the disk tier.",
+            disk.bytes,
+        );
+        gauge(
+            &mut out,
+            "cairn_cache_disk_budget_bytes",
+            "The disk tier's budget ([cache] disk).",
+            disk.budget,
+        );
+    }
     if let Some(reads) = state.server.registry.metagraph_reads() {
         out.push_str(&format!(
             "# HELP cairn_chain_metagraph_reads_total Metagraph reads from the chain.\n# TYPE cairn_chain_metagraph_reads_total counter\ncairn_chain_metagraph_reads_total {reads}\n"
@@ -134,6 +179,12 @@ pub(super) fn metrics(state: &ApiState) -> Resp {
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     r
+}
+
+fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    out.push_str(&format!(
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+    ));
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, v: u64) {

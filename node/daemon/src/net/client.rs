@@ -321,7 +321,16 @@ impl Client {
         expected_len: Option<u64>,
         grant: Option<&Grant>,
     ) -> Result<ShardRange> {
-        let mut out = Vec::new();
+        // Sized up front when the length is known, so a whole shard is
+        // received without regrowing (or copying) its buffer.
+        let mut out = Vec::with_capacity(match (expected_len, length) {
+            (Some(len), u64::MAX) => len.min(MAX_FETCH_LEN),
+            (Some(len), n) => n
+                .saturating_add(2 * GROUP_LEN as u64)
+                .min(len)
+                .min(MAX_FETCH_LEN),
+            (None, _) => 0,
+        } as usize);
         let mut first = None;
         let shard_len = self
             .fetch_verified(
@@ -345,10 +354,10 @@ impl Client {
         };
         let from = (offset.saturating_sub(group_start)) as usize;
         let to = (end.saturating_sub(group_start)) as usize;
-        let bytes = out
-            .get(from..to.min(out.len()))
-            .unwrap_or_default()
-            .to_vec();
+        let to = to.min(out.len());
+        out.truncate(to);
+        out.drain(..from.min(to));
+        let bytes = out;
         Ok(ShardRange {
             shard_len,
             offset,

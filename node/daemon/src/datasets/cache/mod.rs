@@ -11,6 +11,11 @@
 //! which suits lookups; a training epoch reads every group once, and the
 //! next epoch should find them), and the budget is split over at most 4
 //! internal shards.
+//!
+//! Behind it, optionally, [`disk`]: whole verified data shards on the local
+//! disk, for datasets bigger than memory.
+
+pub mod disk;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -78,6 +83,11 @@ impl GroupCache {
             misses: AtomicU64::new(0),
             inserted: AtomicU64::new(0),
         }
+    }
+
+    /// Whether it keeps anything (a budget above 0).
+    pub fn enabled(&self) -> bool {
+        self.cache.is_some()
     }
 
     /// Bytes `[from, to)` of shard `id` (`shard_len` bytes long) if every
