@@ -35,8 +35,9 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// 4 round trips) before it also decodes the piece from other shards.
 const MIN_RANGE_HEDGE: Duration = Duration::from_millis(50);
 
-/// Segment bytes waiting for the disk tier, in 64 KiB units (8 MiB).
-pub const DISK_WRITE_PERMITS: usize = 128;
+/// Segment bytes waiting for the disk tier, in 64 KiB units (4 MiB; a
+/// bigger segment waits alone).
+pub const DISK_WRITE_PERMITS: usize = 64;
 
 /// A segment's bytes in a few pieces: its data shards when none needed
 /// decoding (so a healthy read never copies them into one buffer), or one
@@ -279,12 +280,17 @@ impl Datasets {
         }
         // The segment matches the manifest, so every data shard cut from it
         // is verified, fetched or decoded (the last ones padded with zeros,
-        // as the encoder padded them).
-        for i in 0..k {
-            let shard = bytes.data_shard(i, shard_len as usize);
-            self.groups.insert(&seg.shards[i], shard_len, 0, &shard);
+        // as the encoder padded them). Whole segments are what scans read:
+        // with a disk tier they are kept there, and memory stays for the
+        // groups of small ranges, which a scan would only push out.
+        if self.disk.is_some() {
+            self.keep_on_disk(ds, s, &bytes).await;
+        } else {
+            for i in 0..k {
+                let shard = bytes.data_shard(i, shard_len as usize);
+                self.groups.insert(&seg.shards[i], shard_len, 0, &shard);
+            }
         }
-        self.keep_on_disk(ds, s, &bytes).await;
         Ok(bytes)
     }
 
