@@ -145,123 +145,20 @@ impl Datasets {
     }
 
     async fn fetch_segment_now(&self, ds: &Dataset, s: usize) -> Result<SegmentBytes> {
-        let ctx = self;
         let m = &ds.manifest;
         let seg = m
             .segments
             .get(s)
             .ok_or_else(|| Error::Internal(format!("segment {s} is out of range")))?;
         let k = usize::from(m.data_shards);
-        let total = m.total_shards();
         let shard_len = seg.len.div_ceil(k as u64);
         if let Some(bytes) = self.segment_from_cache(ds, s).await {
             return Ok(bytes);
         }
-        // Data shards first (no decoding needed), then parity; miners that
-        // failed recently last.
-        let mut order: Vec<usize> = (0..total)
-            .filter(|&i| ds.placement.holder(s, i, total).is_some())
-            .collect();
-        order.sort_by_key(|&i| {
-            let node = ds.placement.holder(s, i, total).expect("filtered");
-            ctx.client.is_suspect(&node)
-        });
-        let mut queue: std::collections::VecDeque<usize> = order.into();
-        // Another owner's dataset: show the grant it gave this node, if any.
-        let grant = ctx.grant_for(&m.owner);
-        let mut set: JoinSet<(usize, Result<Vec<u8>>)> = JoinSet::new();
-        let start = |i: usize, set: &mut JoinSet<(usize, Result<Vec<u8>>)>| {
-            let node = ds.placement.holder(s, i, total).expect("filtered");
-            let addr = ds.addr(&node);
-            let client = Arc::clone(&ctx.client);
-            let id = seg.shards[i];
-            let grant = grant.clone();
-            set.spawn(async move {
-                let r = tokio::time::timeout(
-                    FETCH_TIMEOUT,
-                    client.get_shard_granted(
-                        &addr,
-                        id,
-                        0,
-                        u64::MAX,
-                        Some(shard_len),
-                        grant.as_ref(),
-                    ),
-                )
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Error::Peer {
-                        peer: addr.id.fmt_short().to_string(),
-                        message: format!("no shard within {FETCH_TIMEOUT:?}"),
-                    })
-                })
-                .map(|r| r.bytes);
-                (i, r)
-            });
-        };
-        let mut started: HashMap<usize, Instant> = HashMap::new();
-        for _ in 0..k {
-            if let Some(i) = queue.pop_front() {
-                started.insert(i, Instant::now());
-                start(i, &mut set);
-            }
-        }
-        let mut got: Vec<(usize, Vec<u8>)> = Vec::with_capacity(k);
-        let mut errors: Vec<String> = Vec::new();
-        while got.len() < k {
-            if set.is_empty() {
-                break;
-            }
-            match tokio::time::timeout(HEDGE_AFTER, set.join_next()).await {
-                Ok(Some(Ok((i, Ok(bytes))))) => {
-                    if let Some(n) = ds.placement.holder(s, i, total) {
-                        ctx.client.mark_ok(&n);
-                    }
-                    got.push((i, bytes))
-                }
-                Ok(Some(Ok((i, Err(e))))) => {
-                    let holder = ds.placement.holder(s, i, total);
-                    if let Some(n) = holder {
-                        ctx.client.mark_failed(&n).await;
-                    }
-                    let holder = holder.map(|n| n.fmt_short().to_string());
-                    errors.push(format!("shard {i} on {}: {e}", holder.unwrap_or_default()));
-                    started.remove(&i);
-                    if let Some(next) = queue.pop_front() {
-                        started.insert(next, Instant::now());
-                        start(next, &mut set);
-                    }
-                }
-                Ok(Some(Err(e))) => errors.push(e.to_string()),
-                Ok(None) => break,
-                Err(_) => {
-                    // Slow: ask one more miner, keep waiting for all.
-                    if let Some(next) = queue.pop_front() {
-                        started.insert(next, Instant::now());
-                        start(next, &mut set);
-                    }
-                }
-            }
-            for (i, _) in &got {
-                started.remove(i);
-            }
-        }
-        set.abort_all();
-        // Whoever is still pending after the hedge delay is slow or gone: try it last next time.
-        for (i, t) in started {
-            if t.elapsed() >= HEDGE_AFTER
-                && let Some(n) = ds.placement.holder(s, i, total)
-            {
-                ctx.client.mark_failed(&n).await;
-            }
-        }
-        if got.len() < k {
-            return Err(Error::Unavailable(format!(
-                "segment {s}: only {} of {total} shards could be fetched and {k} are needed ({})",
-                got.len(),
-                errors.join("; ")
-            )));
-        }
+        // Data shards first (no decoding needed), then parity.
+        let mut got = self
+            .fetch_any_k(ds, s, 0..m.total_shards(), 0, u64::MAX, shard_len as usize)
+            .await?;
         got.sort_by_key(|(i, _)| *i);
         let bytes = if got.iter().enumerate().all(|(n, (i, _))| n == *i) {
             // Every data shard came: the segment is those shards, no decoding.
@@ -576,6 +473,126 @@ impl Datasets {
         }
     }
 
+    /// Bytes `[offset, offset + length)` (whole shards: `0, u64::MAX`) of
+    /// any k of segment `s`'s shards `candidates`, each `piece_len` bytes,
+    /// verified: asked in that order (miners that failed lately last), one
+    /// more after every [`HEDGE_AFTER`] without an answer and the next in
+    /// line after a failure. A miner that failed, or was still silent after
+    /// the hedge delay when k had come, is tried last for a while.
+    async fn fetch_any_k(
+        &self,
+        ds: &Dataset,
+        s: usize,
+        candidates: impl Iterator<Item = usize>,
+        offset: u64,
+        length: u64,
+        piece_len: usize,
+    ) -> Result<Vec<(usize, Vec<u8>)>> {
+        let m = &ds.manifest;
+        let seg = &m.segments[s];
+        let (k, total) = (usize::from(m.data_shards), m.total_shards());
+        let shard_len = seg.len.div_ceil(k as u64);
+        let mut order: Vec<(usize, NodeId)> = candidates
+            .filter_map(|i| Some((i, ds.placement.holder(s, i, total)?)))
+            .collect();
+        let asked = order.len();
+        order.sort_by_key(|(_, node)| self.client.is_suspect(node));
+        let mut queue: std::collections::VecDeque<(usize, NodeId)> = order.into();
+        // Another owner's dataset: show the grant it gave this node, if any.
+        let grant = self.grant_for(&m.owner);
+        type Fetch = (usize, NodeId, Result<Vec<u8>>);
+        let mut set: JoinSet<Fetch> = JoinSet::new();
+        let mut started: HashMap<usize, (NodeId, Instant)> = HashMap::new();
+        type Started = HashMap<usize, (NodeId, Instant)>;
+        let start =
+            |(i, node): (usize, NodeId), set: &mut JoinSet<Fetch>, started: &mut Started| {
+                started.insert(i, (node, Instant::now()));
+                let (addr, client) = (ds.addr(&node), Arc::clone(&self.client));
+                let (id, grant) = (seg.shards[i], grant.clone());
+                set.spawn(async move {
+                    let r = tokio::time::timeout(
+                        FETCH_TIMEOUT,
+                        client.get_shard_granted(
+                            &addr,
+                            id,
+                            offset,
+                            length,
+                            Some(shard_len),
+                            grant.as_ref(),
+                        ),
+                    )
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::Peer {
+                            peer: node.fmt_short().to_string(),
+                            message: format!("no shard within {FETCH_TIMEOUT:?}"),
+                        })
+                    });
+                    (i, node, r.map(|r| r.bytes))
+                });
+            };
+        for _ in 0..k {
+            if let Some(next) = queue.pop_front() {
+                start(next, &mut set, &mut started);
+            }
+        }
+        let mut got: Vec<(usize, Vec<u8>)> = Vec::with_capacity(k);
+        let mut errors: Vec<String> = Vec::new();
+        while got.len() < k && !set.is_empty() {
+            match tokio::time::timeout(HEDGE_AFTER, set.join_next()).await {
+                Ok(Some(Ok((i, node, r)))) => {
+                    started.remove(&i);
+                    match r {
+                        Ok(bytes) if bytes.len() == piece_len => {
+                            self.client.mark_ok(&node);
+                            got.push((i, bytes));
+                            continue;
+                        }
+                        Ok(bytes) => errors.push(format!(
+                            "shard {i} on {}: {} bytes for a {piece_len}-byte piece",
+                            node.fmt_short(),
+                            bytes.len()
+                        )),
+                        Err(e) => {
+                            self.client.mark_failed(&node).await;
+                            errors.push(format!("shard {i} on {}: {e}", node.fmt_short()));
+                        }
+                    }
+                    if let Some(next) = queue.pop_front() {
+                        start(next, &mut set, &mut started);
+                    }
+                }
+                Ok(Some(Err(e))) => errors.push(e.to_string()),
+                Ok(None) => break,
+                Err(_) => {
+                    // Slow: ask one more miner, keep waiting for all.
+                    if let Some(next) = queue.pop_front() {
+                        start(next, &mut set, &mut started);
+                    }
+                }
+            }
+        }
+        set.abort_all();
+        for (node, t) in started.into_values() {
+            if t.elapsed() >= HEDGE_AFTER {
+                self.client.mark_failed(&node).await;
+            }
+        }
+        if got.len() < k {
+            let what = if length == u64::MAX {
+                "whole shards".to_string()
+            } else {
+                format!("bytes {offset}..{}", offset + length)
+            };
+            return Err(Error::Unavailable(format!(
+                "segment {s}: {what} of only {} of {asked} shards could be fetched and {k} are needed ({})",
+                got.len(),
+                errors.join("; ")
+            )));
+        }
+        Ok(got)
+    }
+
     /// Bytes `[lo, hi)` of data shard `i` of segment `s`, decoded from the
     /// groups at the same positions of k other shards.
     async fn decode_piece(
@@ -594,77 +611,8 @@ impl Datasets {
         let g = GROUP_LEN as u64;
         let (g0, g1) = (lo / g * g, (hi.div_ceil(g) * g).min(sl));
         let len = (g1 - g0) as usize;
-        let mut order: Vec<usize> = (0..total)
-            .filter(|&j| j != i && ds.placement.holder(s, j, total).is_some())
-            .collect();
-        order.sort_by_key(|&j| {
-            let node = ds.placement.holder(s, j, total).expect("filtered");
-            self.client.is_suspect(&node)
-        });
-        let mut queue: std::collections::VecDeque<usize> = order.into();
-        let grant = self.grant_for(&m.owner);
-        let mut set: JoinSet<(usize, Result<Vec<u8>>)> = JoinSet::new();
-        let start = |j: usize, set: &mut JoinSet<(usize, Result<Vec<u8>>)>| {
-            let node = ds.placement.holder(s, j, total).expect("filtered");
-            let addr = ds.addr(&node);
-            let client = Arc::clone(&self.client);
-            let (id, grant) = (seg.shards[j], grant.clone());
-            set.spawn(async move {
-                let r = tokio::time::timeout(
-                    FETCH_TIMEOUT,
-                    client.get_shard_granted(&addr, id, g0, g1 - g0, Some(sl), grant.as_ref()),
-                )
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Error::Peer {
-                        peer: node.fmt_short().to_string(),
-                        message: format!("no shard range within {FETCH_TIMEOUT:?}"),
-                    })
-                });
-                match &r {
-                    Ok(_) => client.mark_ok(&node),
-                    Err(_) => client.mark_failed(&node).await,
-                }
-                (j, r.map(|r| r.bytes))
-            });
-        };
-        for _ in 0..k {
-            if let Some(j) = queue.pop_front() {
-                start(j, &mut set);
-            }
-        }
-        let mut got: Vec<(usize, Vec<u8>)> = Vec::with_capacity(k);
-        let mut errors = Vec::new();
-        while got.len() < k {
-            match tokio::time::timeout(HEDGE_AFTER, set.join_next()).await {
-                Ok(Some(Ok((j, Ok(bytes))))) if bytes.len() == len => got.push((j, bytes)),
-                Ok(Some(Ok((j, r)))) => {
-                    errors.push(match r {
-                        Ok(b) => format!("shard {j}: {} bytes for a {len}-byte range", b.len()),
-                        Err(e) => format!("shard {j}: {e}"),
-                    });
-                    if let Some(next) = queue.pop_front() {
-                        start(next, &mut set);
-                    }
-                }
-                Ok(Some(Err(e))) => errors.push(e.to_string()),
-                Ok(None) => break,
-                Err(_) => {
-                    if let Some(next) = queue.pop_front() {
-                        start(next, &mut set);
-                    }
-                }
-            }
-        }
-        set.abort_all();
-        if got.len() < k {
-            return Err(Error::Unavailable(format!(
-                "segment {s}: bytes {g0}..{g1} of only {} of {} other shards could be fetched and {k} are needed ({})",
-                got.len(),
-                total - 1,
-                errors.join("; ")
-            )));
-        }
+        let others = (0..total).filter(|&j| j != i);
+        let got = self.fetch_any_k(ds, s, others, g0, g1 - g0, len).await?;
         // A decoder sized for this piece: k shards of `len` bytes (rounded
         // up to the codec's alignment; the tail is never given).
         let piece_params = Params::new(
