@@ -39,6 +39,27 @@ const MIN_RANGE_HEDGE: Duration = Duration::from_millis(50);
 /// bigger segment waits alone).
 pub const DISK_WRITE_PERMITS: usize = 64;
 
+/// `length` bytes at `offset` of shard `id` (`shard_len` bytes) from
+/// `addr`, verified, or an error naming the peer after [`FETCH_TIMEOUT`].
+async fn fetch_within_timeout(
+    client: &crate::net::Client,
+    addr: &iroh::EndpointAddr,
+    id: cairn_proof::ShardId,
+    (offset, length): (u64, u64),
+    shard_len: u64,
+    grant: Option<&cairn_proto::Grant>,
+) -> Result<crate::net::client::ShardRange> {
+    let fetch = client.get_shard_granted(addr, id, offset, length, Some(shard_len), grant);
+    tokio::time::timeout(FETCH_TIMEOUT, fetch)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Peer {
+                peer: addr.id.fmt_short().to_string(),
+                message: format!("no shard data within {FETCH_TIMEOUT:?}"),
+            })
+        })
+}
+
 /// A segment's bytes in a few pieces: its data shards when none needed
 /// decoding (so a healthy read never copies them into one buffer), or one
 /// decoded buffer.
@@ -399,24 +420,15 @@ impl Datasets {
         let g = GROUP_LEN as u64;
         let (g0, g1) = (lo / g * g, (hi.div_ceil(g) * g).min(sl));
         let direct = async {
-            let r = tokio::time::timeout(
-                FETCH_TIMEOUT,
-                self.client.get_shard_granted(
-                    &addr,
-                    seg.shards[i],
-                    g0,
-                    g1 - g0,
-                    Some(sl),
-                    grant.as_ref(),
-                ),
+            let r = fetch_within_timeout(
+                &self.client,
+                &addr,
+                seg.shards[i],
+                (g0, g1 - g0),
+                sl,
+                grant.as_ref(),
             )
-            .await
-            .unwrap_or_else(|_| {
-                Err(Error::Peer {
-                    peer: holder.fmt_short().to_string(),
-                    message: format!("no shard range within {FETCH_TIMEOUT:?}"),
-                })
-            });
+            .await;
             match &r {
                 Ok(_) => self.client.mark_ok(&holder),
                 Err(_) => self.client.mark_failed(&holder).await,
@@ -510,24 +522,15 @@ impl Datasets {
                 let (addr, client) = (ds.addr(&node), Arc::clone(&self.client));
                 let (id, grant) = (seg.shards[i], grant.clone());
                 set.spawn(async move {
-                    let r = tokio::time::timeout(
-                        FETCH_TIMEOUT,
-                        client.get_shard_granted(
-                            &addr,
-                            id,
-                            offset,
-                            length,
-                            Some(shard_len),
-                            grant.as_ref(),
-                        ),
+                    let r = fetch_within_timeout(
+                        &client,
+                        &addr,
+                        id,
+                        (offset, length),
+                        shard_len,
+                        grant.as_ref(),
                     )
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(Error::Peer {
-                            peer: node.fmt_short().to_string(),
-                            message: format!("no shard within {FETCH_TIMEOUT:?}"),
-                        })
-                    });
+                    .await;
                     (i, node, r.map(|r| r.bytes))
                 });
             };
