@@ -35,6 +35,18 @@ fn counter(net: &CliDevnet, name: &str) -> f64 {
     metric(&net.api, name).unwrap_or_else(|| panic!("{name} in /metrics"))
 }
 
+/// Pins `files` (name, bytes) as one dataset of 1 MiB segments; its cid.
+fn pin_files(net: &CliDevnet, files: &[(&str, &[u8])]) -> String {
+    let data = net.dir.path().join("dataset");
+    std::fs::create_dir_all(&data).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(data.join(name), bytes).unwrap();
+    }
+    let pin = net.cli(&["pin", data.to_str().unwrap(), "--segment-size", "1MiB"]);
+    assert!(pin.status.success(), "{}", text(&pin));
+    stdout(&pin).trim().to_string()
+}
+
 /// `cairn status --json` of the dataset.
 fn status(net: &CliDevnet, cid: &str) -> serde_json::Value {
     let o = net.cli(&["status", cid, "--json"]);
@@ -163,13 +175,8 @@ fn ranged_reads_are_exact_at_every_boundary_with_and_without_holders() {
 fn the_edge_cache_serves_second_reads_within_its_budget() {
     let budget = 8u64 << 20;
     let net = CliDevnet::with(6, 0, &[("CAIRN_CACHE_MEMORY", "8MiB")]);
-    let data = net.dir.path().join("dataset");
-    std::fs::create_dir_all(&data).unwrap();
     let a = bytes((12 * SEG) as usize, 9);
-    std::fs::write(data.join("a.bin"), &a).unwrap();
-    let pin = net.cli(&["pin", data.to_str().unwrap(), "--segment-size", "1MiB"]);
-    assert!(pin.status.success(), "{}", text(&pin));
-    let cid = stdout(&pin).trim().to_string();
+    let cid = pin_files(&net, &[("a.bin", &a)]);
     assert_eq!(counter(&net, "cairn_cache_budget_bytes"), budget as f64);
 
     // The holder of segment 2's data shard 1 serves corrupted bytes: a read
@@ -266,15 +273,9 @@ fn sequential_readers_are_read_ahead_and_the_disk_tier_serves_the_next_epoch() {
             ("CAIRN_CACHE_DISK", "16MiB"),
         ],
     );
-    let data = net.dir.path().join("dataset");
-    std::fs::create_dir_all(&data).unwrap();
     let a = bytes((12 * SEG) as usize, 21);
     let b = bytes((8 * SEG) as usize, 22);
-    std::fs::write(data.join("a.bin"), &a).unwrap();
-    std::fs::write(data.join("b.bin"), &b).unwrap();
-    let pin = net.cli(&["pin", data.to_str().unwrap(), "--segment-size", "1MiB"]);
-    assert!(pin.status.success(), "{}", text(&pin));
-    let cid = stdout(&pin).trim().to_string();
+    let cid = pin_files(&net, &[("a.bin", &a), ("b.bin", &b)]);
     assert_eq!(
         counter(&net, "cairn_cache_disk_budget_bytes"),
         disk_budget as f64
@@ -354,5 +355,36 @@ fn sequential_readers_are_read_ahead_and_the_disk_tier_serves_the_next_epoch() {
         on_disk <= disk_budget,
         "{on_disk} bytes in {}",
         cache_dir.display()
+    );
+}
+
+#[test]
+fn read_ahead_is_bounded_for_the_whole_node() {
+    // Read-ahead outlives the request that asked for it: many readers each
+    // stepping once into a different segment must not start a fetch each.
+    // Two miners are stopped, so a read-ahead of nearly any segment waits
+    // out a hedge (1 s) and the readers' read-aheads overlap.
+    let net = CliDevnet::up(6);
+    let a = bytes((24 * SEG) as usize, 31);
+    let cid = pin_files(&net, &[("a.bin", &a)]);
+    for i in ["0", "3"] {
+        net.devnet(&["stop-miner", i], &[]);
+    }
+    std::thread::scope(|s| {
+        for j in 0..12u64 {
+            let (net, cid, a) = (&net, &cid, &a);
+            s.spawn(move || {
+                let at = 2 * j * SEG + 1000;
+                check(net, cid, "a.bin", a, at, at + 4096);
+                check(net, cid, "a.bin", a, at + 4096, at + 8192);
+            });
+        }
+    });
+    let started = counter(&net, "cairn_prefetch_segments_total");
+    let skipped = counter(&net, "cairn_prefetch_skipped_total");
+    assert!(skipped > 0.0, "{started} read-aheads started, none skipped");
+    assert!(
+        started + skipped >= 12.0,
+        "{started} started, {skipped} skipped"
     );
 }

@@ -119,6 +119,10 @@ pub struct Datasets {
     pub(crate) ahead: Mutex<HashMap<(Cid, usize), tokio::sync::watch::Receiver<bool>>>,
     /// Segments fetched ahead (for `/metrics`).
     pub(crate) prefetched: std::sync::atomic::AtomicU64,
+    /// Bounds the segments read ahead at once ([`prefetch::IN_FLIGHT`]).
+    pub(crate) read_ahead_slots: Arc<tokio::sync::Semaphore>,
+    /// Read-aheads not started because every slot was taken.
+    pub(crate) read_ahead_skipped: std::sync::atomic::AtomicU64,
 }
 
 impl Datasets {
@@ -146,6 +150,8 @@ impl Datasets {
             trails: Mutex::new(prefetch::Trails::default()),
             ahead: Mutex::new(HashMap::new()),
             prefetched: std::sync::atomic::AtomicU64::new(0),
+            read_ahead_slots: Arc::new(tokio::sync::Semaphore::new(prefetch::IN_FLIGHT)),
+            read_ahead_skipped: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -174,6 +180,12 @@ impl Datasets {
     /// Segments fetched ahead of sequential readers, for `/metrics`.
     pub fn prefetched_segments(&self) -> u64 {
         self.prefetched.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Read-aheads not started because the node's slots were all taken.
+    pub fn read_ahead_skipped(&self) -> u64 {
+        self.read_ahead_skipped
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Registered miners other than this node.

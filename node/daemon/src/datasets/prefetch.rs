@@ -18,6 +18,9 @@ const TRAILS_PER_DATASET: usize = 16;
 const PREFETCHED_PER_DATASET: usize = 64;
 /// Datasets tracked at once; the least recently read is forgotten.
 const DATASETS: usize = 64;
+/// Segments read ahead at once by the whole node (each holds up to a
+/// segment's shards in memory while it is fetched).
+pub const IN_FLIGHT: usize = 4;
 
 #[derive(Default)]
 struct DatasetTrail {

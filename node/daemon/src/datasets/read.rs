@@ -241,12 +241,12 @@ impl Datasets {
             for (i, id) in ids.into_iter().enumerate() {
                 if parts[i].is_none() {
                     let disk = Arc::clone(&disk);
-                    reads.spawn_blocking(move || (i, id, disk.read_whole(&id, sl)));
+                    reads.spawn_blocking(move || (i, disk.read_whole(&id, sl)));
                     from_disk.push(id);
                 }
             }
             while let Some(r) = reads.join_next().await {
-                let (i, _, bytes) = r.ok()?;
+                let (i, bytes) = r.ok()?;
                 parts[i] = Some(bytes?);
             }
         }
@@ -317,16 +317,25 @@ impl Datasets {
     fn read_ahead(self: &Arc<Self>, ds: &Dataset, ahead: Vec<usize>) {
         for s in ahead {
             let (tx, rx) = tokio::sync::watch::channel(false);
-            {
+            let slot = {
                 let mut map = self.ahead.lock().expect("lock");
                 if map.contains_key(&(ds.cid, s)) {
                     continue;
                 }
+                // Read-ahead outlives the request that asked for it, so the
+                // node bounds it as a whole: with every slot taken, readers
+                // fetch for themselves.
+                let Ok(slot) = Arc::clone(&self.read_ahead_slots).try_acquire_owned() else {
+                    self.read_ahead_skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
                 map.insert((ds.cid, s), rx);
-            }
+                slot
+            };
             self.prefetched.fetch_add(1, Ordering::Relaxed);
             let (ctx, ds) = (Arc::clone(self), ds.clone());
             tokio::spawn(async move {
+                let _slot = slot;
                 if let Err(e) = ctx.fetch_segment_now(&ds, s).await {
                     tracing::debug!(cid = %ds.cid, segment = s, error = %e, "read-ahead failed");
                 }

@@ -130,6 +130,12 @@ pub(super) fn metrics(state: &ApiState) -> Resp {
         "Segments fetched ahead of sequential readers.",
         state.datasets.prefetched_segments(),
     );
+    counter(
+        &mut out,
+        "cairn_prefetch_skipped_total",
+        "Read-aheads not started: the node's read-ahead slots were all taken.",
+        state.datasets.read_ahead_skipped(),
+    );
     if let Some(disk) = state.datasets.disk_cache_stats() {
         counter(
             &mut out,
