@@ -11,7 +11,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # compiler for RocksDB itself, the cross toolchains and qemu-user for the ARM
 # builds, dpkg-dev for packaging, systemd for `systemd-analyze verify`.
 # chromium: the dashboard is checked in a real (headless) browser.
-packages=(build-essential pkg-config clang libclang-dev chromium)
+# nftables, iproute2, openssl: the network lab (tests/netlab: namespaces,
+# NAT routers, the relay's certificate).
+packages=(build-essential pkg-config clang libclang-dev chromium nftables iproute2 openssl)
 if [ "${CAIRN_SKIP_CROSS:-0}" != 1 ]; then
   packages+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu gcc-arm-linux-gnueabihf
              g++-arm-linux-gnueabihf qemu-user dpkg-dev fakeroot systemd)
@@ -50,5 +52,14 @@ if ! "$venv/bin/python" -c "import bittensor_wallet, substrateinterface" 2>/dev/
   fi
   # substrate-interface: the reference client the subtensor test cross-checks against.
   "$venv/bin/pip" install -q --disable-pip-version-check "bittensor-wallet==4.1.1" "substrate-interface==1.8.1"
+fi
+# iroh's relay server for the network lab, built once into its own root
+# (about 3.5 min on 2 cores); the version matches the iroh cairn links.
+relay_root="${CAIRN_RELAY_ROOT:-$HOME/.cache/cairn/relay}"
+if [ ! -x "$relay_root/bin/iroh-relay" ]; then
+  echo "setup: building iroh's relay server into $relay_root"
+  CARGO_TARGET_DIR="$relay_root/target" cargo install -q --locked iroh-relay --version 1.4.1 \
+    --features server --root "$relay_root"
+  rm -rf "$relay_root/target"
 fi
 echo "setup: ok"

@@ -17,6 +17,15 @@
 //!          + samples x 10 ms + 250 ms,   at most [validator] deadline_secs
 //! ```
 //!
+//! A home link gets worse without notice (someone starts a video call; the
+//! path falls back to a relay). So the round trip used is the larger of the
+//! learned one and the connection's own estimate right now (QUIC measures it
+//! on every ack, keep-alives included), and an unanswered challenge drops the
+//! learned uplink to the 1 Mbit/s floor: the re-ask gets the budget any miner
+//! can already earn by sending slowly, no more, and its pass teaches the new
+//! uplink. A cheater who stays silent on purpose gains nothing it could not
+//! have had by sending slowly, and spends a re-ask.
+//!
 //! 10 ms a sample covers a USB hard disk (one seek and a 16 KiB read); an SD
 //! card or SSD needs 0.1 to 2 ms. The margin left for anything else (a
 //! relay to a friend, fetching from peers) is therefore about `samples x 10
@@ -62,12 +71,31 @@ impl LinkEstimate {
         }
     }
 
+    /// Learns from a challenge that went unanswered in time: the uplink
+    /// may have shrunk, so the next deadline budgets the slowest uplink.
+    pub fn missed(&mut self) {
+        if let Some(u) = self.uplink.as_mut() {
+            *u = u.min(MIN_UPLINK_BYTES_PER_SEC);
+        }
+    }
+
     /// The deadline (ms) for a challenge of `samples` samples whose proof
-    /// is `proof_len` bytes; `cap_ms` before anything is known, and at most.
-    pub fn deadline_ms(&self, proof_len: usize, samples: u16, cap_ms: u64) -> u64 {
-        let (Some(rtt), Some(uplink)) = (self.rtt_ms, self.uplink) else {
+    /// is `proof_len` bytes, over a connection whose round trip is
+    /// `rtt_now_ms` now (if known); `cap_ms` before anything is known, and
+    /// at most.
+    pub fn deadline_ms(
+        &self,
+        proof_len: usize,
+        samples: u16,
+        cap_ms: u64,
+        rtt_now_ms: Option<f64>,
+    ) -> u64 {
+        let (Some(learned), Some(uplink)) = (self.rtt_ms, self.uplink) else {
             return cap_ms;
         };
+        let rtt = rtt_now_ms
+            .filter(|r| r.is_finite() && *r >= 0.0)
+            .map_or(learned, |now| now.max(learned));
         let transfer_ms = proof_len as f64 / uplink.max(MIN_UPLINK_BYTES_PER_SEC) * 1e3;
         let d = 2.0 * rtt + 2.0 * transfer_ms + f64::from(samples) * DISK_MS_PER_SAMPLE + SLACK_MS;
         (d.ceil() as u64).min(cap_ms)
@@ -81,15 +109,15 @@ mod tests {
     #[test]
     fn unknown_links_get_the_cap_and_known_ones_a_budget() {
         let mut l = LinkEstimate::default();
-        assert_eq!(l.deadline_ms(60_000, 44, 10_000), 10_000);
+        assert_eq!(l.deadline_ms(60_000, 44, 10_000, None), 10_000);
         // a LAN miner: 1 ms round trip, 60 kB in 1 ms
         l.observe(Some(1.0), 60_000, 1.0);
-        let d = l.deadline_ms(60_000, 44, 10_000);
+        let d = l.deadline_ms(60_000, 44, 10_000, None);
         assert!((690..=700).contains(&d), "{d}");
         // a home uplink of 2 Mbit/s, 40 ms away: 60 kB take 240 ms
         let mut home = LinkEstimate::default();
         home.observe(Some(40.0), 60_000, 240.0);
-        let d = home.deadline_ms(60_000, 44, 10_000);
+        let d = home.deadline_ms(60_000, 44, 10_000, None);
         assert_eq!(d, 80 + 480 + 440 + 250);
     }
 
@@ -97,7 +125,7 @@ mod tests {
     fn sending_slowly_does_not_buy_time_beyond_the_slowest_uplink() {
         let mut slow = LinkEstimate::default();
         slow.observe(Some(1.0), 60_000, 60_000.0); // 1 kB/s
-        let d = slow.deadline_ms(60_000, 44, 10_000);
+        let d = slow.deadline_ms(60_000, 44, 10_000, None);
         // 60 kB at 1 Mbit/s is 480 ms: twice that, and no more
         assert_eq!(d, 2 + 960 + 440 + 250);
     }
@@ -114,5 +142,34 @@ mod tests {
         );
         l.observe(None, 0, f64::NAN);
         assert_eq!(l.rtt_ms, Some(12.0));
+    }
+
+    #[test]
+    fn a_link_that_got_worse_is_followed() {
+        // Learned on a LAN: 1 ms, 60 kB in 1 ms.
+        let mut l = LinkEstimate::default();
+        l.observe(Some(1.0), 60_000, 1.0);
+        let lan = l.deadline_ms(60_000, 44, 10_000, Some(1.0));
+        // The path now takes 230 ms: the deadline follows at once...
+        let slow = l.deadline_ms(60_000, 44, 10_000, Some(230.0));
+        assert_eq!(slow - lan, 2 * 229);
+        // ...and a lower round trip now does not shrink the learned one.
+        assert_eq!(l.deadline_ms(60_000, 44, 10_000, Some(0.1)), lan);
+        // A missed answer: the re-ask budgets the slowest uplink, exactly
+        // what sending slowly earns (sending_slowly_... above), no more.
+        l.missed();
+        let reask = l.deadline_ms(60_000, 44, 10_000, Some(230.0));
+        assert_eq!(reask, 460 + 960 + 440 + 250);
+        let mut slow_sender = LinkEstimate::default();
+        slow_sender.observe(Some(230.0), 60_000, 60_000.0);
+        assert_eq!(slow_sender.deadline_ms(60_000, 44, 10_000, None), reask);
+        // Its pass at 2 Mbit/s teaches the new uplink.
+        l.observe(Some(230.0), 60_000, 240.0);
+        let learned = l.deadline_ms(60_000, 44, 10_000, Some(230.0));
+        assert!(learned < reask, "{learned} < {reask}");
+        // Nothing is known of a link never seen: missing it changes nothing.
+        let mut unknown = LinkEstimate::default();
+        unknown.missed();
+        assert_eq!(unknown.deadline_ms(60_000, 44, 10_000, Some(5.0)), 10_000);
     }
 }

@@ -214,11 +214,13 @@ impl Ledger {
         v
     }
 
-    /// How long `node` has for a challenge whose proof is `proof_len` bytes.
-    pub fn deadline_ms(&self, node: &NodeId, proof_len: usize) -> u64 {
+    /// How long `node` has for a challenge whose proof is `proof_len` bytes,
+    /// over a connection whose round trip is `rtt_now_ms` now.
+    pub fn deadline_ms(&self, node: &NodeId, proof_len: usize, rtt_now_ms: Option<f64>) -> u64 {
         let cap = self.config.deadline_cap_ms;
         self.miners.get(node).map_or(cap, |m| {
-            m.link.deadline_ms(proof_len, self.config.samples, cap)
+            m.link
+                .deadline_ms(proof_len, self.config.samples, cap, rtt_now_ms)
         })
     }
 
@@ -459,6 +461,7 @@ impl Ledger {
                 })
             }
             Answer::NoAnswer => {
+                m.link.missed();
                 m.reputation.silence(now);
                 let attempts = due.attempt;
                 if attempts > REASKS {
@@ -607,6 +610,7 @@ impl Ledger {
                     m.last_proof_len.unwrap_or(64 << 10),
                     self.config.samples,
                     self.config.deadline_cap_ms,
+                    None,
                 ),
                 contained: m.contained.is_some(),
             })
@@ -873,9 +877,9 @@ mod tests {
     fn deadlines_follow_the_link_once_measured() {
         let mut l = ledger(3600);
         let a = l.assignments(&node(0))[0].clone();
-        assert_eq!(l.deadline_ms(&node(0), 60_000), 10_000);
+        assert_eq!(l.deadline_ms(&node(0), 60_000, None), 10_000);
         l.record(&due(node(0), &a, 1), pass(), "", T0);
-        let d = l.deadline_ms(&node(0), 60_000);
+        let d = l.deadline_ms(&node(0), 60_000, None);
         assert!(d < 1_000, "{d}");
     }
 

@@ -417,14 +417,14 @@ impl Validator {
         let Ok(ch) = Challenge::new(a.id, a.len, nonce, self.config.samples) else {
             return;
         };
-        let deadline = Duration::from_millis(
-            self.ledger
-                .lock()
-                .expect("lock")
-                .deadline_ms(&node, ch.proof_len()),
-        );
-        let started = Instant::now();
         let client = self.node.client();
+        let rtt_now = client.rtt(&node).await.map(|d| d.as_secs_f64() * 1e3);
+        let deadline = Duration::from_millis(self.ledger.lock().expect("lock").deadline_ms(
+            &node,
+            ch.proof_len(),
+            rtt_now,
+        ));
+        let started = Instant::now();
         let result = tokio::time::timeout(deadline, client.challenge_timed(&addr, &ch)).await;
         let done = Instant::now();
         let latency = done - started;

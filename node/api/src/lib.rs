@@ -207,6 +207,54 @@ pub struct NodeInfo {
     pub rss_bytes: u64,
     pub store: StoreCounters,
     pub free_bytes: u64,
+    /// How the network sees this node (absent from nodes before it existed).
+    #[serde(default)]
+    pub network: Option<NetworkInfo>,
+}
+
+/// What a home operator needs to know about the node's place in the
+/// network: the address the outside sees, whether peers can dial it, the
+/// relay, and the path each open connection takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    /// The UDP sockets the node is bound to.
+    pub bound: Vec<String>,
+    /// The addresses this node publishes for peers to dial.
+    pub published: Vec<String>,
+    /// This node's address as the relay's address discovery saw it: the
+    /// router's public address and port when behind a NAT.
+    pub observed: Option<String>,
+    /// The observed address is none of the node's own: a NAT rewrites it.
+    pub behind_nat: Option<bool>,
+    /// The relay this node uses, if any, and whether it is connected now.
+    pub relay: Option<String>,
+    pub relay_connected: bool,
+    /// `public` (peers dial it directly), `relayed` (behind a NAT: peers
+    /// reach it through the relay, and most switch to a direct path by hole
+    /// punching), `unreachable` (behind a NAT without a relay) or `unknown`
+    /// (no relay, so no address discovery).
+    pub reachability: String,
+    /// What to do about it, in a sentence.
+    pub advice: String,
+    /// Open connections this node dialed, and the path each one uses now.
+    pub peers: Vec<PeerPath>,
+    /// Connections this node has dialed since it started (a reconnect
+    /// counts again).
+    pub connections_dialed: u64,
+}
+
+/// The path one connection uses now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerPath {
+    pub node_id: String,
+    /// `direct` (UDP to `addr`) or `relay` (through the relay at `addr`).
+    pub path: String,
+    pub addr: String,
+    pub rtt_ms: f64,
+    /// Connections dialed to this peer since start: more than one means it
+    /// was lost and dialed again.
+    #[serde(default)]
+    pub dials: u32,
 }
 
 /// What a validator's scoreboard shows for one miner.

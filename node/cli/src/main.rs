@@ -83,7 +83,8 @@ enum Command {
     Register(RegisterArgs),
     /// Run the node until SIGTERM.
     Run,
-    /// Print this node's id, hotkey and role.
+    /// Print this node's id, hotkey and role, and (when it runs) how the
+    /// network sees it: observed address, NAT, relay, what to forward.
     Id {
         #[arg(long)]
         json: bool,
@@ -465,7 +466,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Init(args) => init(&cli.global, config, args),
         Command::Register(args) => runtime()?.block_on(register(&config, args)),
-        Command::Id { json } => id(&config, json),
+        Command::Id { json } => id(&config, &api_client(&cli.global, &config), json),
         Command::Run => {
             logging::init(&config.log.level, &config.log.format);
             runtime()?.block_on(run_daemon(config))
@@ -573,25 +574,59 @@ fn init(g: &Global, mut config: Config, a: InitArgs) -> Result<()> {
     Ok(())
 }
 
-fn id(config: &Config, json: bool) -> Result<()> {
+fn id(config: &Config, api: &ApiClient, json: bool) -> Result<()> {
     let key = identity::load_node_key(&config.data_dir)?;
     let hotkey = Hotkey::load(&config.hotkey_path())?;
+    // The network facts come from the running node; its id is the same key.
+    let running = api.info().map_err(|e| e.to_string()).and_then(|i| {
+        match i.node_id == key.public().to_string() {
+            true => Ok(i),
+            false => Err(format!(
+                "the API at {} is another node ({})",
+                api.addr(),
+                i.node_id
+            )),
+        }
+    });
     if json {
+        let (network, daemon) = match &running {
+            Ok(i) => (serde_json::to_value(&i.network)?, "running".to_string()),
+            Err(e) => (serde_json::Value::Null, format!("not running: {e}")),
+        };
         println!(
             "{}",
             serde_json::json!({
                 "node_id": key.public().to_string(),
                 "hotkey": hotkey.ss58(),
                 "role": config.role.to_string(),
+                "daemon": daemon,
+                "network": network,
             })
         );
-    } else {
-        println!(
-            "node id {}\nhotkey  {}\nrole    {}",
-            key.public(),
-            hotkey.ss58(),
-            config.role
-        );
+        return Ok(());
+    }
+    println!(
+        "node id {}\nhotkey  {}\nrole    {}",
+        key.public(),
+        hotkey.ss58(),
+        config.role
+    );
+    match running.map(|i| i.network) {
+        Ok(Some(n)) => {
+            println!("bound   {}", n.bound.join(", "));
+            println!("seen as {}", n.observed.as_deref().unwrap_or("(unknown)"));
+            println!(
+                "relay   {}",
+                match (&n.relay, n.relay_connected) {
+                    (Some(r), true) => format!("{r} (connected)"),
+                    (Some(r), false) => format!("{r} (not connected)"),
+                    (None, _) => "none".into(),
+                }
+            );
+            println!("reach   {}: {}", n.reachability, n.advice);
+        }
+        Ok(None) => println!("network (the running node is too old to say)"),
+        Err(e) => println!("network (node not running: {e})"),
     }
     Ok(())
 }

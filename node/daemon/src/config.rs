@@ -45,6 +45,10 @@ pub struct NetworkConfig {
     /// `off` (direct addresses only), `default` (iroh's public relays, for
     /// nodes behind NAT) or the URL of a relay of your own.
     pub relay: String,
+    /// A PEM file of certificates to trust for the relay besides the usual
+    /// web roots: a relay of your own with a certificate from your own CA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_ca: Option<PathBuf>,
     /// Addresses to publish besides the bound ones (a port forward, say).
     pub external_addrs: Vec<SocketAddr>,
     /// How placement tells failure domains apart, the same on every node of
@@ -174,6 +178,7 @@ impl Default for NetworkConfig {
         NetworkConfig {
             listen: "0.0.0.0:7440".parse().expect("valid"),
             relay: "off".into(),
+            relay_ca: None,
             external_addrs: Vec::new(),
             failure_domains: FailureDomains::default(),
         }

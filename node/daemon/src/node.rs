@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_store::{Kv, Store};
-use iroh::Endpoint;
+use iroh::{Endpoint, Watcher};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
@@ -104,6 +104,8 @@ impl NodeBuilder {
             datasets: Arc::clone(&datasets),
             hotkey: hotkey.ss58(),
             started: std::time::Instant::now(),
+            endpoint: endpoint.clone(),
+            client: Arc::clone(&client),
         });
         tokio::spawn(gateway::serve(listener, api, shutdown.subscribe()));
         let node = Node {
@@ -119,8 +121,47 @@ impl NodeBuilder {
             tracker,
             shutdown,
         };
+        if node.config.network.relay != "off" {
+            // Publish the relay and the address the relay saw, not just the
+            // bound one: behind a NAT the bound one is useless to peers.
+            // Whatever is late is published when it arrives (below).
+            let wait = Duration::from_secs(5);
+            if tokio::time::timeout(wait, node.endpoint.online())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    relay = %node.config.network.relay,
+                    "the relay did not answer within {wait:?}; publishing the direct addresses now and the relay once it answers"
+                );
+            }
+        }
         node.publish().await?;
         Ok(node)
+    }
+}
+
+/// A node as the registry should show it: its addresses and relay as the
+/// endpoint knows them now.
+fn member_of(
+    endpoint: &Endpoint,
+    config: &Config,
+    hotkey: &Hotkey,
+    store: &Store,
+    api_addr: std::net::SocketAddr,
+) -> Member {
+    Member {
+        node_id: endpoint.id(),
+        role: config.role,
+        addrs: published_addrs(endpoint, &config.network),
+        relay: endpoint.addr().relay_urls().next().map(|u| u.to_string()),
+        hotkey: hotkey.ss58(),
+        uid: None,
+        stake: 0,
+        validator_permit: false,
+        capacity: config.capacity.0,
+        free: store.free_bytes().unwrap_or(0),
+        api: Some(api_addr),
     }
 }
 
@@ -193,25 +234,13 @@ impl Node {
 
     /// This node as the registry should show it.
     pub fn member(&self) -> Member {
-        let c = &self.config;
-        Member {
-            node_id: self.node_id(),
-            role: c.role,
-            addrs: published_addrs(&self.endpoint, &c.network),
-            relay: self
-                .endpoint
-                .addr()
-                .relay_urls()
-                .next()
-                .map(|u| u.to_string()),
-            hotkey: self.hotkey.ss58(),
-            uid: None,
-            stake: 0,
-            validator_permit: false,
-            capacity: c.capacity.0,
-            free: self.store.free_bytes().unwrap_or(0),
-            api: Some(self.api_addr),
-        }
+        member_of(
+            &self.endpoint,
+            &self.config,
+            &self.hotkey,
+            &self.store,
+            self.api_addr,
+        )
     }
 
     /// Announces (or refreshes) this node in the registry.
@@ -262,20 +291,34 @@ impl Node {
                 }
             });
         }
-        // Refresh the registry entry (free space changes).
+        // Refresh the registry entry: at once when the endpoint's addresses
+        // change (the relay answered, a NAT mapping moved), else every minute
+        // (free space changes).
         let registry = self.registry.clone();
         let hotkey = self.hotkey.clone();
-        let member = self.member();
         let store = Arc::clone(&self.store);
-        let node_key = self.endpoint.secret_key().clone();
+        let endpoint = self.endpoint.clone();
+        let config = Arc::clone(&self.config);
+        let api_addr = self.api_addr;
         tokio::spawn(async move {
-            let mut member = member;
+            let mut addrs = endpoint.watch_addr();
+            let mut last = member_of(&endpoint, &config, &hotkey, &store, api_addr);
             loop {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                member.free = store.free_bytes().unwrap_or(0);
-                if let Err(e) = registry.publish(&member, &hotkey, &node_key).await {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    changed = addrs.updated() => if changed.is_err() { return },
+                }
+                let member = member_of(&endpoint, &config, &hotkey, &store, api_addr);
+                if member.addrs != last.addrs || member.relay != last.relay {
+                    tracing::info!(addrs = ?member.addrs, relay = ?member.relay, "addresses changed; publishing them");
+                }
+                if let Err(e) = registry
+                    .publish(&member, &hotkey, endpoint.secret_key())
+                    .await
+                {
                     tracing::warn!(error = %e, "registry refresh failed");
                 }
+                last = member;
             }
         });
     }

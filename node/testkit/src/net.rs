@@ -319,6 +319,7 @@ async fn unregistered_client_with(secret: iroh::SecretKey) -> Client {
     let net = cairn_node::config::NetworkConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         relay: "off".into(),
+        relay_ca: None,
         external_addrs: vec![],
         failure_domains: cairn_node::config::FailureDomains::Node,
     };

@@ -42,6 +42,9 @@ pub(crate) struct ApiState {
     pub datasets: Arc<Datasets>,
     pub hotkey: String,
     pub started: Instant,
+    /// For the network facts of `/api/info`.
+    pub endpoint: iroh::Endpoint,
+    pub client: Arc<crate::net::Client>,
 }
 
 /// A response body fed from a channel, so large files stream.
@@ -189,7 +192,7 @@ async fn answer(req: Request<Incoming>, state: &Arc<ApiState>, path: &str) -> Re
             "text/javascript; charset=utf-8",
         ),
         (&Method::GET, ["metrics"]) => metrics::metrics(state),
-        (&Method::GET, ["api", "info"]) => json(StatusCode::OK, &info(state)),
+        (&Method::GET, ["api", "info"]) => json(StatusCode::OK, &info(state).await),
         (&Method::GET, ["api", "scores"]) => match &state.server.validator {
             Some(v) => json(StatusCode::OK, &v.report()),
             None => error(StatusCode::NOT_FOUND, "this node is not a validator"),
@@ -245,7 +248,11 @@ async fn answer(req: Request<Incoming>, state: &Arc<ApiState>, path: &str) -> Re
     }
 }
 
-fn info(state: &ApiState) -> NodeInfo {
+async fn info(state: &ApiState) -> NodeInfo {
+    let mut network =
+        crate::net::reach::network_info(&state.endpoint, &state.server.config.network);
+    network.peers = state.client.peer_paths().await;
+    network.connections_dialed = state.client.connections_dialed();
     let store = &state.server.store;
     let s = store.stats().unwrap_or_default();
     NodeInfo {
@@ -270,6 +277,7 @@ fn info(state: &ApiState) -> NodeInfo {
             corrupt_found: s.corrupt_found,
         },
         free_bytes: store.free_bytes().unwrap_or(0),
+        network: Some(network),
     }
 }
 

@@ -35,6 +35,11 @@ pub struct Client {
     health: PeerHealth,
     /// Shard bytes received (outboards and groups), for `/metrics`.
     shard_bytes_received: std::sync::atomic::AtomicU64,
+    /// Connections dialed since start (a reconnect counts again).
+    dialed: std::sync::atomic::AtomicU64,
+    /// Connections dialed per peer (peers come from the registry: bounded
+    /// by its members).
+    dials: std::sync::Mutex<HashMap<NodeId, u32>>,
 }
 
 fn peer_err(peer: &NodeId, message: impl Into<String>) -> Error {
@@ -69,7 +74,42 @@ impl Client {
             connect_timeout: Duration::from_secs(10),
             health: PeerHealth::default(),
             shard_bytes_received: Default::default(),
+            dialed: Default::default(),
+            dials: Default::default(),
         }
+    }
+
+    /// Connections dialed since start.
+    pub fn connections_dialed(&self) -> u64 {
+        self.dialed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The path each open connection uses now: direct UDP or the relay.
+    pub async fn peer_paths(&self) -> Vec<cairn_api::PeerPath> {
+        let conns = self.conns.lock().await;
+        let dials = self.dials.lock().expect("lock").clone();
+        let mut out = Vec::new();
+        for (id, conn) in conns.iter() {
+            if conn.close_reason().is_some() {
+                continue;
+            }
+            let paths = conn.paths();
+            if let Some(p) = paths.iter().find(|p| p.is_selected()) {
+                out.push(cairn_api::PeerPath {
+                    node_id: id.to_string(),
+                    path: if p.is_relay() { "relay" } else { "direct" }.into(),
+                    addr: match p.remote_addr() {
+                        iroh::TransportAddr::Ip(a) => a.to_string(),
+                        iroh::TransportAddr::Relay(u) => u.to_string(),
+                        other => format!("{other:?}"),
+                    },
+                    rtt_ms: p.rtt().as_secs_f64() * 1000.0,
+                    dials: dials.get(id).copied().unwrap_or(0),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        out
     }
 
     /// Shard bytes (outboards and groups) this client has received.
@@ -133,6 +173,9 @@ impl Client {
                 )
             })?
             .map_err(|e| peer_err(&id, format!("cannot connect at [{}]: {e}", addrs.join(", "))))?;
+        self.dialed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self.dials.lock().expect("lock").entry(id).or_default() += 1;
         self.conns.lock().await.insert(id, conn.clone());
         Ok(conn)
     }

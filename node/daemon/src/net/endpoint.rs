@@ -1,12 +1,22 @@
 //! The node's QUIC endpoint (iroh): bound as the network config says,
-//! keep-alives short enough that a dead peer is noticed in seconds, and the
-//! addresses this node publishes.
+//! keep-alives short enough that a dead peer is noticed in seconds (and a
+//! home router's NAT mapping never idles out), and the addresses this node
+//! publishes.
+//!
+//! With a relay configured, iroh talks to that relay only: the relay link,
+//! address discovery (QAD) and a latency probe. The captive-portal probe
+//! (plain HTTP to port 80 of the relay's host) is off, and DNS never falls
+//! back to public resolvers.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use iroh::dns::DnsResolver;
 use iroh::endpoint::{QuicTransportConfig, VarInt, presets};
-use iroh::{Endpoint, RelayMode, SecretKey};
+use iroh::tls::CaTlsConfig;
+use iroh::{Endpoint, NetReportConfig, RelayMode, SecretKey};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 
 use crate::config::NetworkConfig;
 use crate::error::{Error, Result};
@@ -48,6 +58,18 @@ pub async fn bind_endpoint(
             builder.relay_mode(RelayMode::custom([url]))
         }
     };
+    if let Some(path) = &net.relay_ca {
+        builder =
+            builder.ca_tls_config(CaTlsConfig::default().with_extra_roots(relay_roots(path)?));
+    }
+    let mut report = NetReportConfig::default();
+    report.captive_portal_check = false;
+    builder = builder.net_report_config(report).dns_resolver(
+        DnsResolver::builder()
+            .with_system_defaults()
+            .disable_fallback()
+            .build(),
+    );
     for a in &net.external_addrs {
         builder = builder.external_addr(*a);
     }
@@ -57,6 +79,27 @@ pub async fn bind_endpoint(
             net.listen
         ))
     })
+}
+
+/// The certificates of `network.relay_ca`.
+fn relay_roots(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>> {
+    let pem = std::fs::read(path)
+        .map_err(|e| Error::io(format!("network.relay_ca {}", path.display()), e))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| {
+            Error::Bind(format!(
+                "network.relay_ca {}: {e}; expected PEM certificates",
+                path.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(Error::Bind(format!(
+            "network.relay_ca {}: no certificate in it; expected PEM (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        )));
+    }
+    Ok(certs)
 }
 
 /// Addresses to publish: bound sockets (interfaces when bound to 0.0.0.0)

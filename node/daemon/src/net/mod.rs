@@ -1,10 +1,12 @@
 //! The network: one QUIC endpoint per process ([`endpoint`]), frames on its
 //! streams ([`frames`]), requests to peers with everything they send checked
-//! ([`client`]), and which peers failed lately ([`health`]).
+//! ([`client`]), which peers failed lately ([`health`]), and where this node
+//! stands behind NATs and relays ([`reach`]).
 
 pub mod client;
 pub mod endpoint;
 pub mod frames;
 pub mod health;
+pub mod reach;
 
 pub use client::{ChallengeReply, Client, PutStream, ShardRange};
