@@ -338,6 +338,7 @@ fn subtensor_weights_rank_an_honest_miner_above_a_dropper() {
             netuid,
             cairn_node::Role::Miner,
             &victim.addrs,
+            None,
         );
         let data: Vec<Value> = copied
             .into_iter()

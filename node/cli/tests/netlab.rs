@@ -121,6 +121,8 @@ struct LabNode {
     dir: NodeDir,
     program: PathBuf,
     child: Option<std::process::Child>,
+    /// Settings of this node only, over [`node_env`].
+    env: Vec<(String, String)>,
 }
 
 fn validator_bin() -> PathBuf {
@@ -157,18 +159,22 @@ fn node_env() -> Vec<(String, String)> {
 
 impl LabNode {
     fn init(net: &TestNet, ns: &'static str, name: &str, role: &str, listen: &str) -> LabNode {
+        Self::init_with_api(net, ns, name, role, listen, "127.0.0.1:8080")
+    }
+
+    fn init_with_api(
+        net: &TestNet,
+        ns: &'static str,
+        name: &str,
+        role: &str,
+        listen: &str,
+        api: &str,
+    ) -> LabNode {
         let path = net.dir.path().join(name);
         let o = Command::new(cairn_bin())
             .args(["init", "--data-dir", path.to_str().unwrap(), "--role", role])
             .args(["--registry", net.registry.to_str().unwrap()])
-            .args([
-                "--listen",
-                listen,
-                "--api",
-                "127.0.0.1:8080",
-                "--capacity",
-                "1GiB",
-            ])
+            .args(["--listen", listen, "--api", api, "--capacity", "1GiB"])
             .output()
             .unwrap();
         assert!(o.status.success(), "init {name}: {}", text(&o));
@@ -193,13 +199,14 @@ impl LabNode {
             dir,
             program,
             child: None,
+            env: Vec::new(),
         }
     }
 
     fn cmd(&self, program: &Path) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", self.ns]).arg(program);
-        for (k, v) in node_env() {
+        for (k, v) in node_env().into_iter().chain(self.env.iter().cloned()) {
             c.env(k, v);
         }
         c
@@ -483,6 +490,66 @@ fn home_miners_behind_nats_and_bad_links_store_serve_prove_and_are_repaired() {
         );
     }
 
+    // A member that names a relay of its own choosing is dialed without it:
+    // here a home node whose relay is a listener in the lab that notes who
+    // connects. Behind its NAT it is reachable only through that relay, so
+    // a dialer that took the relay would connect to the listener.
+    let mut watch = Command::new("ip")
+        .args(["netns", "exec", "cl-relay", "python3", "-c"])
+        .arg(TCP_WATCH)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut watch_out = std::io::BufReader::new(watch.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut watch_out, &mut line).unwrap();
+    assert_eq!(line.trim(), "listening", "the relay watch did not start");
+    let hostile_relay = "http://203.0.113.3:9999/";
+    let mut evil = LabNode::init_with_api(
+        &net,
+        "cl-h1",
+        "evil",
+        "client",
+        "192.168.1.2:7441",
+        "127.0.0.1:8081",
+    );
+    evil.env
+        .push(("CAIRN_NETWORK_RELAY".into(), hostile_relay.into()));
+    evil.start();
+    let entry = cairn_node::registry::LocalRegistry::open(&net.registry)
+        .unwrap()
+        .accepting_relay(Some(hostile_relay.into()))
+        .read(&evil.dir.node_id)
+        .unwrap()
+        .expect("the hostile member is registered");
+    assert_eq!(entry.relay.as_deref(), Some(hostile_relay), "{entry:?}");
+    let o = gw.cli(&["shard", "info", "--peer", &evil.node_id()]);
+    println!(
+        "dialing a member whose entry names a relay of its own: {}",
+        if o.status.success() {
+            "reached".to_string()
+        } else {
+            format!("not reached ({})", text(&o).trim())
+        }
+    );
+    evil.kill9();
+    cairn_node::registry::LocalRegistry::open(&net.registry)
+        .unwrap()
+        .remove(&evil.dir.node_id)
+        .unwrap();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let mut seen = String::new();
+    std::io::Read::read_to_string(&mut watch_out, &mut seen).unwrap();
+    let from: Vec<&str> = seen.lines().collect();
+    println!(
+        "  connections to the hostile relay came from {from:?} (the member itself is 203.0.113.21)"
+    );
+    assert!(
+        from.iter().all(|a| *a == "203.0.113.21"),
+        "a dialer connected to the relay a member named: {from:?}"
+    );
+
     // Phase 1: a pin from the office reaches the homes.
     let data = net.dir.path().join("data1");
     std::fs::create_dir_all(&data).unwrap();
@@ -753,6 +820,22 @@ fn home_miners_behind_nats_and_bad_links_store_serve_prove_and_are_repaired() {
     drop(miners);
     drop(lab);
 }
+
+/// Accepts TCP connections on 203.0.113.3:9999 and prints each peer's
+/// address; prints `listening` first.
+const TCP_WATCH: &str = "
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('203.0.113.3', 9999))
+s.listen(64)
+print('listening', flush=True)
+conns = []
+while True:
+    c, a = s.accept()
+    conns.append(c)
+    print(a[0], flush=True)
+";
 
 /// Acknowledges datagrams on 203.0.113.10:9000 and prints where the first
 /// `1` and the first `2` came from.

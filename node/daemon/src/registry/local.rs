@@ -25,6 +25,8 @@ use crate::registry::{Member, Registry, WeightEntry};
 #[derive(Debug, Clone)]
 pub struct LocalRegistry {
     dir: PathBuf,
+    /// The relay members may name (ours); see [`super::keep_own_relay`].
+    accepted_relay: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -55,7 +57,15 @@ impl LocalRegistry {
         }
         Ok(LocalRegistry {
             dir: dir.to_path_buf(),
+            accepted_relay: None,
         })
+    }
+
+    /// Keeps members' relays when they are this one (this node's own
+    /// `network.relay` URL); others are dropped.
+    pub fn accepting_relay(mut self, relay: Option<String>) -> Self {
+        self.accepted_relay = relay;
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -105,7 +115,14 @@ impl LocalRegistry {
 
     /// One member's entry, read now (the synchronous [`Registry::member`]).
     pub fn read(&self, id: &NodeId) -> Result<Option<Member>> {
-        Self::read_entry(&self.entry_path(id), id)
+        Ok(Self::read_entry(&self.entry_path(id), id)?.map(|m| self.vetted_relay(m)))
+    }
+
+    /// The member with its relay kept only if it is ours (after the
+    /// signatures are checked: they cover the relay as written).
+    fn vetted_relay(&self, mut m: Member) -> Member {
+        m.relay = super::keep_own_relay(m.relay.take(), self.accepted_relay.as_deref());
+        m
     }
 
     /// Removes a member's entry.
@@ -144,7 +161,7 @@ impl Registry for LocalRegistry {
                 continue;
             };
             match Self::read_entry(&p, &id) {
-                Ok(Some(m)) => out.push(m),
+                Ok(Some(m)) => out.push(self.vetted_relay(m)),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "skipping registry entry"),
             }

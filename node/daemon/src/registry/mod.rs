@@ -25,18 +25,36 @@ use cairn_proto::SecretKey;
 /// Opens the registry the config names.
 pub async fn open(config: &Config) -> Result<AnyRegistry> {
     match config.chain.kind {
-        ChainKind::Local => Ok(AnyRegistry::Local(LocalRegistry::open(
-            &config.registry_dir(),
-        )?)),
+        ChainKind::Local => Ok(AnyRegistry::Local(
+            LocalRegistry::open(&config.registry_dir())?.accepting_relay(own_relay(config)),
+        )),
         ChainKind::Subtensor => Ok(AnyRegistry::Subtensor(
             Subtensor::connect(
                 &config.chain.endpoint,
                 &config.chain.backend,
                 config.chain.netuid,
             )
-            .await?,
+            .await?
+            .accepting_relay(own_relay(config)),
         )),
     }
+}
+
+/// This node's own relay URL as iroh prints it (`network.relay` when it
+/// names one): the only relay a member's commitment may point dialers at.
+fn own_relay(config: &Config) -> Option<String> {
+    match config.network.relay.as_str() {
+        "off" | "default" => None,
+        url => url.parse::<iroh::RelayUrl>().ok().map(|u| u.to_string()),
+    }
+}
+
+/// A member's relay, kept only if it is `accepted` (this node's own): a
+/// relay is an address the dialer connects to, and a member must not choose
+/// it for the dialer. Both are compared as iroh prints a relay URL.
+pub(crate) fn keep_own_relay(relay: Option<String>, accepted: Option<&str>) -> Option<String> {
+    let relay = relay?.parse::<iroh::RelayUrl>().ok()?.to_string();
+    (Some(relay.as_str()) == accepted).then_some(relay)
 }
 
 /// Membership, whatever backs it.

@@ -85,8 +85,22 @@ pub struct Neuron {
     pub stake: u64,
     pub validator_permit: bool,
     /// The cairn address published by this hotkey, if any.
-    pub address: Option<(NodeId, Role, Vec<std::net::SocketAddr>)>,
+    pub address: Option<Commitment>,
 }
+
+/// What a node commits on chain, its signature checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commitment {
+    pub node: NodeId,
+    pub role: Role,
+    pub addrs: Vec<std::net::SocketAddr>,
+    /// The relay it can be reached through (behind a NAT), if any.
+    pub relay: Option<String>,
+}
+
+/// The longest relay URL a commitment carries (the address text is at most
+/// 128 bytes; the addresses get the rest).
+const MAX_COMMITTED_RELAY: usize = 72;
 
 /// A connection to a subtensor endpoint, for one subnet.
 #[derive(Clone)]
@@ -98,6 +112,8 @@ pub struct Subtensor {
     cache: Arc<tokio::sync::Mutex<Option<Metagraph>>>,
     /// Metagraph reads so far (for `/metrics` and tests).
     reads: Arc<std::sync::atomic::AtomicU64>,
+    /// The relay members may name in their commitments (ours).
+    accepted_relay: Option<String>,
 }
 
 /// The members as last read from the chain.
@@ -204,15 +220,21 @@ fn commitment_message(hotkey: &[u8; 32], netuid: u16, node: &NodeId, text: &[u8]
 }
 
 /// Encodes this node's address for `set_commitment`: the node id, the
-/// address text and the node key's signature over both, the hotkey and the
-/// subnet.
+/// address text (`cairn1;<role>;<addr>,...[;relay=<url>]`) and the node
+/// key's signature over both, the hotkey and the subnet. A relay URL longer
+/// than [`MAX_COMMITTED_RELAY`] is left out.
 pub fn commitment_fields(
     node_key: &SecretKey,
     hotkey: &[u8; 32],
     netuid: u16,
     role: Role,
     addrs: &[std::net::SocketAddr],
+    relay: Option<&str>,
 ) -> Vec<Vec<u8>> {
+    let relay = relay
+        .filter(|r| r.len() <= MAX_COMMITTED_RELAY && !r.contains(';'))
+        .map(|r| format!(";relay={r}"))
+        .unwrap_or_default();
     let mut text = format!("cairn1;{role};");
     for (i, a) in addrs.iter().enumerate() {
         let next = if i == 0 {
@@ -220,11 +242,12 @@ pub fn commitment_fields(
         } else {
             format!(",{a}")
         };
-        if text.len() + next.len() > 128 {
+        if text.len() + next.len() + relay.len() > 128 {
             break;
         }
         text.push_str(&next);
     }
+    text.push_str(&relay);
     let node = node_key.public();
     let sig = node_key.sign(&commitment_message(hotkey, netuid, &node, text.as_bytes()));
     vec![
@@ -236,18 +259,25 @@ pub fn commitment_fields(
 
 /// The members among the neurons: those that published a verified cairn
 /// address. A node id claimed by two hotkeys (only its key's holder can
-/// sign such claims) counts for neither.
-pub fn members_of(neurons: Vec<Neuron>) -> Vec<Member> {
+/// sign such claims) counts for neither. A committed relay is kept only if
+/// it is `accepted_relay` (this node's own relay): a member cannot point
+/// its dialers at an address of its choosing.
+pub fn members_of(neurons: Vec<Neuron>, accepted_relay: Option<&str>) -> Vec<Member> {
     let mut claims: std::collections::HashMap<NodeId, usize> = std::collections::HashMap::new();
     for n in &neurons {
-        if let Some((node, _, _)) = &n.address {
-            *claims.entry(*node).or_default() += 1;
+        if let Some(c) = &n.address {
+            *claims.entry(c.node).or_default() += 1;
         }
     }
     neurons
         .into_iter()
         .filter_map(|n| {
-            let (node_id, role, addrs) = n.address?;
+            let Commitment {
+                node: node_id,
+                role,
+                addrs,
+                relay,
+            } = n.address?;
             if claims.get(&node_id).copied().unwrap_or(0) > 1 {
                 tracing::warn!(node = %node_id.fmt_short(), "a node id claimed by several hotkeys; ignored for all of them");
                 return None;
@@ -256,7 +286,7 @@ pub fn members_of(neurons: Vec<Neuron>) -> Vec<Member> {
                 node_id,
                 role,
                 addrs,
-                relay: None,
+                relay: super::keep_own_relay(relay, accepted_relay),
                 hotkey: public_to_ss58(&n.hotkey),
                 uid: Some(n.uid),
                 stake: n.stake,
@@ -271,11 +301,7 @@ pub fn members_of(neurons: Vec<Neuron>) -> Vec<Member> {
 
 /// Decodes what [`commitment_fields`] wrote for `hotkey` on `netuid`;
 /// `None` unless the node key's signature holds.
-pub fn parse_commitment(
-    fields: &[Vec<u8>],
-    hotkey: &[u8; 32],
-    netuid: u16,
-) -> Option<(NodeId, Role, Vec<std::net::SocketAddr>)> {
+pub fn parse_commitment(fields: &[Vec<u8>], hotkey: &[u8; 32], netuid: u16) -> Option<Commitment> {
     let id: [u8; 32] = fields.first()?.as_slice().try_into().ok()?;
     let node = NodeId::from_bytes(&id).ok()?;
     let raw_text = fields.get(1)?;
@@ -286,7 +312,7 @@ pub fn parse_commitment(
     )
     .ok()?;
     let text = std::str::from_utf8(raw_text).ok()?;
-    let mut parts = text.splitn(3, ';');
+    let mut parts = text.splitn(4, ';');
     if parts.next()? != "cairn1" {
         return None;
     }
@@ -297,7 +323,19 @@ pub fn parse_commitment(
         .split(',')
         .filter_map(|a| a.parse().ok())
         .collect();
-    Some((node, role, addrs))
+    // Only a URL iroh accepts as a relay, normalized as iroh prints it.
+    let relay = parts
+        .next()
+        .and_then(|r| r.strip_prefix("relay="))
+        .and_then(|r| r.parse::<iroh::RelayUrl>().ok())
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .map(|u| u.to_string());
+    Some(Commitment {
+        node,
+        role,
+        addrs,
+        relay,
+    })
 }
 
 impl Subtensor {
@@ -321,7 +359,15 @@ impl Subtensor {
             endpoint: endpoint.to_string(),
             cache: Arc::default(),
             reads: Arc::default(),
+            accepted_relay: None,
         })
+    }
+
+    /// Keeps members' committed relays when they are this one (this node's
+    /// own `network.relay` URL); others are dropped.
+    pub fn accepting_relay(mut self, relay: Option<String>) -> Self {
+        self.accepted_relay = relay;
+        self
     }
 
     pub fn netuid(&self) -> u16 {
@@ -436,7 +482,7 @@ impl Subtensor {
                     self.endpoint
                 ))
             })??;
-        Ok(members_of(neurons))
+        Ok(members_of(neurons, self.accepted_relay.as_deref()))
     }
 
     /// Re-reads the metagraph into the cache; on a chain error the last
@@ -556,7 +602,14 @@ impl Subtensor {
 
     /// Publishes this node's address, unless the chain already has it.
     pub async fn publish(&self, me: &Member, hotkey: &Hotkey, node_key: &SecretKey) -> Result<()> {
-        let fields = commitment_fields(node_key, &hotkey.public(), self.netuid, me.role, &me.addrs);
+        let fields = commitment_fields(
+            node_key,
+            &hotkey.public(),
+            self.netuid,
+            me.role,
+            &me.addrs,
+            me.relay.as_deref(),
+        );
         let current = tokio::time::timeout(CHAIN_DEADLINE, self.neurons())
             .await
             .map_err(|_| {
@@ -575,11 +628,16 @@ impl Subtensor {
             )));
         };
         // Ed25519 signatures are deterministic: the same address signs the same.
-        if current
-            .address
-            .as_ref()
-            .map(|(_, r, a)| commitment_fields(node_key, &hotkey.public(), self.netuid, *r, a))
-            == Some(fields.clone())
+        if current.address.as_ref().map(|c| {
+            commitment_fields(
+                node_key,
+                &hotkey.public(),
+                self.netuid,
+                c.role,
+                &c.addrs,
+                c.relay.as_deref(),
+            )
+        }) == Some(fields.clone())
         {
             return Ok(());
         }
@@ -711,19 +769,23 @@ mod tests {
             hotkey: [uid as u8; 32],
             stake: 0,
             validator_permit: permit,
-            address: Some((node, Role::Miner, vec![])),
+            address: Some(Commitment {
+                node,
+                role: Role::Miner,
+                addrs: vec![],
+                relay: None,
+            }),
         };
-        let m = members_of(vec![
-            neuron(0, a, false),
-            neuron(1, b, false),
-            neuron(2, a, true),
-        ]);
+        let m = members_of(
+            vec![neuron(0, a, false), neuron(1, b, false), neuron(2, a, true)],
+            None,
+        );
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].node_id, b);
         // The role a node commits grants nothing: the permit does.
         let mut v = neuron(3, SecretKey::from_bytes(&[3; 32]).public(), false);
-        v.address.as_mut().unwrap().1 = Role::Validator;
-        assert!(!members_of(vec![v])[0].is_validator());
+        v.address.as_mut().unwrap().role = Role::Validator;
+        assert!(!members_of(vec![v], None)[0].is_validator());
     }
 
     #[test]
@@ -734,12 +796,12 @@ mod tests {
             .map(|i| format!("10.0.0.{i}:7440").parse().unwrap())
             .collect();
         let hotkey = [7u8; 32];
-        let f = commitment_fields(&key, &hotkey, 5, Role::Miner, &addrs);
+        let f = commitment_fields(&key, &hotkey, 5, Role::Miner, &addrs, None);
         assert_eq!((f[0].len(), f[2].len()), (32, 64));
         assert!(f[1].len() <= 128);
-        let (n, r, a) = parse_commitment(&f, &hotkey, 5).unwrap();
-        assert_eq!((n, r), (node, Role::Miner));
-        assert!(!a.is_empty() && a.iter().all(|x| addrs.contains(x)));
+        let c = parse_commitment(&f, &hotkey, 5).unwrap();
+        assert_eq!((c.node, c.role, c.relay), (node, Role::Miner, None));
+        assert!(!c.addrs.is_empty() && c.addrs.iter().all(|x| addrs.contains(x)));
         assert!(parse_commitment(&[vec![1, 2, 3]], &hotkey, 5).is_none());
         // Copied to another hotkey or subnet, or without its signature: no member.
         assert!(parse_commitment(&f, &[8u8; 32], 5).is_none());
@@ -748,5 +810,59 @@ mod tests {
         let mut forged = f.clone();
         forged[1] = b"cairn1;validator;10.0.0.1:7440".to_vec();
         assert!(parse_commitment(&forged, &hotkey, 5).is_none());
+    }
+
+    #[test]
+    fn a_commitment_carries_the_relay_and_dialers_keep_only_their_own() {
+        let key = SecretKey::from_bytes(&[4; 32]);
+        let hotkey = [9u8; 32];
+        let addrs: Vec<std::net::SocketAddr> = (0..20)
+            .map(|i| format!("192.168.1.{i}:7440").parse().unwrap())
+            .collect();
+        let relay = "https://relay.example.org/";
+        let f = commitment_fields(&key, &hotkey, 5, Role::Miner, &addrs, Some(relay));
+        assert!(f[1].len() <= 128, "{}", f[1].len());
+        let c = parse_commitment(&f, &hotkey, 5).unwrap();
+        assert_eq!(c.relay.as_deref(), Some(relay));
+        assert!(!c.addrs.is_empty(), "the relay leaves room for addresses");
+        // Without a relay the text is what it always was (no republish).
+        let plain = commitment_fields(&key, &hotkey, 5, Role::Miner, &addrs[..1], None);
+        assert_eq!(plain[1], b"cairn1;miner;192.168.1.0:7440".to_vec());
+        // A relay too long to fit, or not a relay URL, is left out.
+        let long = format!("https://{}.example.org/", "r".repeat(80));
+        let c = parse_commitment(
+            &commitment_fields(&key, &hotkey, 5, Role::Miner, &addrs, Some(&long)),
+            &hotkey,
+            5,
+        )
+        .unwrap();
+        assert_eq!(c.relay, None);
+        let c = parse_commitment(
+            &commitment_fields(
+                &key,
+                &hotkey,
+                5,
+                Role::Miner,
+                &addrs,
+                Some("file:///etc/passwd"),
+            ),
+            &hotkey,
+            5,
+        )
+        .unwrap();
+        assert_eq!(c.relay, None);
+        // A dialer keeps a committed relay only if it is its own.
+        let neuron = Neuron {
+            uid: 0,
+            hotkey,
+            stake: 0,
+            validator_permit: false,
+            address: parse_commitment(&f, &hotkey, 5),
+        };
+        let m = members_of(vec![neuron.clone()], Some(relay));
+        assert_eq!(m[0].relay.as_deref(), Some(relay));
+        let m = members_of(vec![neuron.clone()], Some("https://other.example.org/"));
+        assert_eq!(m[0].relay, None);
+        assert_eq!(members_of(vec![neuron], None)[0].relay, None);
     }
 }
