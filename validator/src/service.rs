@@ -418,6 +418,21 @@ impl Validator {
             return;
         };
         let client = self.node.client();
+        // The deadline times the answer, not the handshake: a miner whose
+        // connection was dropped (after a miss) is connected first, within
+        // the connect timeout. Connecting tells it nothing of the challenge.
+        if let Err(e) = client.connect(&addr).await {
+            let why = format!("unreachable: {e}");
+            client.mark_failed(&node).await;
+            tracing::debug!(miner = %node.fmt_short(), shard = %a.id, attempt = due.attempt, error = %e, "challenge: cannot connect");
+            self.ledger.lock().expect("lock").record(
+                &due,
+                Answer::NoAnswer,
+                &why,
+                cairn_node::unix_millis(),
+            );
+            return;
+        }
         let rtt_now = client.rtt(&node).await.map(|d| d.as_secs_f64() * 1e3);
         let deadline = Duration::from_millis(self.ledger.lock().expect("lock").deadline_ms(
             &node,

@@ -180,6 +180,13 @@ impl Client {
         Ok(conn)
     }
 
+    /// Connects to `addr` unless a connection is open already (bounded by
+    /// the connect timeout): for a caller that times a request, not the
+    /// handshake.
+    pub async fn connect(&self, addr: &EndpointAddr) -> Result<()> {
+        self.connection(addr).await.map(|_| ())
+    }
+
     /// Drops the cached connection to a peer (after it failed).
     pub async fn forget(&self, id: &NodeId) {
         if let Some(c) = self.conns.lock().await.remove(id) {
