@@ -56,7 +56,8 @@ down() {
       rm -f "$f"
     done
   fi
-  pkill -9 -f "$here/chaos.py" 2>/dev/null || true
+  # (Any clone's link programs: the lab's names are fixed, one lab at a time.)
+  pkill -9 -f "tests/netlab/chaos.py" 2>/dev/null || true
   for ns in $(namespaces); do ip netns del "$ns" 2>/dev/null || true; done
   # A veth or TUN whose namespace is gone is gone with it.
   rm -rf "$state"

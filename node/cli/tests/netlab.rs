@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use cairn_testkit::bytes;
 use cairn_testkit::net::{NodeDir, TestNet, cairn_bin, text};
 
 const RELAY: &str = "http://203.0.113.3:3340";
@@ -350,16 +351,12 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
     }
 }
 
-fn bytes(len: usize, seed: u8) -> Vec<u8> {
-    let mut x = 0x9E3779B97F4A7C15u64 ^ seed as u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+/// One miner's line of the validator's scoreboard.
+fn miner_report<'a>(r: &'a cairn_api::ValidatorReport, id: &str) -> &'a cairn_api::MinerReport {
+    r.miners
+        .iter()
+        .find(|m| m.node_id == id)
+        .expect("the validator scores this miner")
 }
 
 /// Pins `dir` through the gateway and returns the dataset id.
@@ -627,11 +624,7 @@ fn home_miners_behind_nats_and_bad_links_store_serve_prove_and_are_repaired() {
         let (p, a, rtt) = val
             .path_to(&h.node_id())
             .expect("the validator is connected");
-        let m = report
-            .miners
-            .iter()
-            .find(|m| m.node_id == h.node_id())
-            .unwrap();
+        let m = miner_report(&report, &h.node_id());
         println!(
             "  {}: {p} via {a}, rtt {rtt:.1} ms; {} passes, {} failures, last answer {:.0} ms (deadline {} ms)",
             h.ns,
@@ -769,11 +762,7 @@ fn home_miners_behind_nats_and_bad_links_store_serve_prove_and_are_repaired() {
         std::thread::sleep(Duration::from_millis(250));
     };
     for h in [&h1, &h2] {
-        let m = report
-            .miners
-            .iter()
-            .find(|m| m.node_id == h.node_id())
-            .unwrap();
+        let m = miner_report(&report, &h.node_id());
         println!(
             "  {} over the bad link: {} passes, {} failures, {} timeouts; last answer {:.0} ms, deadline {} ms",
             h.ns,

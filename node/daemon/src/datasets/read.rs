@@ -306,10 +306,12 @@ impl Datasets {
 
     /// Waits for a read-ahead of segment `s` under way, so the reader finds
     /// it in the cache instead of fetching it a second time.
+    /// Bounded: a reader waits at most [`FETCH_TIMEOUT`], then fetches for
+    /// itself, whatever became of the read-ahead.
     async fn wait_for_read_ahead(&self, ds: &Dataset, s: usize) {
         let ahead = self.ahead.lock().expect("lock").get(&(ds.cid, s)).cloned();
         if let Some(mut done) = ahead {
-            let _ = done.wait_for(|d| *d).await;
+            let _ = tokio::time::timeout(FETCH_TIMEOUT, done.wait_for(|d| *d)).await;
         }
     }
 
@@ -336,8 +338,17 @@ impl Datasets {
             let (ctx, ds) = (Arc::clone(self), ds.clone());
             tokio::spawn(async move {
                 let _slot = slot;
-                if let Err(e) = ctx.fetch_segment_now(&ds, s).await {
-                    tracing::debug!(cid = %ds.cid, segment = s, error = %e, "read-ahead failed");
+                // Bounded as a whole, so a slot and its waiters are always freed.
+                match tokio::time::timeout(FETCH_TIMEOUT, ctx.fetch_segment_now(&ds, s)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(cid = %ds.cid, segment = s, error = %e, "read-ahead failed")
+                    }
+                    Err(_) => tracing::warn!(
+                        cid = %ds.cid,
+                        segment = s,
+                        "read-ahead took over {FETCH_TIMEOUT:?}; given up"
+                    ),
                 }
                 ctx.ahead.lock().expect("lock").remove(&(ds.cid, s));
                 let _ = tx.send(true);
