@@ -50,6 +50,7 @@ enum Generate {
 }
 
 fn main() {
+    cairn_node::malloc::tune();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");

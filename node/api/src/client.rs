@@ -28,6 +28,15 @@ pub enum ApiError {
     /// The exchange broke off, or the reply was not what this API sends.
     #[error("{0}")]
     Transfer(String),
+    /// A pin header (the file list) longer than a daemon reads.
+    #[error(
+        "the pin header (file list) is {len} bytes, above the {max} a daemon reads; pin the files in several datasets",
+        max = crate::MAX_PIN_HEADER
+    )]
+    PinHeaderTooLarge { len: u64 },
+    /// A pin header that is not the JSON file list.
+    #[error("pin header: {0}")]
+    BadPinHeader(String),
     /// Reading the input to send failed.
     #[error("reading the input: {0}")]
     Input(#[source] std::io::Error),
@@ -270,12 +279,7 @@ impl ApiClient {
         len: u64,
         mut progress: impl FnMut(u64),
     ) -> Result<PinOutcome, ApiError> {
-        let json = serde_json::to_vec(header).expect("a pin request serializes");
-        let mut prefix = u32::try_from(json.len())
-            .map_err(|_| ApiError::Transfer("the file list is too long to pin at once".into()))?
-            .to_be_bytes()
-            .to_vec();
-        prefix.extend_from_slice(&json);
+        let prefix = crate::encode_pin_header(header)?;
         let prefix_len = prefix.len() as u64;
         let mut report = |sent: u64| progress(sent.saturating_sub(prefix_len));
         let mut reader = Counting {

@@ -21,8 +21,10 @@
 //! Every error is a status of 400 or more with an [`ErrorBody`].
 
 mod client;
+mod pin_header;
 
-pub use client::{ApiClient, ApiError, FileStream};
+pub use client::{ApiClient, ApiError, FileStream, encode_path};
+pub use pin_header::{decode_pin_header, encode_pin_header};
 
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +50,7 @@ pub struct FileSpec {
 }
 
 /// The header of a pin: what follows, and how to code it.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
 pub struct PinRequest {
     /// Shown by `cairn ls`; not part of the CID.
     pub name: String,

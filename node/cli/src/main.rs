@@ -361,7 +361,7 @@ fn load_config(g: &Global) -> Result<Config> {
 }
 
 fn main() {
-    tune_malloc();
+    cairn_node::malloc::tune();
     let cli = Cli::parse();
     let code = match run(cli) {
         Ok(()) => 0,
@@ -372,29 +372,6 @@ fn main() {
     };
     std::process::exit(code);
 }
-
-/// glibc's malloc, told not to hoard. A node streaming segments allocates
-/// and frees shard-sized buffers on several threads; by default glibc keeps
-/// up to 8 arenas per core and raises its mmap threshold to the largest
-/// buffer freed, so freed segments stayed resident (a gateway reading a
-/// 1 GiB dataset grew to about twice its cache budget). One arena keeps
-/// every freed buffer reusable by every thread; a fixed 4 MiB threshold
-/// returns segment-sized buffers to the kernel on free while shard-sized
-/// ones are reused without page faults (128 KiB cost pin and get 1.5-2x
-/// the CPU in page faults: node bench, CPU s per GiB).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn tune_malloc() {
-    // SAFETY: mallopt only sets allocator parameters; called first thing in
-    // main, before any other thread exists, with valid options and values.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_malloc() {}
 
 fn run(cli: Cli) -> Result<()> {
     match &cli.command {

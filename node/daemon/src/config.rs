@@ -261,22 +261,33 @@ impl Config {
         let shown = path
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "(defaults)".into());
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| Error::Config {
+                path: shown.clone(),
+                message: format!(
+                    "cannot read: {e}; write one with `cairn config default > FILE` or pass --config"
+                ),
+            })?,
+            None => String::new(),
+        };
+        Self::parse(&text, &shown, env)
+    }
+
+    /// Parses a config file's text (`shown` names it in errors), applies
+    /// `CAIRN_*` variables from `env`, and validates. What [`Config::load`]
+    /// does after reading the file; the fuzz target `config` drives it.
+    pub fn parse(
+        text: &str,
+        shown: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
         let err = |message: String| Error::Config {
-            path: shown.clone(),
+            path: shown.to_string(),
             message,
         };
-        let mut table: toml::Table = match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
-                    err(format!(
-                        "cannot read: {e}; write one with `cairn config default > FILE` or pass --config"
-                    ))
-                })?;
-                text.parse::<toml::Table>()
-                    .map_err(|e| err(e.to_string()))?
-            }
-            None => toml::Table::new(),
-        };
+        let mut table: toml::Table = text
+            .parse::<toml::Table>()
+            .map_err(|e| err(e.to_string()))?;
         let mut overridden = Vec::new();
         for (key, value) in env {
             if let Some(name) = key.strip_prefix("CAIRN_")

@@ -146,7 +146,14 @@ impl Hotkey {
                 key_err(path, e.to_string())
             }
         })?;
-        let text = String::from_utf8_lossy(&bytes);
+        Self::from_key_file(&bytes, path)
+    }
+
+    /// Reads the bytes of a bittensor-wallet key file (`path` names it in
+    /// errors). What [`Hotkey::load`] does after reading; the fuzz target
+    /// `key_file` drives it.
+    pub fn from_key_file(bytes: &[u8], path: &Path) -> Result<Hotkey> {
+        let text = String::from_utf8_lossy(bytes);
         let trimmed = text.trim_start();
         if trimmed.starts_with("$NACL")
             || trimmed.starts_with("$BT")

@@ -23,6 +23,7 @@ pub mod error;
 pub mod gateway;
 pub mod identity;
 pub mod logging;
+pub mod malloc;
 pub mod net;
 pub mod node;
 pub mod registry;

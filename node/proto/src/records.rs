@@ -178,6 +178,17 @@ impl<'a> Reader<'a> {
     fn b32(&mut self) -> Result<[u8; 32]> {
         Ok(self.take(32)?.try_into().expect("32"))
     }
+    /// A flag: exactly 0 or 1, so a manifest has one encoding (its CID is
+    /// the hash of its bytes; fuzzing found 2..=255 accepted as `true`).
+    fn flag(&mut self) -> Result<bool> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            f => Err(Error::BadManifest(format!(
+                "a flag byte is {f}, not 0 or 1"
+            ))),
+        }
+    }
     /// A count that must fit in what is left, at `min_each` bytes per item.
     fn count(&mut self, min_each: usize) -> Result<usize> {
         let n = self.u64()? as usize;
@@ -306,7 +317,7 @@ impl Manifest {
         let parity_shards = r.u16()?;
         let segment_size = r.u64()?;
         let total_len = r.u64()?;
-        let single_file = r.u8()? != 0;
+        let single_file = r.flag()?;
         let n_entries = r.count(4 + 2 + 48)?;
         let mut entries = Vec::with_capacity(n_entries);
         for _ in 0..n_entries {
@@ -321,7 +332,7 @@ impl Manifest {
                 1 => EntryKind::Dir,
                 k => return Err(Error::BadManifest(format!("entry kind {k}"))),
             };
-            let executable = r.u8()? != 0;
+            let executable = r.flag()?;
             entries.push(Entry {
                 path,
                 kind,
@@ -626,6 +637,19 @@ mod tests {
         let s = m.cid().to_string();
         assert!(s.starts_with("cairn1") && s.len() == 58, "{s}");
         assert_eq!(s.parse::<Cid>().unwrap(), m.cid());
+    }
+
+    #[test]
+    fn a_manifest_has_one_encoding() {
+        // Byte 60 is `single_file`: any value but 0 or 1 used to decode as
+        // `true`, giving one manifest many byte strings (found by fuzzing).
+        let mut bytes = sample().encode();
+        assert_eq!(bytes[60], 0);
+        for flag in [2u8, 38, 255] {
+            bytes[60] = flag;
+            let e = Manifest::decode(&bytes).unwrap_err().to_string();
+            assert!(e.contains("not 0 or 1"), "{e}");
+        }
     }
 
     #[test]

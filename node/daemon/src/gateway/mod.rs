@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use cairn_api::{
-    DatasetView, EntryView, ErrorBody, GrantRequest, GrantToken, MAX_PIN_HEADER, NodeInfo,
-    PinRequest, StoreCounters,
+    DatasetView, EntryView, ErrorBody, GrantRequest, GrantToken, NodeInfo, PinRequest,
+    StoreCounters,
 };
 use cairn_proto::{Cid, EntryKind, NodeId};
 use http_body_util::BodyExt;
@@ -398,21 +398,16 @@ async fn pin(req: Request<Incoming>, state: &ApiState) -> Resp {
             }
             None => return error(StatusCode::BAD_REQUEST, "pin body ended inside its header"),
         }
-        if buf.len() >= 4 {
-            let n = u32::from_be_bytes(buf[..4].try_into().expect("4"));
-            if n > MAX_PIN_HEADER {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("pin header of {n} bytes exceeds {MAX_PIN_HEADER}"),
-                );
+        match cairn_api::decode_pin_header(&buf) {
+            Ok(None) => {}
+            Ok(Some((h, used))) => {
+                header = Some(h);
+                buf.drain(..used);
             }
-            if buf.len() >= 4 + n as usize {
-                match serde_json::from_slice::<PinRequest>(&buf[4..4 + n as usize]) {
-                    Ok(h) => header = Some(h),
-                    Err(e) => return error(StatusCode::BAD_REQUEST, format!("pin header: {e}")),
-                }
-                buf.drain(..4 + n as usize);
+            Err(e @ cairn_api::ApiError::PinHeaderTooLarge { .. }) => {
+                return error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
             }
+            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
         }
     }
     let Some(header) = header else {

@@ -84,8 +84,16 @@ impl LocalRegistry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
         };
-        let bad = |why: String| Error::Registry(format!("{}: {why}", path.display()));
-        let entry: SignedEntry = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        Self::parse_entry(&bytes, id, &path.display().to_string()).map(Some)
+    }
+
+    /// Checks the bytes of `id`'s entry file (`shown` names it in errors):
+    /// both signatures, and that it describes `id`. What a reader does with
+    /// a file anyone with write access to the directory may have written;
+    /// the fuzz target `local_registry_entry` drives it.
+    pub fn parse_entry(bytes: &[u8], id: &NodeId, shown: &str) -> Result<Member> {
+        let bad = |why: String| Error::Registry(format!("{shown}: {why}"));
+        let entry: SignedEntry = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
         let mut m = entry.member;
         if m.node_id != *id {
             return Err(bad(format!("describes node {}, not {id}", m.node_id)));
@@ -110,7 +118,7 @@ impl LocalRegistry {
             .map_err(|_| bad("the node key's signature does not cover this entry".into()))?;
         // The signed role is the right here; a field of the file is not.
         m.validator_permit = m.role == Role::Validator;
-        Ok(Some(m))
+        Ok(m)
     }
 
     /// One member's entry, read now (the synchronous [`Registry::member`]).
