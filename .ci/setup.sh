@@ -42,16 +42,18 @@ if [ "${CAIRN_SKIP_CROSS:-0}" != 1 ]; then
   done
 fi
 # Python with bittensor-wallet: the hotkey tests check cairn against the real
-# key files and addresses of the package btcli uses.
+# key files and addresses of the package btcli uses; prometheus-client's
+# OpenMetrics parser reads /metrics in the metrics test.
 venv="${CAIRN_VENV:-$HOME/.cache/cairn/venv}"
-if ! "$venv/bin/python" -c "import bittensor_wallet, substrateinterface" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import bittensor_wallet, substrateinterface, prometheus_client" 2>/dev/null; then
   echo "setup: creating $venv with bittensor-wallet and substrate-interface"
   if ! python3 -m venv "$venv" 2>/dev/null; then
     $SUDO apt-get install -y -qq python3-venv >/dev/null
     python3 -m venv "$venv"
   fi
   # substrate-interface: the reference client the subtensor test cross-checks against.
-  "$venv/bin/pip" install -q --disable-pip-version-check "bittensor-wallet==4.1.1" "substrate-interface==1.8.1"
+  "$venv/bin/pip" install -q --disable-pip-version-check "bittensor-wallet==4.1.1" "substrate-interface==1.8.1" \
+    "prometheus-client==0.26.0"
 fi
 # iroh's relay server for the network lab, built once into its own root
 # (about 3.5 min on 2 cores); the version matches the iroh cairn links.

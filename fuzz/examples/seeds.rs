@@ -13,7 +13,10 @@ use cairn_node::identity::Hotkey;
 use cairn_node::registry::subtensor::commitment_fields;
 use cairn_node::registry::{LocalRegistry, Member, Registry};
 use cairn_proof::{Challenge, ShardId, prove, shard_id_and_outboard};
-use cairn_proto::wire::{ErrorCode, InventoryEntry, NodeInfo, Request, Response};
+use cairn_proto::wire::{
+    DialBackReport, ErrorCode, InventoryEntry, NodeInfo, Request, Response, Verdict,
+    VerdictOutcome, VerdictReport,
+};
 use cairn_proto::{
     Cid, Entry, EntryKind, Grant, Manifest, Placement, Role, SecretKey, SegmentRecord, ShardState,
 };
@@ -81,6 +84,8 @@ fn main() -> anyhow::Result<()> {
             ids: vec![id, ShardId([8; 32])],
         },
         Request::Vetted,
+        Request::Verdicts,
+        Request::DialBack,
     ]
     .iter()
     .enumerate()
@@ -119,6 +124,44 @@ fn main() -> anyhow::Result<()> {
             used: 2,
             free: 3,
             shards: 4,
+        }),
+        Response::Verdicts(VerdictReport {
+            score_ppm: 912_345,
+            weight: 700,
+            disqualified: false,
+            contained: true,
+            vetted: true,
+            audits: 40,
+            passes: 38,
+            failures: 1,
+            timeouts: 1,
+            shards_assigned: 12,
+            verified_bytes: 24 << 20,
+            verdicts: vec![
+                Verdict {
+                    at_ms: 1_800_000_000_000,
+                    shard: id,
+                    outcome: VerdictOutcome::Pass,
+                    attempt: 1,
+                    latency_ms: Some(41),
+                    deadline_ms: 2000,
+                    reason: String::new(),
+                },
+                Verdict {
+                    at_ms: 1_800_000_001_000,
+                    shard: ShardId([9; 32]),
+                    outcome: VerdictOutcome::WrongProof,
+                    attempt: 1,
+                    latency_ms: Some(52),
+                    deadline_ms: 2000,
+                    reason: "wrong proof for shard 0909: chunk 17 does not hash".into(),
+                },
+            ],
+        }),
+        Response::DialedBack(DialBackReport {
+            reached: false,
+            rtt_ms: None,
+            detail: "dialed 203.0.113.21:7440 from a fresh socket: timed out".into(),
         }),
     ]
     .iter()

@@ -1,12 +1,13 @@
 //! Replays every checked-in fuzz input through its target's checks, on
 //! stable: the seed corpora (`corpus/<target>/seed-*`), what fuzzing kept
 //! after minimization (`corpus/<target>/*`), and every crash found and fixed
-//! (`regressions/<target>/*`, named after what it found). A plain `main`
-//! (no test harness): the checks bound the heap, which needs one thread.
+//! (`regressions/<target>/*`, named after what it found). One test: the
+//! checks bound the process's heap, so nothing else may run beside them.
 
 use std::path::Path;
 
-fn main() {
+#[test]
+fn every_checked_in_input_replays_through_its_checks() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut total = 0;
     for (target, check) in cairn_fuzz::TARGETS {

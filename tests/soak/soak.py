@@ -258,7 +258,11 @@ class Soak:
                 with self.lock:
                     still = cid in self.pinned
                 if still:
-                    self.fail(f"range {cid[:16]}/{path} {start}-{end}: {e}")
+                    # The gateway's reason is in the body of its error reply.
+                    why = ""
+                    if isinstance(e, urllib.error.HTTPError):
+                        why = " (" + e.read()[:600].decode(errors="replace") + ")"
+                    self.fail(f"range {cid[:16]}/{path} {start}-{end}: {e}{why}")
                 continue
             with open(os.path.join(d, path), "rb") as f:
                 f.seek(start)

@@ -20,6 +20,7 @@
 //!   trickle-puts N SECS               N 64 KiB shard puts sending one byte a second for SECS
 //!   fresh-identities N                N connections, each from a new unregistered key
 //!   placement CID                     (a probe) the placement the peer holds: version, owner, signer
+//!   verdicts                          ask a validator for verdicts: whose come back (audits, verdicts, shards)
 //! ```
 
 use std::collections::BTreeMap;
@@ -93,6 +94,7 @@ enum Attack {
     Placement {
         cid: Cid,
     },
+    Verdicts,
 }
 
 /// What a peer answered, as a short name.
@@ -139,6 +141,7 @@ fn main() -> Result<()> {
             Attack::TricklePuts { .. } => "trickle-puts",
             Attack::FreshIdentities { .. } => "fresh-identities",
             Attack::Placement { .. } => "placement",
+            Attack::Verdicts => "verdicts",
         };
         match cli.attack {
             Attack::Challenge { shard, len } => {
@@ -310,6 +313,17 @@ fn main() -> Result<()> {
                     extra.insert("version".into(), p.version.into());
                     extra.insert("owner".into(), p.owner.to_string().into());
                     extra.insert("signer".into(), p.signer.to_string().into());
+                }
+                *codes.entry(code_of(&r.map(|_| ()))).or_default() += 1;
+            }
+            Attack::Verdicts => {
+                let r = client.verdicts(&addr).await;
+                if let Ok(v) = &r {
+                    extra.insert("audits".into(), v.audits.into());
+                    extra.insert("verdicts".into(), v.verdicts.len().into());
+                    let shards: Vec<String> =
+                        v.verdicts.iter().map(|d| d.shard.to_string()).collect();
+                    extra.insert("shards".into(), shards.into());
                 }
                 *codes.entry(code_of(&r.map(|_| ()))).or_default() += 1;
             }

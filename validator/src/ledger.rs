@@ -16,6 +16,7 @@ use cairn_api::{MinerReport, ValidatorReport};
 use cairn_node::NodeId;
 use cairn_node::registry::{Member, WeightEntry};
 use cairn_proof::ShardId;
+use cairn_proto::wire::{MAX_VERDICTS, Verdict, VerdictOutcome, VerdictReport};
 use cairn_proto::{Cid, Manifest, Placement, Role};
 use rand::{Rng, RngExt};
 
@@ -71,6 +72,9 @@ struct MinerState {
     link: LinkEstimate,
     /// Length of its last passed proof.
     last_proof_len: Option<usize>,
+    /// Its last challenges and how they ended, oldest first (at most
+    /// [`MAX_VERDICTS`]): what it is told when it asks.
+    verdicts: VecDeque<Verdict>,
 }
 
 /// A challenge that went unanswered, to be asked again.
@@ -124,6 +128,14 @@ pub enum Answer {
     Missing,
     /// Deadline passed, stream or connection dropped, or no connection.
     NoAnswer,
+}
+
+/// How long an attempt took against its deadline, for the miner's verdicts.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Timing {
+    /// From sending the challenge to the answer; none without an answer.
+    pub latency_ms: Option<f64>,
+    pub deadline_ms: u64,
 }
 
 /// The validator's whole state.
@@ -425,6 +437,19 @@ impl Ledger {
     /// repairs: the one shard after a failure, everything the miner holds
     /// once it has been silent for `grace_secs`.
     pub fn record(&mut self, due: &Due, answer: Answer, why: &str, now_ms: u64) {
+        self.record_timed(due, answer, why, Timing::default(), now_ms);
+    }
+
+    /// [`Ledger::record`], keeping how long the answer took against its
+    /// deadline in the miner's verdicts.
+    pub fn record_timed(
+        &mut self,
+        due: &Due,
+        answer: Answer,
+        why: &str,
+        timing: Timing,
+        now_ms: u64,
+    ) {
         let now = now_ms / 1000;
         let grace = self.config.grace_secs;
         let reask_ms = (self.config.reask_secs.max(0.0) * 1e3) as u64;
@@ -438,6 +463,27 @@ impl Ledger {
             holder: node,
         };
         let mut queue: Vec<RepairJob> = Vec::new();
+        if m.verdicts.len() >= MAX_VERDICTS {
+            m.verdicts.pop_front();
+        }
+        m.verdicts.push_back(Verdict {
+            at_ms: now_ms,
+            shard: a.id,
+            outcome: match answer {
+                Answer::Pass { .. } => VerdictOutcome::Pass,
+                Answer::WrongProof => VerdictOutcome::WrongProof,
+                Answer::Missing => VerdictOutcome::Missing,
+                Answer::NoAnswer => VerdictOutcome::Timeout,
+            },
+            attempt: due.attempt,
+            latency_ms: match answer {
+                Answer::Pass { latency_ms, .. } => Some(latency_ms),
+                _ => timing.latency_ms,
+            }
+            .map(|ms| ms.clamp(0.0, f64::from(u32::MAX)).round() as u32),
+            deadline_ms: timing.deadline_ms.min(u64::from(u32::MAX)) as u32,
+            reason: why.to_string(),
+        });
         let scored = match answer {
             Answer::Pass {
                 rtt_ms,
@@ -576,6 +622,35 @@ impl Ledger {
             .collect();
         self.last_weights = entries.clone();
         entries
+    }
+
+    /// What `node` is told when it asks how it is judged: its standing and
+    /// its last verdicts. Only ever about the node that asks (the server
+    /// passes the QUIC peer).
+    pub fn verdicts(&self, node: &NodeId, now_secs: u64) -> VerdictReport {
+        let Some(m) = self.miners.get(node) else {
+            return VerdictReport::default();
+        };
+        let r = &m.reputation;
+        VerdictReport {
+            score_ppm: (r.score().clamp(0.0, 1.0) * 1e6).round() as u32,
+            weight: self
+                .last_weights
+                .iter()
+                .find(|w| w.node_id == *node)
+                .map(|w| w.weight)
+                .unwrap_or(0),
+            disqualified: r.disqualified(),
+            contained: m.contained.is_some(),
+            vetted: r.vetted(now_secs),
+            audits: r.audits,
+            passes: r.passes,
+            failures: r.failures,
+            timeouts: r.timeouts,
+            shards_assigned: m.assignments.len() as u64,
+            verified_bytes: m.verified.values().sum(),
+            verdicts: m.verdicts.iter().cloned().collect(),
+        }
     }
 
     /// The whole scoreboard.
@@ -733,6 +808,71 @@ mod tests {
             t += 1000;
         }
         asked
+    }
+
+    #[test]
+    fn a_miner_is_told_its_own_verdicts_and_nobody_elses() {
+        let mut l = ledger(100_000);
+        let a = l.assignments(&node(0))[0].clone();
+        let b = l.assignments(&node(1))[0].clone();
+        let timing = Timing {
+            latency_ms: Some(1500.4),
+            deadline_ms: 2000,
+        };
+        l.record_timed(&due(node(0), &a, 1), pass(), "", timing, T0);
+        l.record_timed(
+            &due(node(0), &a, 1),
+            Answer::WrongProof,
+            "wrong proof for shard x: chunk 3 does not hash",
+            timing,
+            T0 + 1000,
+        );
+        l.record_timed(
+            &due(node(0), &a, 1),
+            Answer::NoAnswer,
+            "no answer within 2s",
+            Timing {
+                latency_ms: None,
+                deadline_ms: 2000,
+            },
+            T0 + 2000,
+        );
+        l.record(&due(node(1), &b, 1), Answer::Missing, "shard missing", T0);
+        let v = l.verdicts(&node(0), T0 / 1000);
+        let outcomes: Vec<_> = v.verdicts.iter().map(|d| d.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [
+                VerdictOutcome::Pass,
+                VerdictOutcome::WrongProof,
+                VerdictOutcome::Timeout
+            ]
+        );
+        assert!(v.verdicts.iter().all(|d| d.shard == a.id));
+        // a pass carries its own latency; the others what the shell measured
+        assert_eq!(v.verdicts[0].latency_ms, Some(5));
+        assert_eq!(v.verdicts[1].latency_ms, Some(1500));
+        assert_eq!(v.verdicts[2].latency_ms, None);
+        assert_eq!(v.verdicts[1].deadline_ms, 2000);
+        assert!(v.verdicts[1].reason.contains("chunk 3"));
+        assert_eq!((v.audits, v.passes, v.failures), (2, 1, 1));
+        assert!(v.contained, "the unanswered challenge is being asked again");
+        assert!(v.score_ppm < 1_000_000);
+        // miner 1 sees its one verdict; a stranger sees nothing
+        let w = l.verdicts(&node(1), T0 / 1000);
+        assert_eq!(w.verdicts.len(), 1);
+        assert_eq!(w.verdicts[0].outcome, VerdictOutcome::Missing);
+        assert_eq!(l.verdicts(&node(42), T0 / 1000), VerdictReport::default());
+        // only the last MAX_VERDICTS are kept
+        for i in 0..(MAX_VERDICTS as u64 + 10) {
+            l.record(&due(node(1), &b, 1), pass(), "", T0 + 10_000 + i);
+        }
+        let w = l.verdicts(&node(1), T0 / 1000);
+        assert_eq!(w.verdicts.len(), MAX_VERDICTS);
+        assert_eq!(
+            w.verdicts.last().unwrap().at_ms,
+            T0 + 10_009 + MAX_VERDICTS as u64
+        );
     }
 
     #[test]

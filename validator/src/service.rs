@@ -20,11 +20,11 @@ use cairn_node::{EndpointAddr, Node, NodeId, ValidatorService};
 use cairn_proof::Challenge;
 use cairn_proto::Cid;
 use cairn_proto::placement::{self, Candidate};
-use cairn_proto::wire::ErrorCode;
+use cairn_proto::wire::{ErrorCode, VerdictReport};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::config::ValidatorConfig;
-use crate::ledger::{Answer, Due, Ledger, LedgerConfig, RepairJob};
+use crate::ledger::{Answer, Due, Ledger, LedgerConfig, RepairJob, Timing};
 use crate::score::Reputation;
 use crate::{Error, Result};
 
@@ -125,6 +125,13 @@ impl ValidatorService for Intake {
             .lock()
             .expect("lock")
             .vetted(cairn_node::unix_secs())
+    }
+
+    fn verdicts(&self, miner: NodeId) -> VerdictReport {
+        self.ledger
+            .lock()
+            .expect("lock")
+            .verdicts(&miner, cairn_node::unix_secs())
     }
 }
 
@@ -425,10 +432,15 @@ impl Validator {
             let why = format!("unreachable: {e}");
             client.mark_failed(&node).await;
             tracing::debug!(miner = %node.fmt_short(), shard = %a.id, attempt = due.attempt, error = %e, "challenge: cannot connect");
-            self.ledger.lock().expect("lock").record(
+            let timing = Timing {
+                latency_ms: None,
+                deadline_ms: 0,
+            };
+            self.ledger.lock().expect("lock").record_timed(
                 &due,
                 Answer::NoAnswer,
                 &why,
+                timing,
                 cairn_node::unix_millis(),
             );
             return;
@@ -444,6 +456,7 @@ impl Validator {
         let done = Instant::now();
         let latency = done - started;
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let answered = result.is_ok();
         let (answer, why) = match result {
             Err(_) => (
                 Answer::NoAnswer,
@@ -482,10 +495,17 @@ impl Validator {
             client.mark_failed(&node).await;
         }
         tracing::debug!(miner = %node.fmt_short(), shard = %a.id, attempt = due.attempt, ?answer, ms = ms(latency), deadline_ms = ms(deadline), "challenge");
-        self.ledger
-            .lock()
-            .expect("lock")
-            .record(&due, answer, &why, cairn_node::unix_millis());
+        let timing = Timing {
+            latency_ms: answered.then(|| ms(latency)),
+            deadline_ms: deadline.as_millis() as u64,
+        };
+        self.ledger.lock().expect("lock").record_timed(
+            &due,
+            answer,
+            &why,
+            timing,
+            cairn_node::unix_millis(),
+        );
     }
 
     async fn repair_loop(self: Arc<Self>) {

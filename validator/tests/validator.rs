@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use cairn_api::ApiClient;
 use cairn_node::sdnotify::spawn_and_wait_ready;
 use cairn_testkit::bytes;
 use cairn_testkit::net::*;
@@ -244,6 +245,75 @@ fn cheaters_are_caught_and_honest_miners_are_not() {
     );
     assert!(l.disqualified, "{l:?}");
 
+    // Each miner hears from the validator why it failed, and nothing about
+    // anyone else. The lossy miner's own API shows its wrong proofs with the
+    // reason and what to do, `cairn verdicts` prints them, its log says so.
+    let api_of = |name: &str| net.member(name).api.expect("the node published its API");
+    let validator = node_id_of(&net, "validator-0");
+    let asked = Instant::now();
+    let mine = loop {
+        let v = ApiClient::new(api_of("miner-0")).verdicts().unwrap();
+        if v.validators.iter().any(|x| x.failures > 0) {
+            break v;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(30),
+            "miner-0 does not know it failed: {v:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    println!(
+        "  miner-0 saw its failures {:.1} s after the scoreboard showed them",
+        asked.elapsed().as_secs_f64()
+    );
+    assert_eq!(mine.node_id, lossy);
+    assert_eq!(mine.validators.len(), 1, "{mine:#?}");
+    let x = &mine.validators[0];
+    assert_eq!(x.validator, validator);
+    assert!(x.disqualified && x.failures >= l.failures, "{x:#?}");
+    let wrong = x
+        .verdicts
+        .iter()
+        .find(|d| d.outcome == "wrong-proof")
+        .unwrap_or_else(|| panic!("no wrong proof among {x:#?}"));
+    assert!(wrong.reason.contains("wrong proof for shard"), "{wrong:?}");
+    assert!(wrong.advice.contains("disk"), "{wrong:?}");
+    assert!(
+        wrong.latency_ms.is_some() && wrong.deadline_ms > 0,
+        "{wrong:?}"
+    );
+    let o = cairn(&["--api", &api_of("miner-0").to_string(), "verdicts"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let printed = stdout(&o);
+    assert!(
+        printed.contains(&validator)
+            && printed.contains("wrong-proof")
+            && printed.contains("what to do:"),
+        "{printed}"
+    );
+    let logged = net.log_lines("miner-0", "a validator failed a challenge of this node");
+    assert!(
+        logged.contains("wrong-proof"),
+        "not in miner-0's log: {logged}"
+    );
+    // An honest miner's verdicts are passes, answered inside their deadline.
+    let honest_view = ApiClient::new(api_of("miner-1")).verdicts().unwrap();
+    let h = &honest_view.validators[0];
+    assert!(!h.verdicts.is_empty(), "{h:#?}");
+    for d in &h.verdicts {
+        assert_eq!(d.outcome, "pass", "{d:?}");
+        assert!(d.latency_ms.unwrap() <= d.deadline_ms, "{d:?}");
+    }
+    // A silent cheater is told it timed out.
+    let stall = ApiClient::new(api_of("cheat-stall")).verdicts().unwrap();
+    assert!(
+        stall.validators[0]
+            .verdicts
+            .iter()
+            .any(|d| d.outcome == "timeout" && d.latency_ms.is_none()),
+        "{stall:#?}"
+    );
+
     // Weights: honest miners earn, cheaters and the lossy miner do not.
     let weights_file = std::fs::read_dir(net.registry())
         .unwrap()
@@ -314,6 +384,18 @@ fn cheaters_are_caught_and_honest_miners_are_not() {
             m.deadline_ms
         );
     }
+    // A member asking the validator is answered about itself only (it holds
+    // nothing: no audits, no verdicts); a miner is not asked at all.
+    let spy = net.identity("spy", "miner");
+    let r = adversary(&spy, &net.member("validator-0"), &["verdicts"]).unwrap();
+    assert_eq!(r["codes"]["ok"], 1, "{r}");
+    assert_eq!(
+        (r["audits"].as_u64(), r["verdicts"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+    let r = adversary(&spy, &net.member("miner-1"), &["verdicts"]).unwrap();
+    assert_eq!(r["codes"]["bad-request"], 1, "{r}");
 }
 
 #[test]

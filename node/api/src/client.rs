@@ -10,8 +10,8 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    DatasetStatus, DatasetView, ErrorBody, GrantRequest, GrantToken, GrantView, NodeInfo,
-    PinOutcome, PinRecord, PinRequest, UnpinOutcome, ValidatorReport,
+    DatasetStatus, DatasetView, DialBackView, ErrorBody, GrantRequest, GrantToken, GrantView,
+    NodeInfo, PinOutcome, PinRecord, PinRequest, UnpinOutcome, ValidatorReport, VerdictsView,
 };
 
 /// What can go wrong talking to a daemon.
@@ -233,6 +233,16 @@ impl ApiClient {
     /// A validator's scoreboard.
     pub fn scores(&self) -> Result<ValidatorReport, ApiError> {
         self.get("/api/scores")
+    }
+
+    /// Asks a validator to dial this node back from outside.
+    pub fn dial_back(&self) -> Result<DialBackView, ApiError> {
+        self.get("/api/dialback")
+    }
+
+    /// What the validators say about this node.
+    pub fn verdicts(&self) -> Result<VerdictsView, ApiError> {
+        self.get("/api/verdicts")
     }
 
     fn send_json<B: serde::Serialize, T: DeserializeOwned>(

@@ -294,6 +294,76 @@ pub struct ValidatorReport {
     pub miners: Vec<MinerReport>,
 }
 
+/// What the validators told this node about itself (`/api/verdicts`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VerdictsView {
+    /// This node.
+    pub node_id: String,
+    /// Unix seconds of the last ask; 0 before the first.
+    pub asked_at: u64,
+    pub validators: Vec<ValidatorVerdicts>,
+}
+
+/// One validator's standing of this node and its last verdicts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ValidatorVerdicts {
+    pub validator: String,
+    pub hotkey: String,
+    /// Unix seconds of its last answer; 0 when it never answered.
+    pub answered_at: u64,
+    /// Why the last ask failed (what is shown is then older).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Reputation score, 0 to 1.
+    pub score: f64,
+    pub weight: u16,
+    pub disqualified: bool,
+    /// An unanswered challenge is being asked again.
+    pub contained: bool,
+    pub vetted: bool,
+    pub audits: u64,
+    pub passes: u64,
+    pub failures: u64,
+    pub timeouts: u64,
+    pub shards_assigned: u64,
+    pub verified_bytes: u64,
+    /// Newest first.
+    pub verdicts: Vec<VerdictView>,
+}
+
+/// One challenge and how it ended.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VerdictView {
+    /// Unix milliseconds (the validator's clock).
+    pub at_ms: u64,
+    pub shard: String,
+    /// `pass`, `wrong-proof`, `missing` or `timeout`.
+    pub outcome: String,
+    /// 1 for a fresh challenge, 2 and up for re-asks.
+    pub attempt: u8,
+    pub latency_ms: Option<u32>,
+    pub deadline_ms: u32,
+    /// What went wrong, as the validator saw it.
+    pub reason: String,
+    /// What the operator can do about it.
+    pub advice: String,
+}
+
+/// A validator's attempt to dial this node from outside (`/api/dialback`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DialBackView {
+    /// The validator that dialed (or was asked); empty when none answered.
+    pub validator: String,
+    /// Peers can open a direct connection to this node.
+    pub reached: bool,
+    pub rtt_ms: Option<u32>,
+    /// What was tried and what happened.
+    pub detail: String,
+    /// Why no validator could be asked, if none could.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
 /// Asks this node (a dataset owner) for a read grant.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GrantRequest {

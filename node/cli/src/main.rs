@@ -20,6 +20,7 @@ use crate::devnet::Devnet;
 
 mod demo;
 mod devnet;
+mod doctor;
 mod transfer;
 
 #[derive(Parser)]
@@ -68,6 +69,22 @@ enum Command {
         cid: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Check what breaks home nodes (config, disk, keys, chain, reachability,
+    /// systemd) and print each finding with its fix. Exits 1 when something
+    /// failed (warnings alone exit 0).
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the validators say about this node (a miner): score, weight and
+    /// each recent challenge with its outcome, reason and what to do.
+    Verdicts {
+        #[arg(long)]
+        json: bool,
+        /// Show at most this many challenges per validator.
+        #[arg(long, default_value_t = 10)]
+        last: usize,
     },
     /// Delete a dataset's shards and manifest copies (idempotent).
     Unpin { cid: String },
@@ -395,14 +412,23 @@ fn run(cli: Cli) -> Result<()> {
     if let Command::Devnet(cmd) = cli.command {
         return devnet(cmd);
     }
+    if let Command::Doctor { json } = cli.command {
+        let healthy = doctor::run(
+            load_config(&cli.global),
+            |c| api_client(&cli.global, c),
+            json,
+        );
+        std::process::exit(if healthy { 0 } else { 1 });
+    }
     let config = load_config(&cli.global)?;
     match cli.command {
-        Command::Devnet(_) => unreachable!("handled above"),
+        Command::Devnet(_) | Command::Doctor { .. } => unreachable!("handled above"),
         Command::Pin(a) => pin(&api_client(&cli.global, &config), a),
         Command::Get(a) => get(&api_client(&cli.global, &config), a),
         Command::Ls { json } => ls(&api_client(&cli.global, &config), json),
         Command::Status { cid, json } => status(&api_client(&cli.global, &config), &cid, json),
         Command::Unpin { cid } => unpin(&api_client(&cli.global, &config), &cid),
+        Command::Verdicts { json, last } => verdicts(&api_client(&cli.global, &config), json, last),
         Command::Grant(GrantCommand::New {
             reader,
             ttl,
@@ -854,6 +880,69 @@ fn ls(api: &ApiClient, json: bool) -> Result<()> {
             p.parity_shards,
             p.name
         );
+    }
+    Ok(())
+}
+
+fn verdicts(api: &ApiClient, json: bool, last: usize) -> Result<()> {
+    let v = api.verdicts()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if v.validators.is_empty() {
+        eprintln!(
+            "no validator has answered yet: none is registered, or none reachable (`cairn id` shows this node's paths)"
+        );
+    }
+    let now_ms = cairn_node::unix_millis();
+    for x in &v.validators {
+        println!(
+            "validator {} ({}): score {:.3}, weight {}, {} audits ({} passed, {} failed, {} silent), {} shards, {:.1} MiB verified{}{}{}",
+            x.validator,
+            x.hotkey,
+            x.score,
+            x.weight,
+            x.audits,
+            x.passes,
+            x.failures,
+            x.timeouts,
+            x.shards_assigned,
+            x.verified_bytes as f64 / 1048576.0,
+            if x.vetted { ", vetted" } else { "" },
+            if x.contained {
+                ", re-asking an unanswered challenge"
+            } else {
+                ""
+            },
+            if x.disqualified { ", DISQUALIFIED" } else { "" },
+        );
+        if let Some(e) = &x.error {
+            println!("  last ask failed: {e}");
+        }
+        for d in x.verdicts.iter().take(last) {
+            let ago = now_ms.saturating_sub(d.at_ms) / 1000;
+            let latency = d
+                .latency_ms
+                .map_or("-".to_string(), |ms| format!("{ms} ms"));
+            println!(
+                "  {:>6}s ago  {:<11}  {:>9} of {:>6} ms  shard {}{}",
+                ago,
+                d.outcome,
+                latency,
+                d.deadline_ms,
+                &d.shard[..d.shard.len().min(16)],
+                if d.attempt > 1 {
+                    format!(" (re-ask {})", d.attempt - 1)
+                } else {
+                    String::new()
+                }
+            );
+            if !d.reason.is_empty() {
+                println!("      why: {}", d.reason);
+                println!("      what to do: {}", d.advice);
+            }
+        }
     }
     Ok(())
 }

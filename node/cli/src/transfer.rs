@@ -401,57 +401,43 @@ fn fetch_file(
     Ok((n_total, hasher.finalize().to_hex().to_string()))
 }
 
-/// A one-line progress display on a terminal: bytes, rate, ETA.
+/// A one-line progress display on a terminal (indicatif): bytes, rate,
+/// ETA; nothing when `enabled` is false (not a terminal, `--json`).
 pub struct Progress {
-    label: String,
-    started: Instant,
-    last: Instant,
-    enabled: bool,
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Progress {
     pub fn new(label: &str, enabled: bool) -> Self {
-        let now = Instant::now();
-        Progress {
-            label: label.to_string(),
-            started: now,
-            last: now - std::time::Duration::from_secs(1),
-            enabled,
-        }
+        let bar = enabled.then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                None,
+                indicatif::ProgressDrawTarget::stderr_with_hz(5),
+            );
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix}: {bytes:>10} / {total_bytes} {percent:>3}%  {binary_bytes_per_sec:>12}  ETA {eta}",
+                )
+                .expect("a valid template"),
+            );
+            bar.set_prefix(label.to_string());
+            bar
+        });
+        Progress { bar }
     }
 
     pub fn update(&mut self, done: u64, total: u64) {
-        if !self.enabled || (self.last.elapsed().as_millis() < 200 && done < total) {
-            return;
+        if let Some(bar) = &self.bar {
+            if bar.length() != Some(total) {
+                bar.set_length(total);
+            }
+            bar.set_position(done);
         }
-        self.last = Instant::now();
-        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let rate = done as f64 / secs;
-        let eta = if rate > 0.0 && total > done {
-            format!("{:.0}s", (total - done) as f64 / rate)
-        } else {
-            "-".into()
-        };
-        let mib = |b: u64| b as f64 / 1048576.0;
-        let pct = if total > 0 {
-            100.0 * done as f64 / total as f64
-        } else {
-            100.0
-        };
-        eprint!(
-            "\r{}: {:>8.1} / {:.1} MiB {:>5.1}%  {:>7.1} MiB/s  ETA {eta}   ",
-            self.label,
-            mib(done),
-            mib(total),
-            pct,
-            rate / 1048576.0
-        );
-        let _ = std::io::stderr().flush();
     }
 
     pub fn finish(&self) {
-        if self.enabled {
-            eprintln!();
+        if let Some(bar) = &self.bar {
+            bar.finish();
         }
     }
 }

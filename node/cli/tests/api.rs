@@ -4,7 +4,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::process::Command;
 
 use cairn_testkit::bytes;
 use cairn_testkit::net::*;
@@ -70,18 +69,7 @@ fn the_local_api_admits_only_its_own_host_origin_and_token() {
 /// A pin named like markup shows as text on the dashboard, in a real browser.
 #[test]
 fn a_pin_name_is_text_on_the_dashboard() {
-    let chromium = ["chromium", "chromium-browser"].into_iter().find(|c| {
-        Command::new(c)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    let Some(chromium) = chromium else {
-        assert!(
-            std::env::var("CAIRN_REQUIRE_EXTERNAL").as_deref() != Ok("1"),
-            "chromium is not installed (.ci/setup.sh installs it)"
-        );
-        eprintln!("SKIPPED: chromium is not installed");
+    let Some(chromium) = chromium() else {
         return;
     };
     let net = CliDevnet::up(6);
@@ -91,29 +79,15 @@ fn a_pin_name_is_text_on_the_dashboard() {
     let name = "<img src=x onerror=alert(1)>";
     let o = net.cli(&["pin", data.to_str().unwrap(), "--name", name]);
     assert!(o.status.success(), "{}", text(&o));
-    let profile = net.dir.path().join("chromium-profile");
-    let o = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=10000",
-            &format!("--user-data-dir={}", profile.display()),
-            "--dump-dom",
-            &format!("http://{}/", net.api),
-        ])
-        .output()
-        .unwrap();
-    let dom = String::from_utf8_lossy(&o.stdout);
+    let dom = chromium_page(
+        chromium,
+        &format!("http://{}/", net.api),
+        net.dir.path(),
+        None,
+    );
     assert!(
         dom.contains("<td>&lt;img src=x onerror=alert(1)&gt;</td>"),
-        "the pin's name is not shown as text:\n{dom}\n{}",
-        stderr(&o)
+        "the pin's name is not shown as text:\n{dom}"
     );
     assert!(
         !dom.contains("<img"),

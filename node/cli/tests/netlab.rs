@@ -477,6 +477,37 @@ fn home_miners_behind_nats_and_bad_links_store_serve_prove_and_are_repaired() {
     assert_eq!(fm["network"]["reachability"], "public", "{fm}");
     assert_eq!(fm["network"]["observed"], "203.0.113.11:7440", "{fm}");
     assert_eq!(fg["network"]["behind_nat"], true, "{fg}");
+    // The validator dials each node back from a fresh socket, without the
+    // relay (`cairn doctor`): the public miner answers; the homes do not,
+    // since their routers drop packets nobody inside asked for, and their
+    // doctor says so, with the fix, while they stay reachable by relay.
+    let dial_back = |n: &LabNode| {
+        let o = n.cli(&["doctor", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("doctor on {}: {e}: {}", n.ns, text(&o)));
+        let f = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["check"] == "dial-back")
+            .unwrap_or_else(|| panic!("no dial-back finding on {}: {v:#}", n.ns))
+            .clone();
+        println!("  {:<6} dial-back {}: {}", n.ns, f["level"], f["found"]);
+        f
+    };
+    let public = dial_back(&miners[0]);
+    assert_eq!(public["level"], "ok", "{public:#}");
+    for h in [&h1, &h2] {
+        let f = dial_back(h);
+        assert_eq!(f["level"], "warn", "{f:#}");
+        let found = f["found"].as_str().unwrap();
+        assert!(
+            found.contains("could not dial this node directly")
+                && found.contains("through the relay"),
+            "{f:#}"
+        );
+        assert!(f["fix"].as_str().unwrap().contains("forward"), "{f:#}");
+    }
     // The home miners published the relay and the address it saw.
     for (h, seen) in [(&h1, &f1), (&h2, &f2)] {
         let published = seen["network"]["published"].as_array().unwrap();

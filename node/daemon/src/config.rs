@@ -123,6 +123,11 @@ pub struct LimitsConfig {
     pub max_concurrent_challenges: usize,
     /// Streams one connection may have open at once.
     pub max_streams_per_connection: u32,
+    /// Bytes per second this node sends, over all transfers (0: no cap).
+    /// Challenge answers are never held back.
+    pub upload_rate: ByteSize,
+    /// Bytes per second this node receives, over all transfers (0: no cap).
+    pub download_rate: ByteSize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -217,6 +222,8 @@ impl Default for LimitsConfig {
             max_concurrent_gets: 32,
             max_concurrent_challenges: 16,
             max_streams_per_connection: 64,
+            upload_rate: ByteSize(0),
+            download_rate: ByteSize(0),
         }
     }
 }
@@ -340,6 +347,16 @@ impl Config {
                 return Err(format!("{name} must be at least 1"));
             }
         }
+        for (name, rate) in [
+            ("limits.upload_rate", self.limits.upload_rate.0),
+            ("limits.download_rate", self.limits.download_rate.0),
+        ] {
+            if rate != 0 && rate < MIN_RATE {
+                return Err(format!(
+                    "{name} is {rate} bytes/s; a cap must be 0 (none) or at least 256KiB (2 Mbit/s): below that, peers give up on transfers that slow"
+                ));
+            }
+        }
         match self.network.relay.as_str() {
             "off" | "default" => {}
             url if url.starts_with("https://") || url.starts_with("http://") => {}
@@ -396,6 +413,10 @@ impl Config {
         include_str!("../../node.toml")
     }
 }
+
+/// The lowest bandwidth cap accepted (bytes/s): peers refuse bodies that
+/// average under 64 KiB/s, and several transfers share a cap.
+const MIN_RATE: u64 = 256 << 10;
 
 const SECTIONS: [&str; 8] = [
     "network",

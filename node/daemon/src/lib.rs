@@ -24,12 +24,14 @@ pub mod gateway;
 pub mod identity;
 pub mod logging;
 pub mod malloc;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod registry;
 pub mod sdnotify;
 pub mod server;
 pub mod size;
+pub mod verdicts;
 
 pub use cairn_proto::{ALPN, NodeId, Role};
 pub use cairn_store::{unix_millis, unix_secs};

@@ -22,11 +22,13 @@ use crate::error::{Error, Result};
 use crate::gateway::{self, ApiState};
 use crate::identity::{Hotkey, load_node_key};
 use crate::net::Client;
+use crate::net::bandwidth::Bandwidth;
 use crate::net::endpoint::{bind_endpoint, published_addrs};
 use crate::registry::{self, AnyRegistry, Member, Registry};
 use crate::sdnotify::{Notifier, watchdog_interval};
 use crate::server::{self, Server};
-use cairn_proto::NodeId;
+use crate::verdicts::VerdictBook;
+use cairn_proto::{NodeId, Role};
 
 pub use crate::server::{AuditRefusal, HeldShards, Prover, ProverAction, ValidatorService};
 
@@ -65,6 +67,10 @@ impl NodeBuilder {
         )
         .await?;
         let node_id = endpoint.id();
+        let bandwidth = Arc::new(Bandwidth::new(
+            config.limits.upload_rate.0,
+            config.limits.download_rate.0,
+        ));
         let server = Arc::new(Server::new(
             node_id,
             Arc::clone(&config),
@@ -72,6 +78,7 @@ impl NodeBuilder {
             registry.clone(),
             self.validator,
             self.prover,
+            Arc::clone(&bandwidth),
         ));
         let tracker = TaskTracker::new();
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -81,7 +88,7 @@ impl NodeBuilder {
             tracker.clone(),
             shutdown_rx,
         ));
-        let client = Arc::new(Client::new(endpoint.clone()));
+        let client = Arc::new(Client::new(endpoint.clone()).with_bandwidth(bandwidth));
         let datasets = Arc::new(Datasets::new(
             secret,
             Arc::clone(&client),
@@ -93,6 +100,11 @@ impl NodeBuilder {
                 0 => None,
                 budget => Some(DiskTier::open(&config.data_dir, budget)?),
             },
+        ));
+        let verdicts = Arc::new(VerdictBook::new(
+            node_id,
+            registry.clone(),
+            Arc::clone(&client),
         ));
         let listener = gateway::bind(config.api.listen).await?;
         let api_addr = listener
@@ -106,6 +118,7 @@ impl NodeBuilder {
             started: std::time::Instant::now(),
             endpoint: endpoint.clone(),
             client: Arc::clone(&client),
+            verdicts: Arc::clone(&verdicts),
         });
         tokio::spawn(gateway::serve(listener, api, shutdown.subscribe()));
         let node = Node {
@@ -116,6 +129,7 @@ impl NodeBuilder {
             endpoint,
             client,
             datasets,
+            verdicts,
             hotkey,
             api_addr,
             tracker,
@@ -174,6 +188,7 @@ pub struct Node {
     endpoint: Endpoint,
     client: Arc<Client>,
     datasets: Arc<Datasets>,
+    verdicts: Arc<VerdictBook>,
     hotkey: Hotkey,
     api_addr: SocketAddr,
     tracker: TaskTracker,
@@ -274,6 +289,10 @@ impl Node {
                 Err(e) => tracing::error!(error = %e, "reconcile panicked"),
             }
         });
+        // A miner learns why validators fail it, and says so in its log.
+        if self.config.role == Role::Miner {
+            tokio::spawn(Arc::clone(&self.verdicts).poll());
+        }
         let rate = self.config.storage.scrub_rate.0;
         let interval = self.config.storage.scrub_interval_secs;
         if rate > 0 {

@@ -38,6 +38,10 @@ pub const MAX_HAS_IDS: usize = 1024;
 pub const MAX_NODES_REPLY: usize = 2000;
 /// Largest placement record accepted.
 pub const MAX_PLACEMENT_LEN: u64 = 32 << 20;
+/// Most verdicts in one reply: what a validator keeps per miner.
+pub const MAX_VERDICTS: usize = 32;
+/// Longest reason of one verdict, in bytes (UTF-8).
+pub const MAX_VERDICT_REASON: usize = 240;
 
 /// A request, from client to server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +109,14 @@ pub enum Request {
     },
     /// Asks a validator which miners passed their vetting.
     Vetted,
+    /// Asks a validator how it judged the asker: its standing and its last
+    /// challenges. The subject is the QUIC peer, never named in the request,
+    /// so nobody can read another miner's verdicts.
+    Verdicts,
+    /// Asks a validator to dial the asker back, from a fresh socket and
+    /// without a relay, at the addresses the registry holds for it (never
+    /// at addresses the request names): is this node reachable from outside?
+    DialBack,
 }
 
 /// A response, from server to client.
@@ -137,6 +149,10 @@ pub enum Response {
     /// Node ids (at most [`MAX_NODES_REPLY`]).
     Nodes(Vec<[u8; 32]>),
     Info(NodeInfo),
+    /// A validator's verdicts on the asker.
+    Verdicts(VerdictReport),
+    /// What a dial-back found.
+    DialedBack(DialBackReport),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +170,105 @@ pub struct NodeInfo {
     pub used: u64,
     pub free: u64,
     pub shards: u64,
+}
+
+/// How one challenge ended, as the validator judged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VerdictOutcome {
+    /// The proof verified.
+    Pass,
+    /// The reply was not the proof of the challenged bytes.
+    WrongProof,
+    /// The miner said it does not hold the shard.
+    Missing,
+    /// No answer within the deadline, or the miner could not be reached.
+    /// Asked again (with a fresh nonce) before it is scored as a failure.
+    Timeout,
+}
+
+impl VerdictOutcome {
+    pub fn to_u8(self) -> u8 {
+        match self {
+            VerdictOutcome::Pass => 0,
+            VerdictOutcome::WrongProof => 1,
+            VerdictOutcome::Missing => 2,
+            VerdictOutcome::Timeout => 3,
+        }
+    }
+
+    pub fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
+            0 => VerdictOutcome::Pass,
+            1 => VerdictOutcome::WrongProof,
+            2 => VerdictOutcome::Missing,
+            3 => VerdictOutcome::Timeout,
+            _ => return None,
+        })
+    }
+
+    /// The outcome's name in APIs and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictOutcome::Pass => "pass",
+            VerdictOutcome::WrongProof => "wrong-proof",
+            VerdictOutcome::Missing => "missing",
+            VerdictOutcome::Timeout => "timeout",
+        }
+    }
+}
+
+/// One challenge a validator sent the asking miner, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// When the validator recorded it (unix milliseconds, its clock).
+    pub at_ms: u64,
+    pub shard: ShardId,
+    pub outcome: VerdictOutcome,
+    /// 1 for a fresh challenge, 2 and up for re-asks of an unanswered one.
+    pub attempt: u8,
+    /// From sending the challenge to the answer's last byte; none without
+    /// an answer.
+    pub latency_ms: Option<u32>,
+    /// The deadline the answer had.
+    pub deadline_ms: u32,
+    /// What went wrong, in words (empty for a pass); at most
+    /// [`MAX_VERDICT_REASON`] bytes.
+    pub reason: String,
+}
+
+/// A validator's view of the miner that asked: its standing, then its last
+/// verdicts (oldest first, at most [`MAX_VERDICTS`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VerdictReport {
+    /// Reputation score in millionths (0 to 1,000,000).
+    pub score_ppm: u32,
+    /// The weight last set for it (u16 scale; 0 before the first weights).
+    pub weight: u16,
+    pub disqualified: bool,
+    /// An unanswered challenge is being asked again; nothing else is asked
+    /// meanwhile.
+    pub contained: bool,
+    /// Passed its vetting (newcomers get a small share of placements).
+    pub vetted: bool,
+    pub audits: u64,
+    pub passes: u64,
+    pub failures: u64,
+    pub timeouts: u64,
+    pub shards_assigned: u64,
+    pub verified_bytes: u64,
+    pub verdicts: Vec<Verdict>,
+}
+
+/// What a validator's dial-back found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DialBackReport {
+    /// A QUIC handshake with the asker completed.
+    pub reached: bool,
+    /// The handshake's time, when it completed.
+    pub rtt_ms: Option<u32>,
+    /// Which addresses were tried and what happened, in words (at most
+    /// [`MAX_VERDICT_REASON`] bytes).
+    pub detail: String,
 }
 
 /// Why a request failed; sent as a u16.
@@ -221,6 +336,30 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// A short name for metrics labels and logs: `not_found`, `busy`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::UnknownRequest => "unknown_request",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::HashMismatch => "hash_mismatch",
+            ErrorCode::Full => "full",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::NotRegistered => "not_registered",
+            ErrorCode::NotValidator => "not_validator",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Busy => "busy",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Other(_) => "other",
+        }
+    }
+}
+
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = match self {
@@ -279,6 +418,8 @@ mod kind {
     // 14 was a validator scoreboard request, never sent; retired.
     pub const RELEASE: u8 = 15;
     pub const VETTED: u8 = 16;
+    pub const VERDICTS: u8 = 17;
+    pub const DIAL_BACK: u8 = 18;
 
     pub const OK: u8 = 128;
     pub const ERROR: u8 = 129;
@@ -289,6 +430,8 @@ mod kind {
     pub const INFO_REPLY: u8 = 134;
     pub const HAS_REPLY: u8 = 135;
     pub const NODES: u8 = 136;
+    pub const VERDICTS_REPLY: u8 = 137;
+    pub const DIALED_BACK: u8 = 138;
 }
 
 /// Bounds-checked little-endian reader over a payload.
@@ -335,6 +478,41 @@ impl<'a> Cursor<'a> {
         let b = self.take(n)?;
         Ok(String::from_utf8_lossy(b).into_owned())
     }
+    /// A string of at most `max` bytes that must be valid UTF-8 (so it
+    /// re-encodes to the same bytes).
+    fn utf8(&mut self, max: usize, what: &str) -> std::result::Result<String, DecodeError> {
+        let n = self.u16()? as usize;
+        if n > max {
+            return Err(DecodeError::new(
+                ErrorCode::TooLarge,
+                format!("{what} of {n} bytes; at most {max}"),
+            ));
+        }
+        let b = self.take(n)?;
+        String::from_utf8(b.to_vec())
+            .map_err(|_| DecodeError::new(ErrorCode::Malformed, format!("{what} is not UTF-8")))
+    }
+    fn opt_u32(&mut self) -> std::result::Result<Option<u32>, DecodeError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.u32()?)),
+            t => Err(DecodeError::new(
+                ErrorCode::Malformed,
+                format!("option tag {t}"),
+            )),
+        }
+    }
+    /// A flag byte: exactly 0 or 1.
+    fn flag(&mut self, what: &str) -> std::result::Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(DecodeError::new(
+                ErrorCode::Malformed,
+                format!("{what} flag is {b}, not 0 or 1"),
+            )),
+        }
+    }
     fn end(self) -> std::result::Result<(), DecodeError> {
         if self.buf.is_empty() {
             Ok(())
@@ -357,6 +535,16 @@ fn put_opt32(out: &mut Vec<u8>, v: &Option<[u8; 32]>) {
     }
 }
 
+fn put_opt_u32(out: &mut Vec<u8>, v: Option<u32>) {
+    match v {
+        None => out.push(0),
+        Some(x) => {
+            out.push(1);
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+}
+
 fn put_string(out: &mut Vec<u8>, s: &str) {
     let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
     out.extend_from_slice(&(b.len() as u16).to_le_bytes());
@@ -373,6 +561,29 @@ fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 impl Request {
+    /// The request's kind as a short name (metrics labels, logs).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Request::PutShard { .. } => "put_shard",
+            Request::GetShard { .. } => "get_shard",
+            Request::Challenge { .. } => "challenge",
+            Request::Inventory { .. } => "inventory",
+            Request::PutManifest { .. } => "put_manifest",
+            Request::GetManifest { .. } => "get_manifest",
+            Request::DeleteShard { .. } => "delete_shard",
+            Request::DeleteManifest { .. } => "delete_manifest",
+            Request::Info => "info",
+            Request::Audit { .. } => "audit",
+            Request::Release { .. } => "release",
+            Request::PutPlacement { .. } => "put_placement",
+            Request::GetPlacement { .. } => "get_placement",
+            Request::Has { .. } => "has",
+            Request::Vetted => "vetted",
+            Request::Verdicts => "verdicts",
+            Request::DialBack => "dial_back",
+        }
+    }
+
     /// The complete frame, length prefix included.
     pub fn encode(&self) -> Vec<u8> {
         let mut p = Vec::with_capacity(96);
@@ -463,6 +674,8 @@ impl Request {
                 kind::HAS
             }
             Request::Vetted => kind::VETTED,
+            Request::Verdicts => kind::VERDICTS,
+            Request::DialBack => kind::DIAL_BACK,
         };
         frame(k, &p)
     }
@@ -532,6 +745,8 @@ impl Request {
                 Request::Has { ids }
             }
             kind::VETTED => Request::Vetted,
+            kind::VERDICTS => Request::Verdicts,
+            kind::DIAL_BACK => Request::DialBack,
             other => {
                 return Err(DecodeError::new(
                     ErrorCode::UnknownRequest,
@@ -607,6 +822,16 @@ impl Response {
                 }
                 kind::INFO_REPLY
             }
+            Response::Verdicts(r) => {
+                put_verdicts(&mut p, r);
+                kind::VERDICTS_REPLY
+            }
+            Response::DialedBack(r) => {
+                p.push(u8::from(r.reached));
+                put_opt_u32(&mut p, r.rtt_ms);
+                put_string(&mut p, short_reason(&r.detail));
+                kind::DIALED_BACK
+            }
         };
         frame(k, &p)
     }
@@ -679,6 +904,12 @@ impl Response {
                 free: c.u64()?,
                 shards: c.u64()?,
             }),
+            kind::VERDICTS_REPLY => Response::Verdicts(take_verdicts(&mut c)?),
+            kind::DIALED_BACK => Response::DialedBack(DialBackReport {
+                reached: c.flag("reached")?,
+                rtt_ms: c.opt_u32()?,
+                detail: c.utf8(MAX_VERDICT_REASON, "dial-back detail")?,
+            }),
             other => {
                 return Err(DecodeError::new(
                     ErrorCode::Malformed,
@@ -689,6 +920,95 @@ impl Response {
         c.end()?;
         Ok(r)
     }
+}
+
+/// A reason cut to [`MAX_VERDICT_REASON`] bytes at a character boundary.
+fn short_reason(s: &str) -> &str {
+    let mut end = s.len().min(MAX_VERDICT_REASON);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn put_verdicts(p: &mut Vec<u8>, r: &VerdictReport) {
+    p.extend_from_slice(&r.score_ppm.min(1_000_000).to_le_bytes());
+    p.extend_from_slice(&r.weight.to_le_bytes());
+    for f in [r.disqualified, r.contained, r.vetted] {
+        p.push(u8::from(f));
+    }
+    for v in [
+        r.audits,
+        r.passes,
+        r.failures,
+        r.timeouts,
+        r.shards_assigned,
+        r.verified_bytes,
+    ] {
+        p.extend_from_slice(&v.to_le_bytes());
+    }
+    // The newest ones when there are more than a reply holds.
+    let verdicts = &r.verdicts[r.verdicts.len().saturating_sub(MAX_VERDICTS)..];
+    p.extend_from_slice(&(verdicts.len() as u16).to_le_bytes());
+    for v in verdicts {
+        p.extend_from_slice(&v.at_ms.to_le_bytes());
+        p.extend_from_slice(&v.shard.0);
+        p.push(v.outcome.to_u8());
+        p.push(v.attempt);
+        put_opt_u32(p, v.latency_ms);
+        p.extend_from_slice(&v.deadline_ms.to_le_bytes());
+        put_string(p, short_reason(&v.reason));
+    }
+}
+
+fn take_verdicts(c: &mut Cursor<'_>) -> std::result::Result<VerdictReport, DecodeError> {
+    let score_ppm = c.u32()?;
+    if score_ppm > 1_000_000 {
+        return Err(DecodeError::new(
+            ErrorCode::Malformed,
+            format!("score of {score_ppm} millionths"),
+        ));
+    }
+    let mut r = VerdictReport {
+        score_ppm,
+        weight: c.u16()?,
+        disqualified: c.flag("disqualified")?,
+        contained: c.flag("contained")?,
+        vetted: c.flag("vetted")?,
+        audits: c.u64()?,
+        passes: c.u64()?,
+        failures: c.u64()?,
+        timeouts: c.u64()?,
+        shards_assigned: c.u64()?,
+        verified_bytes: c.u64()?,
+        verdicts: Vec::new(),
+    };
+    let n = c.u16()? as usize;
+    if n > MAX_VERDICTS {
+        return Err(DecodeError::new(
+            ErrorCode::TooLarge,
+            format!("{n} verdicts in one reply; at most {MAX_VERDICTS}"),
+        ));
+    }
+    r.verdicts.reserve_exact(n);
+    for _ in 0..n {
+        let at_ms = c.u64()?;
+        let shard = ShardId(c.b32()?);
+        let outcome = VerdictOutcome::from_u8(c.u8()?)
+            .ok_or_else(|| DecodeError::new(ErrorCode::Malformed, "unknown verdict outcome"))?;
+        let attempt = c.u8()?;
+        let latency_ms = c.opt_u32()?;
+        r.verdicts.push(Verdict {
+            at_ms,
+            shard,
+            outcome,
+            attempt,
+            latency_ms,
+            deadline_ms: c.u32()?,
+            reason: c.utf8(MAX_VERDICT_REASON, "verdict reason")?,
+        });
+    }
+    Ok(r)
 }
 
 fn split_body(body: &[u8]) -> std::result::Result<(u8, &[u8]), DecodeError> {
@@ -760,6 +1080,8 @@ mod tests {
                 )),
             },
             Request::Vetted,
+            Request::Verdicts,
+            Request::DialBack,
             Request::Challenge {
                 id,
                 len: 77,
@@ -835,10 +1157,108 @@ mod tests {
                 free: 3,
                 shards: 4,
             }),
+            Response::Verdicts(VerdictReport::default()),
+            Response::Verdicts(sample_verdicts()),
+            Response::DialedBack(DialBackReport {
+                reached: true,
+                rtt_ms: Some(3),
+                detail: "dialed 203.0.113.7:7440".into(),
+            }),
+            Response::DialedBack(DialBackReport::default()),
         ];
         for r in responses {
             assert_eq!(Response::decode(body(&r.encode())).unwrap(), r);
         }
+    }
+
+    fn sample_verdicts() -> VerdictReport {
+        VerdictReport {
+            score_ppm: 987_654,
+            weight: 1234,
+            disqualified: false,
+            contained: true,
+            vetted: true,
+            audits: 7,
+            passes: 5,
+            failures: 1,
+            timeouts: 1,
+            shards_assigned: 9,
+            verified_bytes: 1 << 30,
+            verdicts: vec![
+                Verdict {
+                    at_ms: 1_700_000_000_000,
+                    shard: ShardId([7; 32]),
+                    outcome: VerdictOutcome::Pass,
+                    attempt: 1,
+                    latency_ms: Some(12),
+                    deadline_ms: 2000,
+                    reason: String::new(),
+                },
+                Verdict {
+                    at_ms: 1_700_000_001_000,
+                    shard: ShardId([8; 32]),
+                    outcome: VerdictOutcome::Timeout,
+                    attempt: 2,
+                    latency_ms: None,
+                    deadline_ms: 2000,
+                    reason: "no answer within 2s — ünïcode".into(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn verdict_replies_are_bounded() {
+        // More than a reply holds: the newest are sent, the reason is cut at
+        // a character boundary.
+        let mut r = sample_verdicts();
+        let long = "é".repeat(MAX_VERDICT_REASON);
+        r.verdicts = (0..MAX_VERDICTS as u64 + 5)
+            .map(|i| Verdict {
+                at_ms: i,
+                reason: long.clone(),
+                ..sample_verdicts().verdicts[1].clone()
+            })
+            .collect();
+        let f = Response::Verdicts(r).encode();
+        assert!(f.len() <= MAX_CONTROL_FRAME, "{} bytes", f.len());
+        let Response::Verdicts(back) = Response::decode(body(&f)).unwrap() else {
+            panic!("not verdicts");
+        };
+        assert_eq!(back.verdicts.len(), MAX_VERDICTS);
+        assert_eq!(back.verdicts[0].at_ms, 5, "the oldest were dropped");
+        assert_eq!(back.verdicts[0].reason.len(), MAX_VERDICT_REASON);
+        // A reply announcing more verdicts, a longer reason, a flag of 2 or
+        // a reason that is not UTF-8 is refused.
+        let f = Response::Verdicts(sample_verdicts()).encode();
+        let b = body(&f).to_vec();
+        let count_at = 2 + 4 + 2 + 3 + 48;
+        let mut many = b.clone();
+        many[count_at..count_at + 2].copy_from_slice(&(MAX_VERDICTS as u16 + 1).to_le_bytes());
+        assert_eq!(
+            Response::decode(&many).unwrap_err().code,
+            ErrorCode::TooLarge
+        );
+        let mut flag = b.clone();
+        flag[2 + 4 + 2] = 2;
+        assert_eq!(
+            Response::decode(&flag).unwrap_err().code,
+            ErrorCode::Malformed
+        );
+        let reason_at = b.len() - sample_verdicts().verdicts[1].reason.len();
+        let mut long = b.clone();
+        long[reason_at - 2..reason_at]
+            .copy_from_slice(&(MAX_VERDICT_REASON as u16 + 1).to_le_bytes());
+        assert_eq!(
+            Response::decode(&long).unwrap_err().code,
+            ErrorCode::TooLarge
+        );
+        let mut bad = b;
+        bad[reason_at] = 0xff;
+        assert_eq!(
+            Response::decode(&bad).unwrap_err().code,
+            ErrorCode::Malformed
+        );
     }
 
     #[test]

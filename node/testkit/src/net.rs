@@ -107,6 +107,83 @@ pub fn metric(api: &str, name: &str) -> Option<f64> {
     })
 }
 
+/// A Python that can import `module` (`.ci/setup.sh` installs the test
+/// packages in `~/.cache/cairn/venv`; `CAIRN_TEST_PYTHON` points elsewhere).
+/// `None` when there is none, which is a failure under
+/// `CAIRN_REQUIRE_EXTERNAL=1` (CI): the caller says it skipped otherwise.
+pub fn python_with(module: &str) -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("CAIRN_TEST_PYTHON").map(PathBuf::from),
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/cairn/venv/bin/python")),
+        Some(PathBuf::from("python3")),
+    ];
+    let found = candidates.into_iter().flatten().find(|p| {
+        Command::new(p)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("CAIRN_REQUIRE_EXTERNAL").as_deref() != Ok("1"),
+            "no Python with {module}: run .ci/setup.sh or set CAIRN_TEST_PYTHON"
+        );
+        eprintln!("SKIPPED: no Python with {module} (.ci/setup.sh installs it)");
+    }
+    found
+}
+
+/// Debian's headless Chromium (`.ci/setup.sh` installs it). `None` when it
+/// is missing, a failure under `CAIRN_REQUIRE_EXTERNAL=1` (CI).
+pub fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser"].into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("CAIRN_REQUIRE_EXTERNAL").as_deref() != Ok("1"),
+            "chromium is not installed (.ci/setup.sh installs it)"
+        );
+        eprintln!("SKIPPED: chromium is not installed");
+    }
+    found
+}
+
+/// Loads `url` in headless Chromium with a fresh profile under `dir`, lets
+/// its scripts run (virtual time: the page's fetches complete, its timers
+/// fire without waiting), and returns the DOM; with `screenshot`, also
+/// saves the page as a PNG there.
+pub fn chromium_page(chromium: &str, url: &str, dir: &Path, screenshot: Option<&Path>) -> String {
+    let profile = tempfile::tempdir_in(dir).unwrap();
+    let mut args = vec![
+        "--headless".to_string(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-quic".into(),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--hide-scrollbars".into(),
+        "--virtual-time-budget=10000".into(),
+        format!("--user-data-dir={}", profile.path().display()),
+    ];
+    match screenshot {
+        Some(png) => {
+            args.push("--window-size=1400,1000".into());
+            args.push(format!("--screenshot={}", png.display()));
+        }
+        None => args.push("--dump-dom".into()),
+    }
+    args.push(url.to_string());
+    let o = Command::new(chromium).args(&args).output().unwrap();
+    assert!(o.status.success(), "chromium {url}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// An HTTP request to a node's API with the given headers (a maintained
 /// client, no token unless given): the status and the body.
 pub fn http(api: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {

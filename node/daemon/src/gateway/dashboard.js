@@ -1,8 +1,11 @@
-// Every value is set as text, never as markup: pin names come from whoever pinned.
+// Every value is set as text, never as markup: pin names come from whoever
+// pinned, verdict reasons from validators.
 const mib = b => (b / 1048576).toFixed(1) + " MiB";
+const short = s => String(s).slice(0, 12);
 // A table row of text cells; the first `th` cells are headers.
-function row(cells, th) {
+function row(cells, th, cls) {
   const tr = document.createElement("tr");
+  if (cls) tr.className = cls;
   cells.forEach((c, i) => {
     const cell = document.createElement(i < th ? "th" : "td");
     cell.textContent = String(c);
@@ -13,6 +16,64 @@ function row(cells, th) {
 function fill(id, rows) {
   document.getElementById(id).replaceChildren(...rows);
 }
+// How long before `now_ms` (the node's clock, not the browser's).
+function ago(ms, now_ms) {
+  const s = Math.max(0, Math.round((now_ms - ms) / 1000));
+  return s < 120 ? s + " s ago" : Math.round(s / 60) + " min ago";
+}
+// Samples of used bytes and memory while the page is open, drawn as two
+// polylines (numbers only, so nothing to escape).
+const history = [];
+function chart(i) {
+  history.push([i.store.used_bytes, i.rss_bytes]);
+  if (history.length > 120) history.shift();
+  const svg = document.getElementById("chart");
+  const w = 480, h = 80, ns = "http://www.w3.org/2000/svg";
+  const lines = [[0, "#2a6"], [1, "#c62"]].map(([k, color]) => {
+    const max = Math.max(1, ...history.map(s => s[k]));
+    const pts = history.map((s, j) =>
+      (j * w / 119).toFixed(1) + "," + (h - 2 - (s[k] / max) * (h - 4)).toFixed(1)).join(" ");
+    const p = document.createElementNS(ns, "polyline");
+    p.setAttribute("points", pts);
+    p.setAttribute("fill", "none");
+    p.setAttribute("stroke", color);
+    return p;
+  });
+  svg.replaceChildren(...lines);
+}
+async function verdicts() {
+  const v = await (await fetch("/api/verdicts")).json();
+  document.getElementById("judged").classList.remove("hidden");
+  fill("standing", [row(["validator", "score", "weight", "audits", "passed", "failed",
+    "silent", "shards", "verified", "state", "last ask"], 11)]
+    .concat(v.validators.map(x => row([short(x.validator), x.score.toFixed(3), x.weight,
+      x.audits, x.passes, x.failures, x.timeouts, x.shards_assigned, mib(x.verified_bytes),
+      x.disqualified ? "disqualified" : x.contained ? "re-asking" : x.vetted ? "vetted" : "vetting",
+      x.error ? "failed: " + x.error : "ok"], 0))));
+  const rows = [];
+  v.validators.forEach(x => x.verdicts.forEach(d => rows.push([d.at_ms, row([short(x.validator),
+    ago(d.at_ms, v.asked_at * 1000), d.outcome, d.latency_ms == null ? "-" : d.latency_ms + " ms",
+    d.deadline_ms + " ms", short(d.shard), d.reason, d.advice], 0,
+    d.outcome == "pass" ? "" : "fail")])));
+  rows.sort((a, b) => b[0] - a[0]);
+  fill("verdicts", [row(["validator", "when", "outcome", "latency", "deadline", "shard",
+    "why", "what to do"], 8)].concat(rows.slice(0, 50).map(r => r[1])));
+}
+async function scores() {
+  const r = await (await fetch("/api/scores")).json();
+  document.getElementById("scoring").classList.remove("hidden");
+  fill("summary", [["datasets audited", r.datasets], ["challenges scored", r.challenges],
+    ["repairs done / pending / failed", r.repairs_done + " / " + r.repairs_pending + " / " + r.repairs_failed]]
+    .map(x => row(x, 1)));
+  fill("scores", [row(["miner", "hotkey", "score", "weight", "audits", "passed", "failed",
+    "silent", "shards", "verified", "deadline", "state", "last failure"], 13)]
+    .concat(r.miners.map(m => row([short(m.node_id), short(m.hotkey), m.score.toFixed(3),
+      m.weight, m.audits, m.passes, m.failures, m.timeouts, m.shards_assigned,
+      mib(m.verified_bytes), m.deadline_ms + " ms",
+      m.disqualified ? "disqualified" : m.contained ? "re-asking" : "ok",
+      m.last_failures.length ? m.last_failures[m.last_failures.length - 1] : ""], 0,
+      m.disqualified || m.contained ? "fail" : ""))));
+}
 async function refresh() {
   const i = await (await fetch("/api/info")).json();
   fill("info", [["node id", i.node_id], ["hotkey", i.hotkey], ["role", i.role],
@@ -20,7 +81,11 @@ async function refresh() {
     ["used", mib(i.store.used_bytes) + " of " + mib(i.store.capacity)], ["shards", i.store.shard_count],
     ["reconcile", i.store.reconcile_done ? "done" : "running"],
     ["scrubbed / corrupt", i.store.scrubbed + " / " + i.store.corrupt_found]]
+    .concat(i.network ? [["reachability", i.network.reachability + ": " + i.network.advice]] : [])
     .map(r => row(r, 1)));
+  chart(i);
+  if (i.role == "miner") await verdicts();
+  if (i.role == "validator") await scores();
   const p = await (await fetch("/api/pins")).json();
   fill("pins", [row(["name", "CID", "size", "files"], 4)]
     .concat(p.map(x => row([x.name, x.cid, mib(x.bytes), x.files], 0))));

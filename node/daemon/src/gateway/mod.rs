@@ -45,6 +45,7 @@ pub(crate) struct ApiState {
     /// For the network facts of `/api/info`.
     pub endpoint: iroh::Endpoint,
     pub client: Arc<crate::net::Client>,
+    pub verdicts: Arc<crate::verdicts::VerdictBook>,
 }
 
 /// A response body fed from a channel, so large files stream.
@@ -125,7 +126,12 @@ pub fn status_of(e: &Error) -> StatusCode {
 }
 
 fn failed(e: &Error) -> Resp {
-    error(status_of(e), e.to_string())
+    let status = status_of(e);
+    if status.is_server_error() {
+        // The caller gets the reason; the operator's log keeps it too.
+        tracing::warn!(status = status.as_u16(), error = %e, "request failed");
+    }
+    error(status, e.to_string())
 }
 
 /// Serves the API until `shutdown` turns true.
@@ -172,6 +178,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 }
 
 async fn route(req: Request<Incoming>, state: Arc<ApiState>) -> Resp {
+    let started = Instant::now();
     let path = req.uri().path().to_string();
     let dashboard_page = path == "/";
     let mut resp = match state.guard.check(req.method(), &path, req.headers()) {
@@ -179,7 +186,31 @@ async fn route(req: Request<Incoming>, state: Arc<ApiState>) -> Resp {
         Err((status, why)) => error(status, why),
     };
     guard::harden(resp.headers_mut(), dashboard_page);
+    state
+        .server
+        .metrics
+        .http(route_name(&path), resp.status().as_u16(), started.elapsed());
     resp
+}
+
+/// A path's route, as a metrics label: one of a fixed set, whatever the
+/// caller sent.
+fn route_name(path: &str) -> &'static str {
+    let mut parts = path.trim_start_matches('/').splitn(3, '/');
+    match (parts.next(), parts.next()) {
+        (Some("" | "dashboard.js"), None) => "dashboard",
+        (Some("metrics"), None) => "metrics",
+        (Some("d"), _) => "read",
+        (Some("api"), Some("info")) => "info",
+        (Some("api"), Some("scores")) => "scores",
+        (Some("api"), Some("verdicts")) => "verdicts",
+        (Some("api"), Some("dialback")) => "dialback",
+        (Some("api"), Some("pins")) => "pins",
+        (Some("api"), Some("pin")) => "pin",
+        (Some("api"), Some("grants")) => "grants",
+        (Some("api"), Some("datasets")) => "datasets",
+        _ => "other",
+    }
 }
 
 async fn answer(req: Request<Incoming>, state: &Arc<ApiState>, path: &str) -> Resp {
@@ -197,6 +228,10 @@ async fn answer(req: Request<Incoming>, state: &Arc<ApiState>, path: &str) -> Re
             Some(v) => json(StatusCode::OK, &v.report()),
             None => error(StatusCode::NOT_FOUND, "this node is not a validator"),
         },
+        (&Method::GET, ["api", "verdicts"]) => json(StatusCode::OK, &state.verdicts.view().await),
+        (&Method::GET, ["api", "dialback"]) => {
+            json(StatusCode::OK, &state.verdicts.dial_back().await)
+        }
         (&Method::GET, ["api", "pins"]) => match state.datasets.pins() {
             Ok(p) => json(StatusCode::OK, &p),
             Err(e) => failed(&e),

@@ -7,18 +7,20 @@
 //! content id, and every length against a bound before anything is allocated.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_proof::{Challenge, GROUP_LEN, ShardId, ShardVerifier, outboard_len};
 use cairn_proto::wire::{
-    self, InventoryEntry, MAX_CONTROL_FRAME, MAX_MANIFEST_LEN, MAX_PLACEMENT_LEN, NodeInfo,
-    Request, Response,
+    self, DialBackReport, InventoryEntry, MAX_CONTROL_FRAME, MAX_MANIFEST_LEN, MAX_PLACEMENT_LEN,
+    NodeInfo, Request, Response, VerdictReport,
 };
 use cairn_proto::{Cid, Grant, Placement};
 use iroh::Endpoint;
 use iroh::endpoint::{Connection, RecvStream, SendStream};
 
 use crate::error::{Error, Result};
+use crate::net::bandwidth::Bandwidth;
 use crate::net::frames::{ReadFrame, read_frame, read_frame_timed, write_frame};
 use crate::net::health::PeerHealth;
 use cairn_proto::{ALPN, NodeId};
@@ -40,6 +42,8 @@ pub struct Client {
     /// Connections dialed per peer (peers come from the registry: bounded
     /// by its members).
     dials: std::sync::Mutex<HashMap<NodeId, u32>>,
+    /// The node's caps: shard and record bytes wait for them.
+    bandwidth: Arc<Bandwidth>,
 }
 
 fn peer_err(peer: &NodeId, message: impl Into<String>) -> Error {
@@ -76,7 +80,14 @@ impl Client {
             shard_bytes_received: Default::default(),
             dialed: Default::default(),
             dials: Default::default(),
+            bandwidth: Arc::new(Bandwidth::unlimited()),
         }
+    }
+
+    /// Transfers under these caps (the node's `[limits]` rates).
+    pub fn with_bandwidth(mut self, bandwidth: Arc<Bandwidth>) -> Self {
+        self.bandwidth = bandwidth;
+        self
     }
 
     /// Connections dialed since start.
@@ -327,6 +338,7 @@ impl Client {
             send,
             recv,
             stopped: false,
+            bandwidth: Arc::clone(&self.bandwidth),
         })
     }
 
@@ -482,6 +494,7 @@ impl Client {
             .await
             .map_err(|e| peer_err(&peer, format!("outboard: {e}")))?;
         self.count_shard_bytes(ob_len);
+        self.bandwidth.down.take(outboard.len()).await;
         let verifier = ShardVerifier::new(id, shard_len, &outboard)
             .map_err(|e| bad_reply(&peer, format!("sent a bad outboard for {id}: {e}")))?;
         let mut buf = vec![0u8; GROUP_LEN];
@@ -493,6 +506,7 @@ impl Client {
                 .await
                 .map_err(|e| peer_err(&peer, format!("shard body ended early: {e}")))?;
             self.count_shard_bytes(n as u64);
+            self.bandwidth.down.take(n).await;
             let group = pos / g;
             let expected = cairn_proof::group_range(shard_len, group);
             if expected.end - expected.start != n as u64 {
@@ -741,7 +755,27 @@ impl Client {
             r => Err(Self::unexpected(&addr.id, &r)),
         }
     }
+
+    /// Asks a validator to dial this node back from outside.
+    pub async fn dial_back(&self, addr: &EndpointAddr) -> Result<DialBackReport> {
+        match self.simple(addr, &Request::DialBack).await? {
+            Response::DialedBack(r) => Ok(r),
+            r => Err(Self::unexpected(&addr.id, &r)),
+        }
+    }
+
+    /// Asks a validator how it judged this node (and only this node: the
+    /// validator answers about the connection's peer).
+    pub async fn verdicts(&self, addr: &EndpointAddr) -> Result<VerdictReport> {
+        match self.simple(addr, &Request::Verdicts).await? {
+            Response::Verdicts(r) => Ok(r),
+            r => Err(Self::unexpected(&addr.id, &r)),
+        }
+    }
 }
+
+/// Bytes one stream sends per turn under an upload cap.
+const CAPPED_PIECE: usize = 64 << 10;
 
 /// A proof, and when its first byte arrived.
 #[derive(Debug)]
@@ -756,23 +790,28 @@ pub struct PutStream {
     send: SendStream,
     recv: RecvStream,
     stopped: bool,
+    bandwidth: Arc<Bandwidth>,
 }
 
 impl PutStream {
     /// Sends the next bytes. If the peer already has the shard it stops the
     /// stream early; the remaining writes are skipped and `finish` reports.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        if self.stopped {
-            return Ok(());
-        }
-        match self.send.write_all(bytes).await {
-            Ok(()) => Ok(()),
-            Err(iroh::endpoint::WriteError::Stopped(_)) => {
-                self.stopped = true;
-                Ok(())
+        // Under a cap, pieces take their turns with every other transfer's,
+        // so no stream of a pin sits idle long enough for its miner to give
+        // up on it.
+        for piece in bytes.chunks(CAPPED_PIECE) {
+            if self.stopped {
+                return Ok(());
             }
-            Err(e) => Err(peer_err(&self.peer, format!("sending shard: {e}"))),
+            self.bandwidth.up.take(piece.len()).await;
+            match self.send.write_all(piece).await {
+                Ok(()) => {}
+                Err(iroh::endpoint::WriteError::Stopped(_)) => self.stopped = true,
+                Err(e) => return Err(peer_err(&self.peer, format!("sending shard: {e}"))),
+            }
         }
+        Ok(())
     }
 
     /// Ends the body and waits for the peer's verdict.

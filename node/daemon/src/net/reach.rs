@@ -132,6 +132,78 @@ pub fn network_info(endpoint: &Endpoint, net: &NetworkConfig) -> NetworkInfo {
     }
 }
 
+/// How long a dial-back may take.
+pub const DIAL_BACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Most addresses of a member tried in one dial-back.
+const DIAL_BACK_ADDRS: usize = 8;
+
+/// Dials `member` the way a stranger would: from a fresh endpoint (a new
+/// key and socket, no relay) at the direct addresses its registry record
+/// holds, within [`DIAL_BACK_TIMEOUT`]. A completed QUIC handshake means
+/// peers can reach it without a relay. The addresses come from the
+/// registry, never from the asker, so nobody can point a validator at a
+/// third party.
+pub async fn dial_back(
+    member: &crate::registry::Member,
+    net: &NetworkConfig,
+) -> cairn_proto::wire::DialBackReport {
+    use cairn_proto::wire::DialBackReport;
+    let addrs: Vec<SocketAddr> = member.addrs.iter().copied().take(DIAL_BACK_ADDRS).collect();
+    let list = addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let not = |detail: String| DialBackReport {
+        reached: false,
+        rtt_ms: None,
+        detail,
+    };
+    if addrs.is_empty() {
+        return not(
+            "no direct address is registered for this node (only a relay): peers cannot dial it directly".into(),
+        );
+    }
+    let mut fresh = net.clone();
+    fresh.relay = "off".into();
+    fresh.relay_ca = None;
+    fresh.external_addrs.clear();
+    fresh.listen = SocketAddr::new(net.listen.ip(), 0);
+    let endpoint =
+        match crate::net::endpoint::bind_endpoint(cairn_proto::SecretKey::generate(), &fresh, 1)
+            .await
+        {
+            Ok(e) => e,
+            Err(e) => return not(format!("could not open a socket to dial from: {e}")),
+        };
+    let mut to = iroh::EndpointAddr::new(member.node_id);
+    for a in &addrs {
+        to = to.with_ip_addr(*a);
+    }
+    let started = std::time::Instant::now();
+    let dialed =
+        tokio::time::timeout(DIAL_BACK_TIMEOUT, endpoint.connect(to, cairn_proto::ALPN)).await;
+    let report = match dialed {
+        Ok(Ok(conn)) => {
+            let ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
+            conn.close(0u32.into(), b"dial-back done");
+            DialBackReport {
+                reached: true,
+                rtt_ms: Some(ms),
+                detail: format!("reached at {list} from a fresh socket, without a relay"),
+            }
+        }
+        Ok(Err(e)) => not(format!(
+            "dialed {list} from a fresh socket, without a relay: {e}"
+        )),
+        Err(_) => not(format!(
+            "dialed {list} from a fresh socket, without a relay: no answer within {DIAL_BACK_TIMEOUT:?}"
+        )),
+    };
+    endpoint.close().await;
+    report
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

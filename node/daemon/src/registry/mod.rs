@@ -88,6 +88,14 @@ impl AnyRegistry {
             AnyRegistry::Subtensor(s) => Some(s.metagraph_reads()),
         }
     }
+
+    /// Failed chain calls by kind, when on chain (`/metrics`).
+    pub fn chain_errors(&self) -> Option<[(&'static str, u64); 2]> {
+        match self {
+            AnyRegistry::Local(_) => None,
+            AnyRegistry::Subtensor(s) => Some(s.chain_errors()),
+        }
+    }
 }
 
 /// The registries this build knows.

@@ -112,6 +112,8 @@ pub struct Subtensor {
     cache: Arc<tokio::sync::Mutex<Option<Metagraph>>>,
     /// Metagraph reads so far (for `/metrics` and tests).
     reads: Arc<std::sync::atomic::AtomicU64>,
+    /// Failed metagraph reads and failed submissions (for `/metrics`).
+    errors: Arc<[std::sync::atomic::AtomicU64; 2]>,
     /// The relay members may name in their commitments (ours).
     accepted_relay: Option<String>,
 }
@@ -359,6 +361,7 @@ impl Subtensor {
             endpoint: endpoint.to_string(),
             cache: Arc::default(),
             reads: Arc::default(),
+            errors: Arc::default(),
             accepted_relay: None,
         })
     }
@@ -496,15 +499,18 @@ impl Subtensor {
                 });
                 Ok(members)
             }
-            Err(e) => match cache {
-                Some(m) => {
-                    tracing::warn!(error = %e, age_secs = m.read_at.elapsed().as_secs(), "chain unreachable; keeping the last metagraph");
-                    // Try again after a short while, not on every call.
-                    m.read_at = Instant::now() - MEMBERS_TTL + MISS_REFRESH;
-                    Ok(m.members.clone())
+            Err(e) => {
+                self.errors[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match cache {
+                    Some(m) => {
+                        tracing::warn!(error = %e, age_secs = m.read_at.elapsed().as_secs(), "chain unreachable; keeping the last metagraph");
+                        // Try again after a short while, not on every call.
+                        m.read_at = Instant::now() - MEMBERS_TTL + MISS_REFRESH;
+                        Ok(m.members.clone())
+                    }
+                    None => Err(e),
                 }
-                None => Err(e),
-            },
+            }
         }
     }
 
@@ -540,6 +546,21 @@ impl Subtensor {
         self.reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The chain's time: `Timestamp.Now` of the last block (unix ms).
+    pub async fn chain_time_ms(&self) -> Result<Option<u64>> {
+        Ok(self
+            .storage_value("Timestamp", "Now", vec![])
+            .await?
+            .and_then(|v| v.as_u128())
+            .and_then(|ms| u64::try_from(ms).ok()))
+    }
+
+    /// Failed chain calls so far: metagraph reads and submitted extrinsics.
+    pub fn chain_errors(&self) -> [(&'static str, u64); 2] {
+        let n = |i: usize| self.errors[i].load(std::sync::atomic::Ordering::Relaxed);
+        [("metagraph", n(0)), ("submit", n(1))]
+    }
+
     /// Forgets the cached metagraph.
     pub async fn invalidate(&self) {
         *self.cache.lock().await = None;
@@ -573,13 +594,18 @@ impl Subtensor {
                 .map_err(|e| explain(&what, e))?;
             Ok(())
         };
-        tokio::time::timeout(SUBMIT_DEADLINE, work)
+        let r = tokio::time::timeout(SUBMIT_DEADLINE, work)
             .await
             .map_err(|_| {
                 Error::Chain(format!(
                     "{what} was not finalized within {SUBMIT_DEADLINE:?}; check the endpoint and retry"
                 ))
-            })?
+            })
+            .and_then(|r| r);
+        if r.is_err() {
+            self.errors[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
     }
 
     /// Wraps a call in `Sudo.sudo` (tests, local chains).

@@ -15,6 +15,8 @@
 //! | `DeleteManifest` | the dataset's owner ([`may_delete_records`]) | control |
 //! | `Audit`, `Release` | member, on a validator (which checks it is the dataset's owner) | control |
 //! | `Vetted` | member, on a validator | control |
+//! | `Verdicts` | member, on a validator; answered about the asker only | control |
+//! | `DialBack` | member, on a validator; dials the asker's registered addresses only, one per asker per minute, two at once ([`DialBacks`](super::DialBacks)) | control |
 //!
 //! A right comes from the registry's record of the peer's node id (the
 //! chain, or the local registry's signed entry), never from what a request
@@ -65,7 +67,9 @@ pub fn rule(req: &Request) -> (Right, Slot) {
         Request::DeleteManifest { .. }
         | Request::Audit { .. }
         | Request::Release { .. }
-        | Request::Vetted => (Right::Member, Slot::Control),
+        | Request::Vetted
+        | Request::Verdicts
+        | Request::DialBack => (Right::Member, Slot::Control),
     }
 }
 

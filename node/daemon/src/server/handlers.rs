@@ -61,7 +61,12 @@ impl Handler<'_> {
             len: bytes.len() as u64,
         })
         .await?;
-        self.send.write_all(bytes).await.map_err(write_err)
+        self.server.bandwidth.up.take(bytes.len()).await;
+        self.send.write_all(bytes).await.map_err(write_err)?;
+        self.server
+            .metrics
+            .transfer("out", "record", bytes.len() as u64);
+        Ok(())
     }
 
     pub async fn info(mut self) -> Result<(), Refusal> {
@@ -98,7 +103,7 @@ impl Handler<'_> {
         }
         let writer = server.store.begin_write(id, len, owner)?;
         let (tx, mut rx) = mpsc::channel::<Bytes>(8);
-        let disk_task = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+        let disk_task = tokio::task::spawn_blocking(move || -> Result<Duration, StoreError> {
             let mut writer = writer;
             while let Some(chunk) = rx.blocking_recv() {
                 writer.write(&chunk)?;
@@ -110,7 +115,8 @@ impl Handler<'_> {
                     got: writer.written(),
                 });
             }
-            writer.commit()
+            let started = std::time::Instant::now();
+            writer.commit().map(|()| started.elapsed())
         });
         let mut received = 0u64;
         let mut stream_error = None;
@@ -127,6 +133,7 @@ impl Handler<'_> {
             match read {
                 Ok(Some(chunk)) => {
                     received += chunk.len() as u64;
+                    server.bandwidth.down.take(chunk.len()).await;
                     if tx.send(chunk).await.is_err() {
                         break; // disk side failed; its error is reported below
                     }
@@ -156,7 +163,8 @@ impl Handler<'_> {
         if let Some(msg) = stream_error {
             return Err(Refusal::new(ErrorCode::Malformed, msg));
         }
-        disk_result?;
+        server.metrics.commit(disk_result?);
+        server.metrics.transfer("in", "shard", len);
         tracing::debug!(shard = %id, len, owner = %owner.fmt_short(), "stored shard");
         self.respond(&Response::Ok).await
     }
@@ -206,7 +214,11 @@ impl Handler<'_> {
             outboard_len: outboard.len() as u64,
         })
         .await?;
+        let server: &Server = self.server;
+        server.bandwidth.up.take(outboard.len()).await;
         self.send.write_all(&outboard).await.map_err(write_err)?;
+        let metrics = &server.metrics;
+        metrics.transfer("out", "shard", outboard.len() as u64);
         // A blocking reader feeds a bounded channel; the stream drains it.
         let (tx, mut rx) = mpsc::channel::<Result<Vec<u8>, StoreError>>(4);
         let f = Arc::clone(&file);
@@ -225,7 +237,11 @@ impl Handler<'_> {
         });
         while let Some(chunk) = rx.recv().await {
             match chunk {
-                Ok(buf) => self.send.write_all(&buf).await.map_err(write_err)?,
+                Ok(buf) => {
+                    server.bandwidth.up.take(buf.len()).await;
+                    self.send.write_all(&buf).await.map_err(write_err)?;
+                    metrics.transfer("out", "shard", buf.len() as u64);
+                }
                 Err(e) => {
                     // Mid-stream: the header is out, so reset the stream; the reader sees a short body.
                     tracing::error!(shard = %id, error = %e, "read failed while serving");
@@ -285,7 +301,12 @@ impl Handler<'_> {
                 }
             }
         };
-        self.respond(&Response::Proof(proof)).await
+        let len = proof.len() as u64;
+        // Never held back by the upload cap: audits pass on a capped line.
+        self.server.bandwidth.up.charge(proof.len());
+        self.respond(&Response::Proof(proof)).await?;
+        self.server.metrics.transfer("out", "proof", len);
+        Ok(())
     }
 
     pub async fn inventory(mut self, after: Option<ShardId>, limit: u32) -> Result<(), Refusal> {
@@ -325,6 +346,7 @@ impl Handler<'_> {
             ));
         }
         let bytes = read_exact_body(self.recv, len).await?;
+        self.server.bandwidth.down.take(bytes.len()).await;
         if *blake3::hash(&bytes).as_bytes() != cid {
             return Err(Refusal::new(
                 ErrorCode::HashMismatch,
@@ -345,6 +367,7 @@ impl Handler<'_> {
             ));
         }
         store.put_manifest(&cid, &bytes, &manifest.owner, true)?;
+        self.server.metrics.transfer("in", "record", len);
         self.respond(&Response::Ok).await
     }
 
@@ -371,6 +394,7 @@ impl Handler<'_> {
             ));
         }
         let bytes = read_exact_body(self.recv, len).await?;
+        self.server.bandwidth.down.take(bytes.len()).await;
         let p = Placement::decode(&bytes)
             .map_err(|e| Refusal::new(ErrorCode::BadRequest, e.to_string()))?;
         if p.cid.0 != cid {
@@ -383,6 +407,7 @@ impl Handler<'_> {
         let manifest_owner = store.get_manifest(&cid)?.map(|(owner, _)| owner);
         authz::may_store_placement(member, &self.peer, &p, manifest_owner)?;
         store.put_placement(&cid, p.version, &p.owner, &bytes, true)?;
+        self.server.metrics.transfer("in", "record", len);
         self.respond(&Response::Ok).await
     }
 
@@ -442,6 +467,34 @@ impl Handler<'_> {
             .map(|n| *n.as_bytes())
             .collect();
         self.respond(&Response::Nodes(nodes)).await
+    }
+
+    /// Dials the asker back as a stranger would (see
+    /// [`crate::net::reach::dial_back`]): whether it is reachable from
+    /// outside without a relay. Validators do it, within [`super::DialBacks`].
+    pub async fn dial_back(mut self, member: &Member) -> Result<(), Refusal> {
+        if self.server.validator.is_none() {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "this node is not a validator; ask a validator to dial back",
+            ));
+        }
+        let _turn = self.server.dial_backs.turn(&self.peer)?;
+        let report = crate::net::reach::dial_back(member, &self.server.config.network).await;
+        tracing::debug!(peer = %self.peer.fmt_short(), reached = report.reached, detail = %report.detail, "dialed back");
+        self.respond(&Response::DialedBack(report)).await
+    }
+
+    /// The asker's own verdicts: the subject is the authenticated peer.
+    pub async fn verdicts(mut self) -> Result<(), Refusal> {
+        let Some(validator) = &self.server.validator else {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "this node is not a validator; ask a validator for your verdicts",
+            ));
+        };
+        let report = validator.verdicts(self.peer);
+        self.respond(&Response::Verdicts(report)).await
     }
 }
 

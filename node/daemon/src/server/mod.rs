@@ -23,6 +23,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::net::bandwidth::Bandwidth;
 use crate::net::frames::{ReadFrame, read_frame, write_frame};
 use crate::registry::{AnyRegistry, Member, Registry};
 
@@ -48,6 +50,9 @@ pub trait ValidatorService: Send + Sync {
     /// The miners that passed their vetting (placement gives the others a
     /// small share).
     fn vetted(&self) -> Vec<NodeId>;
+    /// How this validator judged `miner`: its standing and its last
+    /// verdicts. The server passes the peer that asks, and only that one.
+    fn verdicts(&self, miner: NodeId) -> cairn_proto::wire::VerdictReport;
 }
 
 /// Why a validator did not take an audit request.
@@ -123,6 +128,9 @@ pub struct Server {
     pub(crate) registry: AnyRegistry,
     pub(crate) validator: Option<Arc<dyn ValidatorService>>,
     pub(crate) prover: Option<Arc<dyn Prover>>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) bandwidth: Arc<Bandwidth>,
+    pub(crate) dial_backs: DialBacks,
     classes: Slots,
     /// Each peer's share of every class: half of it, so no one peer can
     /// hold all the slots of a class.
@@ -167,6 +175,53 @@ impl Slots {
     }
 }
 
+/// Dial-backs a validator does for its members: each member at most once
+/// per [`DialBacks::EVERY`], at most [`DialBacks::AT_ONCE`] in flight, so
+/// asking cannot make a validator open sockets without bound.
+#[derive(Debug)]
+pub struct DialBacks {
+    last: std::sync::Mutex<std::collections::HashMap<NodeId, std::time::Instant>>,
+    slots: Arc<Semaphore>,
+}
+
+impl Default for DialBacks {
+    fn default() -> Self {
+        DialBacks {
+            last: std::sync::Mutex::default(),
+            slots: Arc::new(Semaphore::new(Self::AT_ONCE)),
+        }
+    }
+}
+
+impl DialBacks {
+    pub const EVERY: Duration = Duration::from_secs(60);
+    pub const AT_ONCE: usize = 2;
+
+    /// A turn for `peer`, or why not now.
+    pub fn turn(&self, peer: &NodeId) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
+        let busy = |why: String| Refusal::new(ErrorCode::Busy, why);
+        let now = std::time::Instant::now();
+        let mut last = self.last.lock().expect("lock");
+        if let Some(t) = last.get(peer)
+            && now.duration_since(*t) < Self::EVERY
+        {
+            return Err(busy(format!(
+                "dialed back {} s ago; one dial-back per {} s",
+                now.duration_since(*t).as_secs(),
+                Self::EVERY.as_secs()
+            )));
+        }
+        let permit = Arc::clone(&self.slots)
+            .try_acquire_owned()
+            .map_err(|_| busy("other dial-backs in progress; retry in a few seconds".into()))?;
+        if last.len() >= PEER_BUDGETS_KEPT {
+            last.retain(|_, t| now.duration_since(*t) < Self::EVERY);
+        }
+        last.insert(*peer, now);
+        Ok(permit)
+    }
+}
+
 /// A request's permits: its peer's share and the class's.
 pub(crate) struct Permit {
     _peer: tokio::sync::OwnedSemaphorePermit,
@@ -181,6 +236,7 @@ impl Server {
         registry: AnyRegistry,
         validator: Option<Arc<dyn ValidatorService>>,
         prover: Option<Arc<dyn Prover>>,
+        bandwidth: Arc<Bandwidth>,
     ) -> Self {
         let l = &config.limits;
         Server {
@@ -197,6 +253,9 @@ impl Server {
             registry,
             validator,
             prover,
+            metrics: Arc::new(Metrics::new()),
+            bandwidth,
+            dial_backs: DialBacks::default(),
         }
     }
 
@@ -328,6 +387,8 @@ async fn handle_connection(
 pub struct Refusal {
     pub code: ErrorCode,
     pub message: String,
+    /// It came from a store error (counted in `cairn_store_errors_total`).
+    pub from_store: bool,
 }
 
 impl Refusal {
@@ -335,6 +396,7 @@ impl Refusal {
         Refusal {
             code,
             message: message.into(),
+            from_store: false,
         }
     }
 }
@@ -361,7 +423,10 @@ impl From<StoreError> for Refusal {
         if code == ErrorCode::Internal {
             tracing::error!(error = %e, "request failed in the store");
         }
-        Refusal::new(code, e.to_string())
+        Refusal {
+            from_store: true,
+            ..Refusal::new(code, e.to_string())
+        }
     }
 }
 
@@ -401,20 +466,39 @@ async fn handle_stream(
     mut send: SendStream,
     mut recv: RecvStream,
 ) -> crate::error::Result<()> {
-    let outcome = match read_frame(&mut recv, MAX_CONTROL_FRAME, &peer).await? {
+    let started = std::time::Instant::now();
+    let (kind, outcome) = match read_frame(&mut recv, MAX_CONTROL_FRAME, &peer).await? {
         ReadFrame::End => return Ok(()),
-        ReadFrame::TooLarge { len, limit } => Err(Refusal::new(
-            ErrorCode::FrameTooLarge,
-            format!("frame of {len} bytes exceeds the limit of {limit} bytes"),
-        )),
-        ReadFrame::Truncated => Err(Refusal::new(
-            ErrorCode::Malformed,
-            "stream ended inside a frame (truncated)",
-        )),
+        ReadFrame::TooLarge { len, limit } => (
+            "oversized",
+            Err(Refusal::new(
+                ErrorCode::FrameTooLarge,
+                format!("frame of {len} bytes exceeds the limit of {limit} bytes"),
+            )),
+        ),
+        ReadFrame::Truncated => (
+            "truncated",
+            Err(Refusal::new(
+                ErrorCode::Malformed,
+                "stream ended inside a frame (truncated)",
+            )),
+        ),
         ReadFrame::Body(body) => match Request::decode(&body) {
-            Ok(req) => dispatch(server, peer, member, req, &mut send, &mut recv).await,
-            Err(e) => Err(e.into()),
+            Ok(req) => (
+                req.kind_name(),
+                dispatch(server, peer, member, req, &mut send, &mut recv).await,
+            ),
+            Err(e) => ("undecodable", Err(e.into())),
         },
+    };
+    let counted = match &outcome {
+        Ok(()) => "ok",
+        Err(r) => {
+            if r.from_store {
+                server.metrics.store_error(r.code.name());
+            }
+            r.code.name()
+        }
     };
     if let Err(r) = outcome {
         tracing::debug!(peer = %peer.fmt_short(), code = %r.code, message = %r.message, "refused");
@@ -429,6 +513,7 @@ async fn handle_stream(
         )
         .await?;
     }
+    server.metrics.request(kind, counted, started.elapsed());
     let _ = send.finish();
     // Wait until the peer has read everything (or gone), so the reply is not cut.
     let _ = tokio::time::timeout(Duration::from_secs(10), send.stopped()).await;
@@ -488,6 +573,8 @@ async fn dispatch(
         Request::Audit { cid } => h.audit(cid, false).await,
         Request::Release { cid } => h.audit(cid, true).await,
         Request::Vetted => h.vetted().await,
+        Request::Verdicts => h.verdicts().await,
+        Request::DialBack => h.dial_back(member_of(member)?).await,
     }
 }
 

@@ -1,0 +1,186 @@
+//! Each role's dashboard in a real browser (headless Chromium) against a
+//! devnet with a validator: a miner whose disk lost bytes sees its failed
+//! challenges, with the validator's reason and what to do, on its own page;
+//! the validator's page lists every miner it scores. Screenshots are saved
+//! in the test's target directory (`CARGO_TARGET_TMPDIR`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cairn_api::ApiClient;
+use cairn_testkit::bytes;
+use cairn_testkit::net::*;
+
+/// The rows of table `id` in a dumped DOM, each as its cells' text
+/// (entities decoded).
+fn rows(dom: &str, id: &str) -> Vec<Vec<String>> {
+    let start = format!("<table id=\"{id}\">");
+    let Some(at) = dom.find(&start) else {
+        return Vec::new();
+    };
+    let table = &dom[at + start.len()..];
+    let table = &table[..table.find("</table>").unwrap_or(table.len())];
+    table
+        .split("<tr")
+        .skip(1)
+        .map(|tr| {
+            tr.split(['<', '>'])
+                .collect::<Vec<_>>()
+                .windows(2)
+                .filter(|w| w[0] == "td" || w[0] == "th")
+                .map(|w| {
+                    w[1].replace("&lt;", "<")
+                        .replace("&gt;", ">")
+                        .replace("&quot;", "\"")
+                        .replace("&amp;", "&")
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Zeroes every fourth 16 KiB group of every shard file under `dir`.
+fn damage_shards(dir: &Path) -> usize {
+    let mut damaged = 0;
+    for l1 in std::fs::read_dir(dir.join("shards")).unwrap().flatten() {
+        for l2 in std::fs::read_dir(l1.path()).unwrap().flatten() {
+            for f in std::fs::read_dir(l2.path()).unwrap().flatten() {
+                let mut b = std::fs::read(f.path()).unwrap();
+                for g in (0..b.len() / 16384).step_by(4) {
+                    b[g * 16384..(g + 1) * 16384].fill(0);
+                }
+                std::fs::write(f.path(), b).unwrap();
+                damaged += 1;
+            }
+        }
+    }
+    damaged
+}
+
+#[test]
+fn each_role_sees_on_its_dashboard_what_it_needs() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let net = CliDevnet::with(
+        6,
+        1,
+        &[
+            ("CAIRN_VALIDATOR_CHALLENGES_PER_SEC", "10"),
+            ("CAIRN_VALIDATOR_PER_MINER_PER_SEC", "1"),
+            ("CAIRN_VALIDATOR_SAMPLES", "10"),
+            ("CAIRN_VALIDATOR_REPAIR", "false"),
+        ],
+    );
+    let data = net.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("weights.bin"), bytes(8 << 20, 3)).unwrap();
+    let o = net.cli(&[
+        "pin",
+        data.to_str().unwrap(),
+        "--name",
+        "model <b>weights</b>",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(damage_shards(&net.path().join("miner-0")) > 0);
+    let lossy = net.node_id("miner-0").to_string();
+    net.wait_report("miner-0 failing", Duration::from_secs(120), |r| {
+        r.miners
+            .iter()
+            .any(|m| m.node_id == lossy && m.failures >= 2)
+    });
+    let api_of = |name: &str| net.member(name).api.expect("published its API");
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));
+
+    // The miner's page fills its verdict table from the validator's answers.
+    let url = format!("http://{}/", api_of("miner-0"));
+    let started = Instant::now();
+    let (dom, verdict_rows) = loop {
+        let dom = chromium_page(chromium, &url, net.dir.path(), None);
+        let r = rows(&dom, "verdicts");
+        if r.iter()
+            .any(|row| row.get(2).is_some_and(|o| o == "wrong-proof"))
+        {
+            break (dom, r);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no failed challenge on miner-0's dashboard:\n{dom}"
+        );
+    };
+    let api = ApiClient::new(api_of("miner-0")).verdicts().unwrap();
+    assert_eq!(
+        verdict_rows[0],
+        [
+            "validator",
+            "when",
+            "outcome",
+            "latency",
+            "deadline",
+            "shard",
+            "why",
+            "what to do"
+        ]
+    );
+    let shown = &verdict_rows[1..];
+    let all: Vec<_> = api.validators.iter().flat_map(|v| &v.verdicts).collect();
+    assert!(!shown.is_empty() && shown.len() <= 50);
+    // Every failed row is one of the validator's verdicts (the page shows
+    // the same reason and advice as the API), newest first.
+    for row in shown.iter().filter(|r| r[2] == "wrong-proof") {
+        assert!(
+            all.iter()
+                .any(|v| v.outcome == row[2] && v.reason == row[6] && v.advice == row[7]),
+            "row {row:?} is not among the API's verdicts {all:#?}"
+        );
+    }
+    let standing = rows(&dom, "standing");
+    assert_eq!(standing.len(), 2, "one validator: {standing:?}");
+    let validator = net.node_id("validator-0").to_string();
+    assert_eq!(standing[1][0], validator[..12]);
+    chromium_page(
+        chromium,
+        &url,
+        net.dir.path(),
+        Some(&shots.join("dashboard-miner.png")),
+    );
+
+    // The validator's page: every miner it scores, the lossy one failing.
+    let url = format!("http://{}/", api_of("validator-0"));
+    let dom = chromium_page(chromium, &url, net.dir.path(), None);
+    let scores = rows(&dom, "scores");
+    let report = net.report();
+    assert_eq!(scores.len(), report.miners.len() + 1, "{scores:?}");
+    for m in &report.miners {
+        let row = scores
+            .iter()
+            .find(|r| r[0] == m.node_id[..12])
+            .unwrap_or_else(|| panic!("miner {} not on the page: {scores:?}", m.node_id));
+        // the page was read before the report: it cannot show more audits
+        let audits: u64 = row[4].parse().unwrap();
+        assert!(audits <= m.audits, "{row:?} vs {m:?}");
+    }
+    let lossy_row = scores.iter().find(|r| r[0] == lossy[..12]).unwrap();
+    assert!(lossy_row[12].contains("wrong proof"), "{lossy_row:?}");
+    chromium_page(
+        chromium,
+        &url,
+        net.dir.path(),
+        Some(&shots.join("dashboard-validator.png")),
+    );
+
+    // The gateway's page: the pin, its name as text.
+    let url = format!("http://{}/", net.api);
+    let dom = chromium_page(chromium, &url, net.dir.path(), None);
+    let pins = rows(&dom, "pins");
+    assert!(
+        pins.iter().any(|r| r[0] == "model <b>weights</b>"),
+        "{pins:?}"
+    );
+    assert!(!dom.contains("<b>weights"), "markup reached the page");
+    for png in ["dashboard-miner.png", "dashboard-validator.png"] {
+        let len = std::fs::metadata(shots.join(png)).unwrap().len();
+        assert!(len > 10_000, "{png}: {len} bytes");
+        println!("screenshot: {}", shots.join(png).display());
+    }
+}
