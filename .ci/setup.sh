@@ -9,14 +9,15 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # The subtensor tests run chopsticks (../shared/chain), which needs node >= 20 and npm.
 # Debian packages: clang + libclang for the RocksDB bindings (bindgen), a C++
 # compiler for RocksDB itself, the cross toolchains and qemu-user for the ARM
-# builds, dpkg-dev for packaging, systemd for `systemd-analyze verify`.
+# builds, dpkg-dev for packaging, systemd for `systemd-analyze verify`,
+# apt-utils (apt-ftparchive) for the apt repository.
 # chromium: the dashboard is checked in a real (headless) browser.
 # nftables, iproute2, openssl: the network lab (tests/netlab: namespaces,
 # NAT routers, the relay's certificate).
 packages=(build-essential pkg-config clang libclang-dev chromium nftables iproute2 openssl)
 if [ "${CAIRN_SKIP_CROSS:-0}" != 1 ]; then
   packages+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu gcc-arm-linux-gnueabihf
-             g++-arm-linux-gnueabihf qemu-user dpkg-dev fakeroot systemd)
+             g++-arm-linux-gnueabihf qemu-user dpkg-dev fakeroot systemd apt-utils)
 fi
 missing=()
 for p in "${packages[@]}"; do
