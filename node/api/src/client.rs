@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     DatasetStatus, DatasetView, DialBackView, ErrorBody, GrantRequest, GrantToken, GrantView,
-    NodeInfo, PinOutcome, PinRecord, PinRequest, UnpinOutcome, ValidatorReport, VerdictsView,
+    MinerSeen, NodeInfo, PinOutcome, PinRecord, PinRequest, UnpinOutcome, ValidatorReport,
+    VerdictsView,
 };
 
 /// What can go wrong talking to a daemon.
@@ -243,6 +244,11 @@ impl ApiClient {
     /// What the validators say about this node.
     pub fn verdicts(&self) -> Result<VerdictsView, ApiError> {
         self.get("/api/verdicts")
+    }
+
+    /// The registered miners and how this node sees each.
+    pub fn miners(&self) -> Result<Vec<MinerSeen>, ApiError> {
+        self.get("/api/miners")
     }
 
     fn send_json<B: serde::Serialize, T: DeserializeOwned>(

@@ -212,6 +212,81 @@ pub struct NodeInfo {
     /// How the network sees this node (absent from nodes before it existed).
     #[serde(default)]
     pub network: Option<NetworkInfo>,
+    /// This node's standing in the registry or on chain.
+    #[serde(default)]
+    pub chain: Option<ChainStatus>,
+    /// The edge cache of verified groups (reads through this node).
+    #[serde(default)]
+    pub cache: Option<CacheView>,
+    /// The last distinct warnings and errors this node logged, newest first.
+    #[serde(default)]
+    pub problems: Vec<Problem>,
+    /// The node's clock when it answered (unix ms): pages say "ago" by it.
+    #[serde(default)]
+    pub now_ms: u64,
+}
+
+/// Whether the network can find this node: its registration and the record
+/// it published, as the registry (or the chain) holds them now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChainStatus {
+    /// `local` (a registry directory) or `subtensor`.
+    pub kind: String,
+    /// This node id is a member: in chain mode, its hotkey is registered on
+    /// the subnet and its commitment names this node.
+    pub registered: bool,
+    /// The published addresses are the ones this node publishes now.
+    pub addresses_match: bool,
+    /// The addresses the registry holds for this node.
+    pub published: Vec<String>,
+    /// The block of the last metagraph read (chain mode).
+    pub last_block: Option<u64>,
+    /// Seconds since that read (chain mode).
+    pub last_read_secs: Option<u64>,
+    /// Failed chain calls since start (chain mode).
+    pub chain_errors: u64,
+    /// The registry could not be read: why.
+    pub error: Option<String>,
+    /// What to do, in a sentence (empty when all is well).
+    pub advice: String,
+}
+
+/// The edge cache's counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CacheView {
+    pub budget: u64,
+    pub bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// One kind of warning or error the node logged: the same message again
+/// counts up instead of pushing others out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Problem {
+    /// `warn` or `error`.
+    pub level: String,
+    pub message: String,
+    /// The structured fields of the last occurrence, `key=value ...`.
+    pub fields: String,
+    /// What to do, when the event said (its `advice` field).
+    pub advice: String,
+    pub count: u64,
+    pub first_ms: u64,
+    pub last_ms: u64,
+}
+
+/// A registered miner as this node sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MinerSeen {
+    pub node_id: String,
+    pub hotkey: String,
+    pub addrs: Vec<String>,
+    /// Failed recently: reads and placements try it last for a while.
+    pub suspect: bool,
+    /// The open connection's path (`direct` / `relay`), if connected.
+    pub path: Option<String>,
+    pub rtt_ms: Option<f64>,
 }
 
 /// What a home operator needs to know about the node's place in the

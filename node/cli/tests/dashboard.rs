@@ -39,6 +39,9 @@ fn rows(dom: &str, id: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// What a miner logs for each challenge a validator failed.
+const FAILED_CHALLENGE: &str = "a validator failed a challenge of this node";
+
 /// Zeroes every fourth 16 KiB group of every shard file under `dir`.
 fn damage_shards(dir: &Path) -> usize {
     let mut damaged = 0;
@@ -98,8 +101,13 @@ fn each_role_sees_on_its_dashboard_what_it_needs() {
     let (dom, verdict_rows) = loop {
         let dom = chromium_page(chromium, &url, net.dir.path(), None);
         let r = rows(&dom, "verdicts");
+        // The page reads /api/info (with the problems logged) before the
+        // verdicts it makes the node fetch: wait for both on one page.
         if r.iter()
             .any(|row| row.get(2).is_some_and(|o| o == "wrong-proof"))
+            && rows(&dom, "problems")
+                .iter()
+                .any(|row| row[3].starts_with(FAILED_CHALLENGE))
         {
             break (dom, r);
         }
@@ -134,6 +142,31 @@ fn each_role_sees_on_its_dashboard_what_it_needs() {
             "row {row:?} is not among the API's verdicts {all:#?}"
         );
     }
+    // Its own standing in the registry, and its last problems: the WARN it
+    // logged for each failed challenge, with the advice, as the API has it.
+    let info = rows(&dom, "info");
+    let registry = info
+        .iter()
+        .find(|r| r[0] == "registry")
+        .expect("a registry row");
+    assert_eq!(registry[1], "local: registered; published addresses match");
+    let problems = rows(&dom, "problems");
+    let failed = problems
+        .iter()
+        .find(|r| r[3].starts_with(FAILED_CHALLENGE))
+        .unwrap_or_else(|| panic!("the failed challenge is not among the problems: {problems:?}"));
+    let api_info = ApiClient::new(api_of("miner-0")).info().unwrap();
+    let logged = api_info
+        .problems
+        .iter()
+        .find(|p| p.message == FAILED_CHALLENGE)
+        .expect("the API lists the problem");
+    assert_eq!(logged.level, "warn");
+    assert_eq!(failed[4], logged.advice);
+    assert!(
+        all.iter().any(|v| v.advice == logged.advice),
+        "the logged advice is a verdict's: {logged:?}"
+    );
     let standing = rows(&dom, "standing");
     assert_eq!(standing.len(), 2, "one validator: {standing:?}");
     let validator = net.node_id("validator-0").to_string();
@@ -178,7 +211,36 @@ fn each_role_sees_on_its_dashboard_what_it_needs() {
         "{pins:?}"
     );
     assert!(!dom.contains("<b>weights"), "markup reached the page");
-    for png in ["dashboard-miner.png", "dashboard-validator.png"] {
+    // The miners it sees (the API's list, one row each) and its edge cache.
+    let seen = rows(&dom, "miners");
+    let api_miners = ApiClient::new(net.api.parse().unwrap()).miners().unwrap();
+    assert_eq!(api_miners.len(), 6, "{api_miners:?}");
+    assert_eq!(seen.len(), api_miners.len() + 1, "{seen:?}");
+    for m in &api_miners {
+        assert!(
+            seen.iter()
+                .any(|r| r[0] == m.node_id[..12] && r[2] == m.addrs.join(" ")),
+            "miner {} not on the gateway's page: {seen:?}",
+            m.node_id
+        );
+    }
+    let cache = rows(&dom, "info");
+    let cache = cache
+        .iter()
+        .find(|r| r[0] == "edge cache")
+        .expect("an edge cache row");
+    assert!(cache[1].contains("hit ratio"), "{cache:?}");
+    chromium_page(
+        chromium,
+        &url,
+        net.dir.path(),
+        Some(&shots.join("dashboard-gateway.png")),
+    );
+    for png in [
+        "dashboard-miner.png",
+        "dashboard-validator.png",
+        "dashboard-gateway.png",
+    ] {
         let len = std::fs::metadata(shots.join(png)).unwrap().len();
         assert!(len > 10_000, "{png}: {len} bytes");
         println!("screenshot: {}", shots.join(png).display());

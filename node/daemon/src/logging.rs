@@ -4,8 +4,15 @@
 //! to journald through `systemd-journal-logger`, with the level mapped to a
 //! syslog priority and every structured field kept as a journal field
 //! (`shard=...` becomes `SHARD=...`, so `journalctl SHARD=ab12...` works).
+//!
+//! Either way, the node's own warnings and errors are also kept in a small
+//! ring ([`recent_problems`]) for the dashboard: an operator who opens the
+//! page sees what went wrong lately, and what to do when the event said
+//! (its `advice` field), without reading logs.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -38,6 +45,7 @@ pub fn init(level: &str, format: &str) -> LogTarget {
         let layer = JournaldLayer { journal }.with_filter(filter());
         if tracing_subscriber::registry()
             .with(layer)
+            .with(ProblemsLayer)
             .try_init()
             .is_ok()
         {
@@ -50,7 +58,10 @@ pub fn init(level: &str, format: &str) -> LogTarget {
         .with_ansi(ansi)
         .with_target(false)
         .with_filter(filter());
-    let _ = tracing_subscriber::registry().with(layer).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(layer)
+        .with(ProblemsLayer)
+        .try_init();
     LogTarget::Terminal
 }
 
@@ -124,6 +135,146 @@ impl<S: tracing::Subscriber> Layer<S> for JournaldLayer {
                 .key_values(&kvs)
                 .args(format_args!("{text}"))
                 .build(),
+        );
+    }
+}
+
+/// Distinct problems kept; the same message again only counts up, so a
+/// flood of one kind (a peer sending garbage) cannot push the others out.
+const MAX_PROBLEMS: usize = 32;
+/// Longest message or field text kept, in bytes.
+const MAX_PROBLEM_TEXT: usize = 400;
+
+static PROBLEMS: Mutex<VecDeque<cairn_api::Problem>> = Mutex::new(VecDeque::new());
+
+/// The last distinct warnings and errors of cairn's own code, newest first.
+pub fn recent_problems() -> Vec<cairn_api::Problem> {
+    PROBLEMS
+        .lock()
+        .map(|p| p.iter().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn clipped(mut s: String) -> String {
+    if s.len() > MAX_PROBLEM_TEXT {
+        let mut end = MAX_PROBLEM_TEXT;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+/// Keeps warnings and errors of cairn's crates in [`PROBLEMS`].
+struct ProblemsLayer;
+
+impl<S: tracing::Subscriber> Layer<S> for ProblemsLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let level = match *meta.level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warn",
+            _ => return,
+        };
+        if !meta.target().starts_with("cairn") {
+            return;
+        }
+        let mut f = Fields::default();
+        event.record(&mut f);
+        let mut advice = String::new();
+        let mut text = String::new();
+        for (k, v) in &f.pairs {
+            if k == "advice" {
+                advice = v.clone();
+            } else {
+                let _ = write!(text, "{}{k}={v}", if text.is_empty() { "" } else { " " });
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let message = clipped(f.message);
+        let Ok(mut ring) = PROBLEMS.lock() else {
+            return;
+        };
+        let (count, first_ms) = match ring
+            .iter()
+            .position(|p| p.level == level && p.message == message)
+        {
+            Some(i) => ring
+                .remove(i)
+                .map(|p| (p.count + 1, p.first_ms))
+                .unwrap_or((1, now)),
+            None => (1, now),
+        };
+        ring.push_front(cairn_api::Problem {
+            level: level.to_string(),
+            message,
+            fields: clipped(text),
+            advice: clipped(advice),
+            count,
+            first_ms,
+            last_ms: now,
+        });
+        ring.truncate(MAX_PROBLEMS);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // One test: the ring is process-wide.
+    #[test]
+    fn problems_are_kept_by_kind_newest_first_bounded_with_their_advice() {
+        let subscriber = tracing_subscriber::registry().with(ProblemsLayer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(shard = "ab", advice = "check the disk", "read failed");
+        });
+        let p = recent_problems();
+        assert_eq!(p[0].level, "error");
+        assert_eq!(p[0].message, "read failed");
+        assert_eq!(p[0].advice, "check the disk");
+        assert_eq!(
+            p[0].fields, "shard=ab",
+            "advice is kept apart from the fields"
+        );
+
+        let subscriber = tracing_subscriber::registry().with(ProblemsLayer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(peer = "a", "registry lookup failed");
+            tracing::warn!(peer = "b", "registry lookup failed");
+            tracing::info!("not a problem");
+            for i in 0..5 {
+                tracing::warn!("kind {i}");
+            }
+            tracing::warn!(peer = "c", "registry lookup failed");
+        });
+        let p = recent_problems();
+        assert_eq!(p[0].message, "registry lookup failed");
+        assert_eq!(p[0].count, 3, "the same message counts up");
+        assert_eq!(p[0].fields, "peer=c", "the last occurrence's fields");
+        assert_eq!(p[1].message, "kind 4");
+        assert!(p.iter().all(|p| p.message != "not a problem"));
+
+        let subscriber = tracing_subscriber::registry().with(ProblemsLayer);
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..MAX_PROBLEMS {
+                tracing::warn!("flood {i}");
+            }
+            tracing::warn!(detail = %"x".repeat(2000), "a long one");
+        });
+        let p = recent_problems();
+        assert_eq!(p.len(), MAX_PROBLEMS, "bounded");
+        assert_eq!(p[0].message, "a long one");
+        assert!(p[0].fields.len() <= MAX_PROBLEM_TEXT + '…'.len_utf8());
+        assert!(
+            p.iter()
+                .all(|p| p.message != "read failed" && p.message != "registry lookup failed"),
+            "older kinds pushed out by newer ones"
         );
     }
 }

@@ -74,6 +74,32 @@ async function scores() {
       m.last_failures.length ? m.last_failures[m.last_failures.length - 1] : ""], 0,
       m.disqualified || m.contained ? "fail" : ""))));
 }
+// The registry's (or chain's) view of this node.
+function chainRows(c) {
+  if (!c) return [];
+  const state = c.error ? "cannot read: " + c.error
+    : !c.registered ? "not registered"
+    : c.addresses_match ? "registered; published addresses match" : "registered; published addresses differ";
+  const out = [["registry", c.kind + ": " + state]];
+  if (c.last_block != null) out.push(["last block seen", "#" + c.last_block + " (" + c.last_read_secs + " s ago)"]);
+  if (c.kind == "subtensor") out.push(["chain call errors", c.chain_errors]);
+  if (c.advice) out.push(["what to do", c.advice]);
+  return out;
+}
+function problems(i) {
+  document.getElementById("troubles").classList.toggle("hidden", i.problems.length == 0);
+  fill("problems", [row(["when", "level", "times", "what", "what to do"], 5)]
+    .concat(i.problems.map(p => row([ago(p.last_ms, i.now_ms), p.level, p.count,
+      p.message + (p.fields ? " (" + p.fields + ")" : ""), p.advice], 0, "fail"))));
+}
+async function miners() {
+  const m = await (await fetch("/api/miners")).json();
+  document.getElementById("seen").classList.remove("hidden");
+  fill("miners", [row(["miner", "hotkey", "addresses", "state", "path", "round trip"], 6)]
+    .concat(m.map(x => row([short(x.node_id), short(x.hotkey), x.addrs.join(" "),
+      x.suspect ? "failed lately" : "ok", x.path || "not connected",
+      x.rtt_ms == null ? "-" : x.rtt_ms.toFixed(1) + " ms"], 0, x.suspect ? "fail" : ""))));
+}
 async function refresh() {
   const i = await (await fetch("/api/info")).json();
   fill("info", [["node id", i.node_id], ["hotkey", i.hotkey], ["role", i.role],
@@ -82,10 +108,15 @@ async function refresh() {
     ["reconcile", i.store.reconcile_done ? "done" : "running"],
     ["scrubbed / corrupt", i.store.scrubbed + " / " + i.store.corrupt_found]]
     .concat(i.network ? [["reachability", i.network.reachability + ": " + i.network.advice]] : [])
+    .concat(i.cache ? [["edge cache", mib(i.cache.bytes) + " of " + mib(i.cache.budget) + ", hit ratio " +
+      (i.cache.hits + i.cache.misses ? (100 * i.cache.hits / (i.cache.hits + i.cache.misses)).toFixed(1) + "%" : "-")]] : [])
+    .concat(chainRows(i.chain))
     .map(r => row(r, 1)));
+  problems(i);
   chart(i);
   if (i.role == "miner") await verdicts();
   if (i.role == "validator") await scores();
+  if (i.role != "miner") await miners();
   const p = await (await fetch("/api/pins")).json();
   fill("pins", [row(["name", "CID", "size", "files"], 4)]
     .concat(p.map(x => row([x.name, x.cid, mib(x.bytes), x.files], 0))));

@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use cairn_api::{
-    DatasetView, EntryView, ErrorBody, GrantRequest, GrantToken, NodeInfo, PinRequest,
-    StoreCounters,
+    CacheView, ChainStatus, DatasetView, EntryView, ErrorBody, GrantRequest, GrantToken, MinerSeen,
+    NetworkInfo, NodeInfo, PinRequest, StoreCounters,
 };
 use cairn_proto::{Cid, EntryKind, NodeId};
 use http_body_util::BodyExt;
@@ -205,6 +205,7 @@ fn route_name(path: &str) -> &'static str {
         (Some("api"), Some("scores")) => "scores",
         (Some("api"), Some("verdicts")) => "verdicts",
         (Some("api"), Some("dialback")) => "dialback",
+        (Some("api"), Some("miners")) => "miners",
         (Some("api"), Some("pins")) => "pins",
         (Some("api"), Some("pin")) => "pin",
         (Some("api"), Some("grants")) => "grants",
@@ -232,6 +233,10 @@ async fn answer(req: Request<Incoming>, state: &Arc<ApiState>, path: &str) -> Re
         (&Method::GET, ["api", "dialback"]) => {
             json(StatusCode::OK, &state.verdicts.dial_back().await)
         }
+        (&Method::GET, ["api", "miners"]) => match miners_seen(state).await {
+            Ok(m) => json(StatusCode::OK, &m),
+            Err(e) => failed(&e),
+        },
         (&Method::GET, ["api", "pins"]) => match state.datasets.pins() {
             Ok(p) => json(StatusCode::OK, &p),
             Err(e) => failed(&e),
@@ -312,8 +317,95 @@ async fn info(state: &ApiState) -> NodeInfo {
             corrupt_found: s.corrupt_found,
         },
         free_bytes: store.free_bytes().unwrap_or(0),
+        chain: Some(chain_status(state, &network).await),
         network: Some(network),
+        cache: {
+            let c = state.datasets.cache_stats();
+            (c.budget > 0).then_some(CacheView {
+                budget: c.budget,
+                bytes: c.bytes,
+                hits: c.hits,
+                misses: c.misses,
+            })
+        },
+        problems: crate::logging::recent_problems(),
+        now_ms: cairn_store::unix_millis(),
     }
+}
+
+/// This node's record as the registry holds it now, against what it
+/// publishes. In chain mode the members come from the metagraph cache (a
+/// read at most every 30 s), so the page's polling costs the chain nothing.
+async fn chain_status(state: &ApiState, network: &NetworkInfo) -> ChainStatus {
+    use crate::registry::{AnyRegistry, Registry};
+    let registry = &state.server.registry;
+    let mut c = ChainStatus {
+        kind: match registry {
+            AnyRegistry::Local(_) => "local",
+            AnyRegistry::Subtensor(_) => "subtensor",
+        }
+        .to_string(),
+        chain_errors: registry
+            .chain_errors()
+            .map(|e| e.iter().map(|(_, n)| n).sum())
+            .unwrap_or(0),
+        ..ChainStatus::default()
+    };
+    if let AnyRegistry::Subtensor(s) = registry
+        && let Some((block, age)) = s.last_read().await
+    {
+        c.last_block = Some(block);
+        c.last_read_secs = Some(age.as_secs());
+    }
+    match registry.member(&state.server.node_id).await {
+        Ok(Some(m)) => {
+            c.registered = true;
+            c.published = m.addrs.iter().map(|a| a.to_string()).collect();
+            let mut held = c.published.clone();
+            let mut now = network.published.clone();
+            held.sort();
+            now.sort();
+            c.addresses_match = held == now;
+            if !c.addresses_match {
+                c.advice = "the registry holds other addresses than the node publishes now: restart the node to publish again, and check network.external_addrs".into();
+            }
+        }
+        Ok(None) => {
+            c.advice = match registry {
+                AnyRegistry::Local(_) => "this node is not in the registry directory: run `cairn init` with the network's --registry".into(),
+                AnyRegistry::Subtensor(_) => "no commitment on the subnet names this node: register the hotkey (`btcli subnets register` or `cairn register`), then restart the node to publish its address".into(),
+            };
+        }
+        Err(e) => {
+            c.error = Some(e.to_string());
+            c.advice = "the registry could not be read: check chain.endpoint (or the registry directory) and the network".into();
+        }
+    }
+    c
+}
+
+/// The registered miners and how this node sees each: whether it failed
+/// lately, and the open connection's path.
+async fn miners_seen(state: &ApiState) -> Result<Vec<MinerSeen>> {
+    let paths = state.client.peer_paths().await;
+    Ok(state
+        .datasets
+        .registered_miners()
+        .await?
+        .into_iter()
+        .map(|m| {
+            let id = m.node_id.to_string();
+            let path = paths.iter().find(|p| p.node_id == id);
+            MinerSeen {
+                suspect: state.client.is_suspect(&m.node_id),
+                path: path.map(|p| p.path.clone()),
+                rtt_ms: path.map(|p| p.rtt_ms),
+                addrs: m.addrs.iter().map(|a| a.to_string()).collect(),
+                hotkey: m.hotkey,
+                node_id: id,
+            }
+        })
+        .collect())
 }
 
 /// This process's resident memory, from /proc.

@@ -121,6 +121,8 @@ pub struct Subtensor {
 /// The members as last read from the chain.
 struct Metagraph {
     read_at: Instant,
+    /// The block it was read at.
+    block: u64,
     members: Vec<Member>,
 }
 
@@ -402,7 +404,13 @@ impl Subtensor {
 
     /// The subnet's neurons and their published addresses.
     pub async fn neurons(&self) -> Result<Vec<Neuron>> {
+        Ok(self.neurons_with_block().await?.1)
+    }
+
+    /// [`Subtensor::neurons`], with the block they were read at.
+    async fn neurons_with_block(&self) -> Result<(u64, Vec<Neuron>)> {
         let at = self.at("the metagraph").await?;
+        let block = at.block_number();
         let n: u16 = fetch_at::<(u16,), u16>(&at, "SubtensorModule", "SubnetworkN", (self.netuid,))
             .await?
             .unwrap_or(0);
@@ -468,16 +476,16 @@ impl Subtensor {
                 address,
             });
         }
-        Ok(out)
+        Ok((block, out))
     }
 
     /// Reads the members from the chain now (with a deadline): the neurons
     /// that published a verified cairn address. A node id claimed by two
     /// hotkeys counts for neither.
-    async fn read_members(&self) -> Result<Vec<Member>> {
+    async fn read_members(&self) -> Result<(u64, Vec<Member>)> {
         self.reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let neurons = tokio::time::timeout(CHAIN_DEADLINE, self.neurons())
+        let (block, neurons) = tokio::time::timeout(CHAIN_DEADLINE, self.neurons_with_block())
             .await
             .map_err(|_| {
                 Error::Chain(format!(
@@ -485,16 +493,17 @@ impl Subtensor {
                     self.endpoint
                 ))
             })??;
-        Ok(members_of(neurons, self.accepted_relay.as_deref()))
+        Ok((block, members_of(neurons, self.accepted_relay.as_deref())))
     }
 
     /// Re-reads the metagraph into the cache; on a chain error the last
     /// good read stays (members keep working through an outage).
     async fn refresh(&self, cache: &mut Option<Metagraph>) -> Result<Vec<Member>> {
         match self.read_members().await {
-            Ok(members) => {
+            Ok((block, members)) => {
                 *cache = Some(Metagraph {
                     read_at: Instant::now(),
+                    block,
                     members: members.clone(),
                 });
                 Ok(members)
@@ -539,6 +548,15 @@ impl Subtensor {
             }
             _ => Ok(find(self.refresh(&mut cache).await?)),
         }
+    }
+
+    /// The block of the last good metagraph read and how long ago it was.
+    pub async fn last_read(&self) -> Option<(u64, std::time::Duration)> {
+        self.cache
+            .lock()
+            .await
+            .as_ref()
+            .map(|m| (m.block, m.read_at.elapsed()))
     }
 
     /// Metagraph reads so far.
