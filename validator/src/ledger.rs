@@ -624,6 +624,15 @@ impl Ledger {
         entries
     }
 
+    /// The weight last set for `node` (0 if none).
+    fn weight_of(&self, node: &NodeId) -> u16 {
+        self.last_weights
+            .iter()
+            .find(|w| w.node_id == *node)
+            .map(|w| w.weight)
+            .unwrap_or(0)
+    }
+
     /// What `node` is told when it asks how it is judged: its standing and
     /// its last verdicts. Only ever about the node that asks (the server
     /// passes the QUIC peer).
@@ -634,12 +643,7 @@ impl Ledger {
         let r = &m.reputation;
         VerdictReport {
             score_ppm: (r.score().clamp(0.0, 1.0) * 1e6).round() as u32,
-            weight: self
-                .last_weights
-                .iter()
-                .find(|w| w.node_id == *node)
-                .map(|w| w.weight)
-                .unwrap_or(0),
+            weight: self.weight_of(node),
             disqualified: r.disqualified(),
             contained: m.contained.is_some(),
             vetted: r.vetted(now_secs),
@@ -673,12 +677,7 @@ impl Ledger {
                 timeouts: m.reputation.timeouts,
                 shards_assigned: m.assignments.len(),
                 verified_bytes: m.verified.values().sum(),
-                weight: self
-                    .last_weights
-                    .iter()
-                    .find(|w| w.node_id == *node)
-                    .map(|w| w.weight)
-                    .unwrap_or(0),
+                weight: self.weight_of(node),
                 last_latency_ms: m.last_latency_ms,
                 last_failures: m.reputation.last_failures.clone(),
                 deadline_ms: m.link.deadline_ms(

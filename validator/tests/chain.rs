@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use cairn_node::identity::{Hotkey, wallet_hotkey_path};
 use cairn_node::registry::Subtensor;
 use cairn_node::sdnotify::spawn_and_wait_ready;
-use cairn_testkit::net::{adversary, count, metric};
+use cairn_testkit::net::{adversary, count, metric, python_with};
 use subxt::dynamic::Value;
 
 fn shared_chain() -> Option<PathBuf> {
@@ -271,7 +271,7 @@ fn subtensor_weights_rank_an_honest_miner_above_a_dropper() {
         assert!(inc(honest_uid) > inc(dropper_uid), "honest {} vs dropper {}", inc(honest_uid), inc(dropper_uid));
 
         // The reference client reads the same weights.
-        if let Some(py) = python_with_substrate() {
+        if let Some(py) = python_with("substrateinterface") {
             let script = format!(
                 "from substrateinterface import SubstrateInterface\n\
                  s = SubstrateInterface(url='{}')\n\
@@ -414,18 +414,4 @@ impl Drop for Killer {
             let _ = Command::new("kill").arg(p.to_string()).status();
         }
     }
-}
-
-fn python_with_substrate() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("CAIRN_TEST_PYTHON").map(PathBuf::from),
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/cairn/venv/bin/python")),
-    ];
-    candidates.into_iter().flatten().find(|p| {
-        Command::new(p)
-            .args(["-c", "import substrateinterface"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    })
 }

@@ -6,35 +6,14 @@
 //! test says so and passes, unless `CAIRN_REQUIRE_EXTERNAL=1` (set by CI),
 //! where a missing package is a failure.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use cairn_node::identity::{Hotkey, wallet_hotkey_path};
 use cairn_testkit::net::*;
 
-fn python() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("CAIRN_TEST_PYTHON").map(PathBuf::from),
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/cairn/venv/bin/python")),
-        Some(PathBuf::from("python3")),
-    ];
-    candidates.into_iter().flatten().find(|p| {
-        Command::new(p)
-            .args(["-c", "import bittensor_wallet"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    })
-}
-
 #[test]
 fn bittensor_wallet_hotkeys_load_with_the_same_ss58() {
-    let Some(py) = python() else {
-        let msg = "bittensor_wallet not installed: run .ci/setup.sh or set CAIRN_TEST_PYTHON";
-        if std::env::var("CAIRN_REQUIRE_EXTERNAL").as_deref() == Ok("1") {
-            panic!("{msg}");
-        }
-        eprintln!("SKIPPED: {msg}");
+    let Some(py) = python_with("bittensor_wallet") else {
         return;
     };
     let net = TestNet::new();

@@ -9,7 +9,7 @@
 //! A validator also dials the node back on request (`/api/dialback`,
 //! `cairn doctor`): the outside view of its reachability.
 //!
-//! Bounded: at most [`MAX_VALIDATORS_ASKED`] validators, each reply at most
+//! Bounded: at most [`MAX_VALIDATORS_ASKED`](crate::registry::MAX_VALIDATORS_ASKED) validators, each reply at most
 //! `MAX_VERDICTS` verdicts in one control frame, one ask in flight.
 
 use std::collections::BTreeMap;
@@ -22,10 +22,8 @@ use cairn_proto::wire::{Verdict, VerdictOutcome, VerdictReport};
 use tokio::task::JoinSet;
 
 use crate::net::Client;
-use crate::registry::{AnyRegistry, Registry};
+use crate::registry::AnyRegistry;
 
-/// Most validators asked (and kept); a subnet has 64 validator permits.
-pub const MAX_VALIDATORS_ASKED: usize = 64;
 /// How long one validator has to answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// A miner asks this often in the background.
@@ -75,12 +73,8 @@ impl VerdictBook {
         if last.is_some_and(|t| t.elapsed() < fresh_for) {
             return;
         }
-        let validators: Vec<_> = match self.registry.members().await {
-            Ok(m) => m
-                .into_iter()
-                .filter(|m| m.is_validator() && m.node_id != self.me)
-                .take(MAX_VALIDATORS_ASKED)
-                .collect(),
+        let validators: Vec<_> = match self.registry.validators_except(&self.me).await {
+            Ok(v) => v,
             Err(e) => {
                 tracing::debug!(error = %e, "verdicts: cannot list the validators");
                 return;
@@ -145,12 +139,8 @@ impl VerdictBook {
     /// Asks validators, one after another, to dial this node back; the
     /// first answer counts.
     pub async fn dial_back(&self) -> DialBackView {
-        let validators: Vec<_> = match self.registry.members().await {
-            Ok(m) => m
-                .into_iter()
-                .filter(|m| m.is_validator() && m.node_id != self.me)
-                .take(MAX_VALIDATORS_ASKED)
-                .collect(),
+        let validators: Vec<_> = match self.registry.validators_except(&self.me).await {
+            Ok(v) => v,
             Err(e) => {
                 return DialBackView {
                     error: Some(format!("cannot list the validators: {e}")),

@@ -133,6 +133,34 @@ pub fn python_with(module: &str) -> Option<PathBuf> {
     found
 }
 
+/// Zeroes the 16 KiB groups `groups` (indexes) of every shard file of at
+/// least `min_len` bytes in the store under `data_dir`, as a failing disk
+/// would; returns how many shard files were damaged.
+pub fn zero_shard_groups(data_dir: &Path, min_len: usize, groups: &[usize]) -> usize {
+    let mut damaged = 0;
+    for l1 in std::fs::read_dir(data_dir.join("shards"))
+        .unwrap()
+        .flatten()
+    {
+        for l2 in std::fs::read_dir(l1.path()).unwrap().flatten() {
+            for f in std::fs::read_dir(l2.path()).unwrap().flatten() {
+                let mut b = std::fs::read(f.path()).unwrap();
+                if b.len() < min_len {
+                    continue;
+                }
+                for &g in groups {
+                    if let Some(group) = b.get_mut(g * 16384..(g + 1) * 16384) {
+                        group.fill(0);
+                    }
+                }
+                std::fs::write(f.path(), b).unwrap();
+                damaged += 1;
+            }
+        }
+    }
+    damaged
+}
+
 /// Debian's headless Chromium (`.ci/setup.sh` installs it). `None` when it
 /// is missing, a failure under `CAIRN_REQUIRE_EXTERNAL=1` (CI).
 pub fn chromium() -> Option<&'static str> {

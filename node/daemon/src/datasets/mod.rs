@@ -465,11 +465,7 @@ impl Datasets {
     /// that answers. `None` when none does (then nobody is held back: with no
     /// validator there is no vetting).
     pub async fn vetted(&self) -> Option<HashSet<NodeId>> {
-        let members = self.registry.members().await.ok()?;
-        for v in members
-            .into_iter()
-            .filter(|m| m.is_validator() && m.node_id != self.node_id)
-        {
+        for v in self.registry.validators_except(&self.node_id).await.ok()? {
             let addr = v.endpoint_addr();
             let asked = self.client.vetted(&addr);
             if let Ok(Ok(list)) = tokio::time::timeout(PROBE_TIMEOUT, asked).await {
@@ -480,14 +476,11 @@ impl Datasets {
     }
 
     async fn notify_validators(&self, cid: Cid, release: bool) -> usize {
-        let Ok(members) = self.registry.members().await else {
+        let Ok(validators) = self.registry.validators_except(&self.node_id).await else {
             return 0;
         };
         let mut set = JoinSet::new();
-        for v in members
-            .into_iter()
-            .filter(|m| m.is_validator() && m.node_id != self.node_id)
-        {
+        for v in validators {
             let client = Arc::clone(&self.client);
             set.spawn(async move {
                 let addr = v.endpoint_addr();

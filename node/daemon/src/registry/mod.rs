@@ -80,7 +80,25 @@ pub trait Registry: Send + Sync {
     ) -> impl Future<Output = Result<()>> + Send;
 }
 
+/// At most this many validators are asked anything by one node (a subnet
+/// gives at most 64 validator permits by default): what a node asks of them
+/// stays bounded however many claim the role.
+pub const MAX_VALIDATORS_ASKED: usize = 64;
+
 impl AnyRegistry {
+    /// The registered validators other than `me`, at most
+    /// [`MAX_VALIDATORS_ASKED`]: whom a node asks for verdicts, a dial-back,
+    /// the vetted list, or tells of a new pin.
+    pub async fn validators_except(&self, me: &NodeId) -> Result<Vec<Member>> {
+        Ok(self
+            .members()
+            .await?
+            .into_iter()
+            .filter(|m| m.is_validator() && m.node_id != *me)
+            .take(MAX_VALIDATORS_ASKED)
+            .collect())
+    }
+
     /// Metagraph reads so far (chain mode), for `/metrics`.
     pub fn metagraph_reads(&self) -> Option<u64> {
         match self {
