@@ -54,7 +54,9 @@ else
   export "BINDGEN_EXTRA_CLANG_ARGS_${low}=--sysroot=/usr/${prefix} --target=${target/armv7/armv7a}"
   bindir="$target_dir/$target/release"
   # The x86-64 -march setting of the Reed-Solomon SIMD code is for x86 only.
-  env -u RUST_REED_SOLOMON_ERASURE_ARCH \
+  # CI lints in its host builds (clippy-driver as RUSTC_WORKSPACE_WRAPPER,
+  # see .ci/run); the target build is plain rustc.
+  env -u RUST_REED_SOLOMON_ERASURE_ARCH -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS \
     cargo build --release --locked --target "$target" -p cairn-cli -p cairn-validator
   # The host binaries generate man pages and completions: the same build as
   # the native packages (and CI's), so nothing is recompiled.
