@@ -460,7 +460,9 @@ impl Datasets {
                 .map(<[u8]>::to_vec)
                 .ok_or_else(|| Error::Internal(format!("a verified range of shard {i} is short")))
         };
-        tokio::pin!(direct);
+        // Boxed so that it can be dropped before this task waits on
+        // anything else (below).
+        let mut direct = Box::pin(direct);
         let hedge = self.hedge_delay(&holder).await;
         let direct_failed = tokio::select! {
             r = &mut direct => match r {
@@ -486,13 +488,20 @@ impl Datasets {
                 Ok(b) => Ok(b),
                 Err(_) => decode.await,
             },
-            r = &mut decode => {
-                self.client.mark_failed(&holder).await;
-                match r {
-                    Ok(b) => Ok(b),
-                    Err(_) => direct.await,
+            r = &mut decode => match r {
+                Ok(b) => {
+                    // Drop the holder's fetch before waiting on anything
+                    // else: left alive but unpolled, it could own the
+                    // client's connection lock it had queued for, and
+                    // marking the holder needs that lock (a futurelock: a
+                    // ranges test hung on it for good under load).
+                    drop(direct);
+                    self.client.mark_failed(&holder).await;
+                    Ok(b)
                 }
-            }
+                // The holder's fetch marks it failed itself if it fails.
+                Err(_) => direct.await,
+            },
         }
     }
 
