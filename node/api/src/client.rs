@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     DatasetStatus, DatasetView, DialBackView, ErrorBody, GrantRequest, GrantToken, GrantView,
-    MinerSeen, NodeInfo, PinOutcome, PinRecord, PinRequest, UnpinOutcome, ValidatorReport,
-    VerdictsView,
+    MinerSeen, NodeInfo, PinOutcome, PinRecord, PinRequest, TransferView, UnpinOutcome,
+    ValidatorReport, VerdictsView,
 };
 
 /// What can go wrong talking to a daemon.
@@ -244,6 +244,11 @@ impl ApiClient {
     /// What the validators say about this node.
     pub fn verdicts(&self) -> Result<VerdictsView, ApiError> {
         self.get("/api/verdicts")
+    }
+
+    /// The transfers through the API in progress.
+    pub fn transfers(&self) -> Result<Vec<TransferView>, ApiError> {
+        self.get("/api/transfers")
     }
 
     /// The registered miners and how this node sees each.

@@ -276,6 +276,22 @@ pub struct Problem {
     pub last_ms: u64,
 }
 
+/// A transfer through the API in progress: a pin coming in or a read going
+/// out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransferView {
+    /// `pin` or `read`.
+    pub kind: String,
+    /// The pin's name, or the read's `CID/path`.
+    pub what: String,
+    /// Bytes moved so far.
+    pub done: u64,
+    /// Bytes in all, when known.
+    pub total: Option<u64>,
+    /// Seconds since it started.
+    pub secs: f64,
+}
+
 /// A registered miner as this node sees it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MinerSeen {

@@ -4,6 +4,7 @@
 //! the validator's page lists every miner it scores. Screenshots are saved
 //! in the test's target directory (`CARGO_TARGET_TMPDIR`).
 
+use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -186,6 +187,59 @@ fn each_role_sees_on_its_dashboard_what_it_needs() {
         Some(&shots.join("dashboard-validator.png")),
     );
 
+    // A pin in progress on the gateway: the header and a quarter of the
+    // file sent, the rest held back, so it stays in progress.
+    let name = "slow <i>pin</i>";
+    let size = 4u64 << 20;
+    let header = cairn_api::encode_pin_header(&cairn_api::PinRequest {
+        name: name.into(),
+        files: vec![cairn_api::FileSpec {
+            path: "x.bin".into(),
+            size,
+            executable: false,
+            dir: false,
+        }],
+        single_file: true,
+        data_shards: None,
+        parity_shards: None,
+        segment_size: None,
+    })
+    .unwrap();
+    let token = std::fs::read_to_string(net.path().join("gateway").join("api.token")).unwrap();
+    let mut slow = std::net::TcpStream::connect(&net.api).unwrap();
+    write!(
+        slow,
+        "POST /api/pin HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        net.api,
+        token.trim(),
+        header.len() as u64 + size
+    )
+    .unwrap();
+    slow.write_all(&header).unwrap();
+    slow.write_all(&bytes(1 << 20, 9)).unwrap();
+    let gateway_api = ApiClient::new(net.api.parse().unwrap());
+    let started = Instant::now();
+    let moving = loop {
+        // Listed once the gateway has read the header: no event to wait on.
+        if let Some(t) = gateway_api
+            .transfers()
+            .unwrap()
+            .into_iter()
+            .find(|t| t.kind == "pin")
+        {
+            break t;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the pin in progress is never listed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(moving.what, name);
+    assert_eq!(moving.total, Some(size));
+    assert!(moving.done <= 1 << 20, "{moving:?}");
+
     // The gateway's page: the pin, its name as text.
     let url = format!("http://{}/", net.api);
     let dom = chromium_page(chromium, &url, net.dir.path(), None);
@@ -208,6 +262,13 @@ fn each_role_sees_on_its_dashboard_what_it_needs() {
             m.node_id
         );
     }
+    let transfers = rows(&dom, "transfers");
+    assert!(
+        transfers
+            .iter()
+            .any(|r| r[0] == "pin" && r[1] == name && r[3].ends_with("of 4.0 MiB")),
+        "the pin in progress is not on the page: {transfers:?}"
+    );
     let cache = rows(&dom, "info");
     let cache = cache
         .iter()
@@ -220,6 +281,7 @@ fn each_role_sees_on_its_dashboard_what_it_needs() {
         net.dir.path(),
         Some(&shots.join("dashboard-gateway.png")),
     );
+    drop(slow);
     for png in [
         "dashboard-miner.png",
         "dashboard-validator.png",

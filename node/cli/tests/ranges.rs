@@ -169,6 +169,39 @@ fn ranged_reads_are_exact_at_every_boundary_with_and_without_holders() {
         counter(&net, "cairn_range_pieces_decoded_total") > decoded,
         "no piece was decoded around the stopped miners"
     );
+
+    // Every miner comes back with an empty store (its disk replaced): each
+    // holder answers that it does not store its shard, so the bytes are
+    // gone, not late: 404 with the reason, not a 503 that invites retries.
+    for i in 0..6 {
+        if i != index && i != (index + 3) % 6 {
+            net.devnet(&["stop-miner", &i.to_string()], &[]);
+        }
+        let dir = net.path().join(format!("miner-{i}"));
+        for sub in ["shards", "db"] {
+            std::fs::remove_dir_all(dir.join(sub)).unwrap();
+        }
+        net.devnet(&["start-miner", &i.to_string()], &[]);
+    }
+    for (x, y) in [(0, 4096), (SEG + 10, SEG + 20_000)] {
+        // The gateway's connections to the old processes may need a try to
+        // notice they are gone (that try is a 503: not answered at all).
+        let mut tries = 0;
+        let (status, body) = loop {
+            tries += 1;
+            let (status, body) = http_bytes(
+                &net.api,
+                &format!("/d/{cid}/a.bin"),
+                Some(&format!("bytes={x}-{}", y - 1)),
+            );
+            if status != 503 || tries == 5 {
+                break (status, body);
+            }
+        };
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 404, "bytes {x}..{y}: {body}");
+        assert!(body.contains("no holder stores"), "{body}");
+    }
 }
 
 #[test]

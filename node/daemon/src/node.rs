@@ -119,6 +119,7 @@ impl NodeBuilder {
             endpoint: endpoint.clone(),
             client: Arc::clone(&client),
             verdicts: Arc::clone(&verdicts),
+            transfers: Arc::default(),
         });
         tokio::spawn(gateway::serve(listener, api, shutdown.subscribe()));
         let node = Node {

@@ -451,6 +451,8 @@ impl Datasets {
             .await;
             match &r {
                 Ok(_) => self.client.mark_ok(&holder),
+                // "Not stored" comes from a live peer: not one to avoid.
+                Err(e) if not_stored_here(e) => {}
                 Err(_) => self.client.mark_failed(&holder).await,
             }
             let groups = r?.bytes;
@@ -475,9 +477,14 @@ impl Datasets {
         let decode = self.decode_piece(ds, s, i, lo, hi);
         if let Some(e) = direct_failed {
             return decode.await.map_err(|d| {
-                Error::Unavailable(format!(
+                let why = format!(
                     "segment {s}, shard {i}: its holder failed ({e}) and decoding from the others failed ({d})"
-                ))
+                );
+                if not_stored_here(&e) && matches!(d, Error::NotFound(_)) {
+                    Error::NotFound(why)
+                } else {
+                    Error::Unavailable(why)
+                }
             });
         }
         // The holder is slow: whichever answers first; a holder that loses
@@ -570,6 +577,8 @@ impl Datasets {
         }
         let mut got: Vec<(usize, Vec<u8>)> = Vec::with_capacity(k);
         let mut errors: Vec<String> = Vec::new();
+        // Holders that answered at once that they do not store their shard.
+        let mut not_stored = 0;
         while got.len() < k && !set.is_empty() {
             match tokio::time::timeout(HEDGE_AFTER, set.join_next()).await {
                 Ok(Some(Ok((i, node, r)))) => {
@@ -586,7 +595,13 @@ impl Datasets {
                             bytes.len()
                         )),
                         Err(e) => {
-                            self.client.mark_failed(&node).await;
+                            // A "not stored" answer is a live peer: not one
+                            // to try last for other reads.
+                            if not_stored_here(&e) {
+                                not_stored += 1;
+                            } else {
+                                self.client.mark_failed(&node).await;
+                            }
                             errors.push(format!("shard {i} on {}: {e}", node.fmt_short()));
                         }
                     }
@@ -616,11 +631,21 @@ impl Datasets {
             } else {
                 format!("bytes {offset}..{}", offset + length)
             };
-            return Err(Error::Unavailable(format!(
+            let why = format!(
                 "segment {s}: {what} of only {} of {asked} shards could be fetched and {k} are needed ({})",
                 got.len(),
                 errors.join("; ")
-            )));
+            );
+            // Every holder answered that it does not store its shard: the
+            // bytes are gone (unpinned, or lost), not late: retrying is
+            // pointless, which a 404 says and a 503 does not.
+            return Err(if not_stored == asked {
+                Error::NotFound(format!(
+                    "{why}: no holder stores this dataset's shards any more (unpinned, or lost)"
+                ))
+            } else {
+                Error::Unavailable(why)
+            });
         }
         Ok(got)
     }
@@ -731,4 +756,15 @@ impl Datasets {
             }
         }
     }
+}
+
+/// A peer's answer that it does not store the shard asked for.
+fn not_stored_here(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Remote {
+            code: cairn_proto::wire::ErrorCode::NotFound,
+            ..
+        }
+    )
 }

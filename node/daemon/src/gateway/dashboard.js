@@ -92,6 +92,23 @@ function problems(i) {
     .concat(i.problems.map(p => row([ago(p.last_ms, i.now_ms), p.level, p.count,
       p.message + (p.fields ? " (" + p.fields + ")" : ""), p.advice], 0, "fail"))));
 }
+// A transfer's progress as a <progress> element and text beside it.
+function progressRow(t) {
+  const tr = row([t.kind, t.what, "", mib(t.done) + (t.total == null ? "" : " of " + mib(t.total)),
+    t.secs > 0 ? mib(t.done / t.secs) + "/s" : "-"], 0);
+  if (t.total) {
+    const bar = document.createElement("progress");
+    bar.max = t.total;
+    bar.value = t.done;
+    tr.children[2].appendChild(bar);
+  }
+  return tr;
+}
+async function transfers() {
+  const t = await (await fetch("/api/transfers")).json();
+  document.getElementById("moving").classList.toggle("hidden", t.length == 0);
+  fill("transfers", [row(["kind", "what", "progress", "bytes", "rate"], 5)].concat(t.map(progressRow)));
+}
 async function miners() {
   const m = await (await fetch("/api/miners")).json();
   document.getElementById("seen").classList.remove("hidden");
@@ -117,6 +134,7 @@ async function refresh() {
   if (i.role == "miner") await verdicts();
   if (i.role == "validator") await scores();
   if (i.role != "miner") await miners();
+  await transfers();
   const p = await (await fetch("/api/pins")).json();
   fill("pins", [row(["name", "CID", "size", "files"], 4)]
     .concat(p.map(x => row([x.name, x.cid, mib(x.bytes), x.files], 0))));

@@ -10,6 +10,7 @@
 pub mod guard;
 mod metrics;
 pub mod range;
+pub mod transfers;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -46,12 +47,16 @@ pub(crate) struct ApiState {
     pub endpoint: iroh::Endpoint,
     pub client: Arc<crate::net::Client>,
     pub verdicts: Arc<crate::verdicts::VerdictBook>,
+    /// Pins and reads in progress.
+    pub transfers: Arc<transfers::Transfers>,
 }
 
 /// A response body fed from a channel, so large files stream.
 pub struct ChannelBody {
     rx: Option<mpsc::Receiver<Result<Bytes>>>,
     once: Option<Bytes>,
+    /// A read listed among the transfers while its body is sent.
+    tracked: Option<transfers::Tracked>,
 }
 
 impl ChannelBody {
@@ -59,12 +64,14 @@ impl ChannelBody {
         ChannelBody {
             rx: None,
             once: Some(b.into()),
+            tracked: None,
         }
     }
     fn empty() -> Self {
         ChannelBody {
             rx: None,
             once: None,
+            tracked: None,
         }
     }
 }
@@ -77,12 +84,21 @@ impl hyper::body::Body for ChannelBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>>>> {
         if let Some(b) = self.once.take() {
+            if let Some(t) = &self.tracked {
+                t.add(b.len() as u64);
+            }
             return Poll::Ready(Some(Ok(Frame::data(b))));
         }
-        match self.rx.as_mut() {
+        let this = &mut *self;
+        match this.rx.as_mut() {
             None => Poll::Ready(None),
             Some(rx) => match rx.poll_recv(cx) {
-                Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                Poll::Ready(Some(Ok(b))) => {
+                    if let Some(t) = &this.tracked {
+                        t.add(b.len() as u64);
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(b))))
+                }
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
@@ -206,6 +222,7 @@ fn route_name(path: &str) -> &'static str {
         (Some("api"), Some("verdicts")) => "verdicts",
         (Some("api"), Some("dialback")) => "dialback",
         (Some("api"), Some("miners")) => "miners",
+        (Some("api"), Some("transfers")) => "transfers",
         (Some("api"), Some("pins")) => "pins",
         (Some("api"), Some("pin")) => "pin",
         (Some("api"), Some("grants")) => "grants",
@@ -233,6 +250,7 @@ async fn answer(req: Request<Incoming>, state: &Arc<ApiState>, path: &str) -> Re
         (&Method::GET, ["api", "dialback"]) => {
             json(StatusCode::OK, &state.verdicts.dial_back().await)
         }
+        (&Method::GET, ["api", "transfers"]) => json(StatusCode::OK, &state.transfers.view()),
         (&Method::GET, ["api", "miners"]) => match miners_seen(state).await {
             Ok(m) => json(StatusCode::OK, &m),
             Err(e) => failed(&e),
@@ -540,9 +558,22 @@ async fn pin(req: Request<Incoming>, state: &ApiState) -> Resp {
     let Some(header) = header else {
         return error(StatusCode::BAD_REQUEST, "pin body ended inside its header");
     };
+    // Listed until the pin is answered (placing goes on after the last byte).
+    let tracked = state.transfers.start(
+        "pin",
+        header.name.clone(),
+        Some(
+            header
+                .files
+                .iter()
+                .fold(0u64, |n, f| n.saturating_add(f.size)),
+        ),
+    );
+    let received = tracked.counter();
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let feeder = tokio::spawn(async move {
         let mut tx = Some(tx);
+        received.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if !buf.is_empty()
             && let Some(t) = &tx
             && t.send(Bytes::from(buf)).await.is_err()
@@ -551,8 +582,11 @@ async fn pin(req: Request<Incoming>, state: &ApiState) -> Resp {
         }
         while let Some(f) = body.frame().await {
             let f = f.map_err(|e| format!("the pin body broke off: {e}"))?;
-            if let Ok(d) = f.into_data()
-                && let Some(t) = &tx
+            let Ok(d) = f.into_data() else {
+                continue;
+            };
+            received.fetch_add(d.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            if let Some(t) = &tx
                 && t.send(d).await.is_err()
             {
                 // The pipeline stopped (an error): read on, discarding.
@@ -645,6 +679,15 @@ async fn gateway(req: &Request<Incoming>, state: &ApiState, rest: &str, head: bo
             Some(Ok(first)) => ChannelBody {
                 rx: Some(rx),
                 once: Some(first),
+                tracked: Some(state.transfers.start(
+                    "read",
+                    if path.is_empty() {
+                        cid.to_string()
+                    } else {
+                        format!("{cid}/{path}")
+                    },
+                    Some(end - start),
+                )),
             },
             Some(Err(e)) => return failed(&e),
             None => return error(StatusCode::INTERNAL_SERVER_ERROR, "the reader stopped"),
