@@ -224,6 +224,25 @@ pub struct NodeInfo {
     /// The node's clock when it answered (unix ms): pages say "ago" by it.
     #[serde(default)]
     pub now_ms: u64,
+    /// Where shards are kept: the data directory, then configured disks.
+    #[serde(default)]
+    pub volumes: Vec<VolumeView>,
+}
+
+/// A disk shards are kept on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeView {
+    /// 0 is the data directory.
+    pub index: u8,
+    pub path: String,
+    pub capacity: u64,
+    pub used_bytes: u64,
+    pub fs_available: u64,
+    /// False while its disk is not there: its shards are reported lost and
+    /// nothing is written to it.
+    pub present: bool,
+    /// False for a disk the config no longer names (read, never written).
+    pub configured: bool,
 }
 
 /// Whether the network can find this node: its registration and the record

@@ -5,7 +5,8 @@
 //!
 //! What it looks at: the config; the data directory (writable, its
 //! filesystem, how long an fsync takes there, free space against
-//! `capacity`); the node key and the hotkey; the registry or chain
+//! `capacity`); each extra volume (there, a mount point, its disk present,
+//! its filesystem); the node key and the hotkey; the registry or chain
 //! (reachable, hotkey registered, commitment published and naming this
 //! node, clock against the chain's); the running daemon (and, through it, a
 //! validator dialing the node back from outside); systemd's hardening and
@@ -165,6 +166,7 @@ pub fn check_all(
     let hotkey = hotkey(&config, &mut out);
     let info = daemon(&config, &api(&config), node_id, &mut out);
     capacity(&config, info.as_ref(), &mut out);
+    volumes(&config, info.as_ref(), &mut out);
     if let Some(i) = &info {
         reachability(i, &api(&config), &mut out);
     }
@@ -351,6 +353,82 @@ fn capacity(config: &Config, info: Option<&NodeInfo>, out: &mut Vec<Finding>) {
                 }
             ),
         ));
+    }
+}
+
+/// Each `[[storage.volume]]`: there, a mount point of its own (so that an
+/// unmounted disk is an empty directory on the system disk, which the node
+/// recognises by the missing marker), its disk present as the daemon sees
+/// it, its filesystem, and its capacity against its free space.
+fn volumes(config: &Config, info: Option<&NodeInfo>, out: &mut Vec<Finding>) {
+    use std::os::unix::fs::MetadataExt;
+    for v in &config.storage.volume {
+        let path = &v.path;
+        let shown = path.display();
+        let Ok(meta) = std::fs::metadata(path) else {
+            out.push(fail(
+                "volume",
+                format!("{shown} does not exist"),
+                format!("mount its disk at {shown} (or remove the [[storage.volume]] entry), then restart the node"),
+            ));
+            continue;
+        };
+        let parent_dev = path
+            .parent()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| m.dev());
+        let mount_point = parent_dev.is_none_or(|d| d != meta.dev());
+        let marker = path.join(cairn_node::VOLUME_MARKER).is_file();
+        let seen = info.and_then(|i| i.volumes.iter().find(|x| Path::new(&x.path) == path));
+        if seen.is_some_and(|x| !x.present) || (!marker && seen.is_some()) {
+            out.push(fail(
+                "volume",
+                format!("{shown} is missing (its {} is not there): its shards are reported lost and nothing is written to it", cairn_node::VOLUME_MARKER),
+                format!("mount its disk at {shown} again (`mount {shown}`; an /etc/fstab line with `nofail` mounts it at boot); its shards come back as they were"),
+            ));
+            continue;
+        }
+        if !mount_point {
+            out.push(warn(
+                "volume",
+                format!("{shown} is not a mount point: it is on the same filesystem as its parent"),
+                format!("mount the disk at {shown} before the node starts (an /etc/fstab line with `nofail`); a volume set up while its disk is not mounted lives on the system disk"),
+            ));
+        }
+        filesystem(path, out);
+        let available = rustix::fs::statvfs(path)
+            .map(|st| st.f_bavail.saturating_mul(st.f_frsize))
+            .unwrap_or(0);
+        let used = seen.map_or(0, |x| x.used_bytes);
+        let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+        if v.capacity.0 > available.saturating_add(used) {
+            out.push(fail(
+                "volume",
+                format!(
+                    "{shown}: capacity is {:.1} GiB but its disk has {:.1} GiB free",
+                    gib(v.capacity.0),
+                    gib(available)
+                ),
+                format!(
+                    "set its capacity to at most {:.0} GiB, or free space on the disk",
+                    (gib(available.saturating_add(used)) * 0.9).floor()
+                ),
+            ));
+        } else if mount_point {
+            out.push(ok(
+                "volume",
+                format!(
+                    "{shown}: a mount point, {}, capacity {:.1} GiB, {:.1} GiB free",
+                    if marker {
+                        "set up"
+                    } else {
+                        "set up at the next start"
+                    },
+                    gib(v.capacity.0),
+                    gib(available)
+                ),
+            ));
+        }
     }
 }
 

@@ -552,8 +552,8 @@ fn init(g: &Global, mut config: Config, a: InitArgs) -> Result<()> {
             uid: None,
             stake: 0,
             validator_permit: false,
-            capacity: config.capacity.0,
-            free: config.capacity.0,
+            capacity: config.total_capacity(),
+            free: config.total_capacity(),
             api: Some(config.api.listen),
         };
         runtime()?.block_on(async {

@@ -23,7 +23,9 @@ pub struct Config {
     /// Where keys, metadata and shards live.
     pub data_dir: PathBuf,
     pub role: Role,
-    /// Bytes this node may use for shards (data + outboards).
+    /// Bytes this node may use for shards (data + outboards) in `data_dir`;
+    /// `[[storage.volume]]` adds disks beside it (0 keeps shards off the
+    /// data directory's disk).
     pub capacity: ByteSize,
     pub network: NetworkConfig,
     pub chain: ChainConfig,
@@ -137,6 +139,18 @@ pub struct StorageConfig {
     pub scrub_rate: ByteSize,
     /// Seconds between two scrubs of the same shard.
     pub scrub_interval_secs: u64,
+    /// More disks for shards (`[[storage.volume]]`), each a mount point.
+    pub volume: Vec<VolumeConfig>,
+}
+
+/// `[[storage.volume]]`: a disk for shards besides the data directory.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeConfig {
+    /// Where the disk is mounted (an absolute path).
+    pub path: PathBuf,
+    /// Bytes of shards it may take.
+    pub capacity: ByteSize,
 }
 
 /// `[cache]`: verified shard groups a reading node keeps, so a dataset read
@@ -233,6 +247,7 @@ impl Default for StorageConfig {
         StorageConfig {
             scrub_rate: ByteSize(4 << 20),
             scrub_interval_secs: 7 * 24 * 3600,
+            volume: Vec::new(),
         }
     }
 }
@@ -357,6 +372,14 @@ impl Config {
                 ));
             }
         }
+        for v in &self.storage.volume {
+            if !v.path.is_absolute() {
+                return Err(format!(
+                    "storage.volume path {:?} must be absolute (the disk's mount point)",
+                    v.path
+                ));
+            }
+        }
         match self.network.relay.as_str() {
             "off" | "default" => {}
             url if url.starts_with("https://") || url.starts_with("http://") => {}
@@ -383,6 +406,15 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Bytes of shards the node may hold: the data directory's `capacity`
+    /// and every volume's.
+    pub fn total_capacity(&self) -> u64 {
+        self.storage
+            .volume
+            .iter()
+            .fold(self.capacity.0, |sum, v| sum.saturating_add(v.capacity.0))
     }
 
     /// The local registry directory.
@@ -526,6 +558,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nowhere") || e.contains("address"), "{e}");
+    }
+
+    #[test]
+    fn volumes_are_tables_of_absolute_paths_and_capacities() {
+        let c = load_str(
+            "capacity = \"0\"\n[[storage.volume]]\npath = \"/mnt/a\"\ncapacity = \"1GiB\"\n\
+             [[storage.volume]]\npath = \"/mnt/b\"\ncapacity = \"2GiB\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.storage.volume.len(), 2);
+        assert_eq!(c.total_capacity(), 3 << 30);
+        // The environment takes them as an inline array (the tests do).
+        let c = load_str(
+            "",
+            &[(
+                "CAIRN_STORAGE_VOLUME",
+                "[{ path = \"/mnt/c\", capacity = \"1MiB\" }]",
+            )],
+        )
+        .unwrap();
+        assert_eq!(c.storage.volume[0].path, PathBuf::from("/mnt/c"));
+        let e = load_str(
+            "[[storage.volume]]\npath = \"mnt/a\"\ncapacity = \"1GiB\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("must be absolute"), "{e}");
+        let e = load_str("[[storage.volume]]\npath = \"/mnt/a\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("capacity"), "{e}");
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub mod size;
 pub mod verdicts;
 
 pub use cairn_proto::{ALPN, NodeId, Role};
-pub use cairn_store::{unix_millis, unix_secs};
+pub use cairn_store::{MARKER as VOLUME_MARKER, unix_millis, unix_secs};
 pub use error::{Error, Result};
 pub use iroh::EndpointAddr;
 pub use node::{Node, NodeBuilder, Prover, ProverAction, ValidatorService};

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_store::{Kv, Store};
+use cairn_store::{Kv, Store, VolumeChange, VolumeSpec};
 use iroh::{Endpoint, Watcher};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
@@ -58,7 +58,20 @@ impl NodeBuilder {
         let config = Arc::new(self.config);
         let secret = load_node_key(&config.data_dir)?;
         let hotkey = Hotkey::load(&config.hotkey_path())?;
-        let store = Arc::new(Store::open(&config.data_dir, config.capacity.0)?);
+        let volumes: Vec<VolumeSpec> = config
+            .storage
+            .volume
+            .iter()
+            .map(|v| VolumeSpec {
+                path: v.path.clone(),
+                capacity: v.capacity.0,
+            })
+            .collect();
+        let store = Arc::new(Store::open_with_volumes(
+            &config.data_dir,
+            config.capacity.0,
+            &volumes,
+        )?);
         let registry = registry::open(&config).await?;
         let endpoint = bind_endpoint(
             secret.clone(),
@@ -174,7 +187,7 @@ fn member_of(
         uid: None,
         stake: 0,
         validator_permit: false,
-        capacity: config.capacity.0,
+        capacity: config.total_capacity(),
         free: store.free_bytes().unwrap_or(0),
         api: Some(api_addr),
     }
@@ -294,6 +307,31 @@ impl Node {
         if self.config.role == Role::Miner {
             tokio::spawn(Arc::clone(&self.verdicts).poll());
         }
+        // A disk unplugged (or mounted again) is noticed within seconds,
+        // not only when a read or a write touches it.
+        if !self.config.storage.volume.is_empty() {
+            let store = Arc::clone(&self.store);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(VOLUME_CHECK_EVERY).await;
+                    let s = Arc::clone(&store);
+                    // A disk back: the copies replaced while it was away
+                    // are orphans on it now; reconcile removes them.
+                    let step = tokio::task::spawn_blocking(move || {
+                        let back = s
+                            .check_volumes()
+                            .iter()
+                            .any(|(_, c)| *c == VolumeChange::Appeared);
+                        if back && let Err(e) = s.reconcile() {
+                            tracing::warn!(error = %e, "reconcile after a volume came back failed");
+                        }
+                    });
+                    if step.await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         let rate = self.config.storage.scrub_rate.0;
         let interval = self.config.storage.scrub_interval_secs;
         if rate > 0 {
@@ -356,6 +394,9 @@ impl Node {
         self.endpoint.close().await;
     }
 }
+
+/// How often the node looks for its volumes' markers.
+const VOLUME_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 async fn scrub_loop(store: Arc<Store>, rate: u64, interval: u64) {
     let mut cursor = None;

@@ -14,7 +14,7 @@ use rocksdb::WriteBatch;
 
 use crate::{
     CF_COUNTERS, CF_OWNERS, CF_PEERS, CF_SHARDS, Result, SHARD_COUNT, ShardMeta, Store, StoreError,
-    USED_BYTES, io_at, owner_key, unix_secs,
+    io_at, owner_key, unix_secs,
 };
 
 /// A shard being written: bytes stream in, are hashed, and only a complete
@@ -25,6 +25,8 @@ pub struct ShardWriter {
     pub(crate) id: ShardId,
     pub(crate) len: u64,
     pub(crate) disk: u64,
+    /// The volume the shard is written to.
+    pub(crate) volume: u8,
     pub(crate) owner: NodeId,
     pub(crate) tmp_path: PathBuf,
     pub(crate) file: Option<File>,
@@ -72,16 +74,39 @@ impl ShardWriter {
             .map_err(|e| StoreError::io(format!("write {}", self.tmp_path.display()), e))?;
         drop(f);
         let store = Arc::clone(&self.store);
-        let dest = store.shard_path(&self.id);
+        let vol = store
+            .volume(self.volume)
+            .expect("a writer's volume is the store's");
+        let dest = store.shard_path_on(vol, &self.id);
         let _g = store.commit_lock.lock().expect("lock");
         let existing = store.shard_meta(&self.id)?;
         let mut b = WriteBatch::default();
-        if matches!(existing, Some(m) if m.state == ShardState::Present) {
+        if matches!(existing, Some(m) if m.state == ShardState::Present && store.volume_present(m.volume))
+        {
             // Same bytes already here (another writer won): keep theirs.
             let _ = std::fs::remove_file(&self.tmp_path);
         } else {
-            if let Some(dir) = dest.parent() {
-                std::fs::create_dir_all(dir).map_err(io_at(dir, "create"))?;
+            // Directories are made below the volume's `shards/` only (never
+            // in the empty mount point of a disk that has gone).
+            if vol.index != 0 {
+                vol.check();
+                if !vol.is_present() {
+                    return Err(StoreError::VolumeMissing(vol.path.clone()));
+                }
+            }
+            let mut dir = vol.path.join("shards");
+            for part in dest
+                .parent()
+                .and_then(|p| p.strip_prefix(&dir).ok())
+                .into_iter()
+                .flat_map(|p| p.components())
+            {
+                dir.push(part);
+                match std::fs::create_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(StoreError::io(format!("create {}", dir.display()), e)),
+                }
             }
             std::fs::rename(&self.tmp_path, &dest).map_err(io_at(&dest, "rename into"))?;
             // The rename is durable once its directory is: ext4 orders it
@@ -96,10 +121,16 @@ impl ShardWriter {
                 stored_at: unix_secs(),
                 state: ShardState::Present,
                 last_scrub: unix_secs(),
+                volume: vol.index,
             };
             b.put_cf(store.cf(CF_SHARDS), self.id.0, meta.encode());
-            let used = store.counter(USED_BYTES)? + self.disk;
-            b.put_cf(store.cf(CF_COUNTERS), USED_BYTES, used.to_le_bytes());
+            let mut changes = vec![(vol.index, i128::from(self.disk))];
+            // A copy on a volume that has gone is replaced by this one; its
+            // file there is an orphan once the volume is back.
+            if let Some(old) = existing.filter(|m| m.state == ShardState::Present) {
+                changes.push((old.volume, -i128::from(old.disk_len())));
+            }
+            store.charge_volumes(&mut b, &changes)?;
             if existing.is_none() {
                 let count = store.counter(SHARD_COUNT)? + 1;
                 b.put_cf(store.cf(CF_COUNTERS), SHARD_COUNT, count.to_le_bytes());
@@ -120,7 +151,9 @@ impl Drop for ShardWriter {
         if self.file.is_some() || self.tmp_path.exists() {
             let _ = std::fs::remove_file(&self.tmp_path);
         }
-        self.store.reserved.fetch_sub(self.disk, Ordering::AcqRel);
+        if let Some(v) = self.store.volume(self.volume) {
+            v.reserved.fetch_sub(self.disk, Ordering::AcqRel);
+        }
     }
 }
 

@@ -15,6 +15,11 @@
 //! scrub that re-hashes shards to find bit rot ([`upkeep`]) run in the
 //! background while the node serves.
 //!
+//! Shards live on volumes ([`volume`]): the data directory and any disks an
+//! operator adds; a write goes to the present volume with the most room, a
+//! volume whose disk is gone is never written and its shards count as lost
+//! until it is back.
+//!
 //! Besides shards the store keeps the records of datasets ([`records`]:
 //! manifests and placements, each in its own column family) and a namespaced
 //! key-value space for other components' state ([`kv`]).
@@ -23,6 +28,7 @@ pub mod file;
 pub mod kv;
 pub mod records;
 pub mod upkeep;
+pub mod volume;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -37,6 +43,9 @@ use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, Wri
 pub use file::{ShardFile, ShardWriter};
 pub use kv::Kv;
 pub use upkeep::ReconcileReport;
+pub use volume::{MARKER, VolumeChange, VolumeSpec, VolumeStats};
+
+use volume::{Volume, VolumeRow};
 
 const CF_SHARDS: &str = "shards";
 const CF_OWNERS: &str = "owners";
@@ -46,7 +55,9 @@ const CF_PLACEMENTS: &str = "placements";
 const CF_COUNTERS: &str = "counters";
 /// The namespaced key-value space (named "app" since the first release).
 const CF_KV: &str = "app";
-const COLUMN_FAMILIES: [&str; 7] = [
+/// The volume table: index -> marker id and path.
+const CF_VOLUMES: &str = "volumes";
+const COLUMN_FAMILIES: [&str; 8] = [
     CF_SHARDS,
     CF_OWNERS,
     CF_PEERS,
@@ -54,8 +65,12 @@ const COLUMN_FAMILIES: [&str; 7] = [
     CF_PLACEMENTS,
     CF_COUNTERS,
     CF_KV,
+    CF_VOLUMES,
 ];
 
+/// Bytes of present shards on every volume (a volume's own share is
+/// `used_bytes/<index>`; volume 0's is the rest, so records written before
+/// volumes existed need no migration).
 const USED_BYTES: &[u8] = b"used_bytes";
 const SHARD_COUNT: &[u8] = b"shard_count";
 /// Bytes of dataset records (manifests, placements) held.
@@ -121,6 +136,13 @@ pub enum StoreError {
     },
     #[error("metadata database: {0}")]
     Db(String),
+    #[error("volume {}: {reason}", path.display())]
+    Volume { path: PathBuf, reason: String },
+    #[error(
+        "volume {} went missing during the write (its disk is not mounted); the shard was not stored",
+        .0.display()
+    )]
+    VolumeMissing(PathBuf),
     #[error("corrupt metadata record: {0}")]
     CorruptRecord(String),
     #[error(transparent)]
@@ -161,33 +183,44 @@ pub struct ShardMeta {
     pub stored_at: u64,
     pub state: ShardState,
     pub last_scrub: u64,
+    /// The volume the shard's file is on (0: the data directory).
+    pub volume: u8,
 }
 
 impl ShardMeta {
+    /// A record of volume 0 is 25 bytes, as before volumes existed (so an
+    /// older binary still reads it); others carry the volume in a 26th.
     const ENCODED: usize = 25;
 
-    fn encode(&self) -> [u8; Self::ENCODED] {
-        let mut b = [0u8; Self::ENCODED];
-        b[..8].copy_from_slice(&self.len.to_le_bytes());
-        b[8..16].copy_from_slice(&self.stored_at.to_le_bytes());
-        b[16] = self.state.to_u8();
-        b[17..25].copy_from_slice(&self.last_scrub.to_le_bytes());
+    fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(Self::ENCODED + 1);
+        b.extend_from_slice(&self.len.to_le_bytes());
+        b.extend_from_slice(&self.stored_at.to_le_bytes());
+        b.push(self.state.to_u8());
+        b.extend_from_slice(&self.last_scrub.to_le_bytes());
+        if self.volume != 0 {
+            b.push(self.volume);
+        }
         b
     }
 
     fn decode(b: &[u8]) -> Result<Self> {
-        if b.len() != Self::ENCODED {
-            return Err(StoreError::CorruptRecord(format!(
-                "shard record of {} bytes",
-                b.len()
-            )));
-        }
+        let volume = match b.len() {
+            Self::ENCODED => 0,
+            26 => b[25],
+            n => {
+                return Err(StoreError::CorruptRecord(format!(
+                    "shard record of {n} bytes"
+                )));
+            }
+        };
         let u = |r: std::ops::Range<usize>| u64::from_le_bytes(b[r].try_into().expect("8 bytes"));
         Ok(ShardMeta {
             len: u(0..8),
             stored_at: u(8..16),
             state: ShardState::from_u8(b[16]).unwrap_or(ShardState::Corrupt),
             last_scrub: u(17..25),
+            volume,
         })
     }
 
@@ -219,11 +252,10 @@ pub struct StoreStats {
 /// The shard store of one node.
 pub struct Store {
     root: PathBuf,
-    tmp: PathBuf,
     db: DB,
-    capacity: u64,
+    /// Volume 0 (the data directory) first, then the configured ones.
+    volumes: Vec<Volume>,
     commit_lock: Mutex<()>,
-    reserved: AtomicU64,
     next_tmp: AtomicU64,
     reconcile_done: AtomicBool,
     orphans_removed: AtomicU64,
@@ -250,6 +282,14 @@ impl Store {
     /// Opens (or creates) the store under `root` with `capacity` bytes for
     /// shards. O(1) in the number of shards stored.
     pub fn open(root: &Path, capacity: u64) -> Result<Store> {
+        Self::open_with_volumes(root, capacity, &[])
+    }
+
+    /// Opens the store with shards in `root` (up to `capacity` bytes) and on
+    /// `volumes`. A new volume is set up (its marker written); one whose
+    /// marker is missing opens as missing; one set up by another store is
+    /// refused. O(1) in the number of shards stored.
+    pub fn open_with_volumes(root: &Path, capacity: u64, volumes: &[VolumeSpec]) -> Result<Store> {
         std::fs::create_dir_all(root.join("shards")).map_err(io_at(root, "create"))?;
         // One process per data directory: RocksDB would refuse a second one
         // too, but only after its own work; this lock says so by name.
@@ -272,8 +312,8 @@ impl Store {
             std::process::id(),
             rand::random::<u32>()
         );
-        let tmp = root.join("tmp").join(boot);
-        std::fs::create_dir_all(&tmp).map_err(io_at(&tmp, "create"))?;
+        let data_dir = Volume::data_dir(root, capacity, &boot);
+        std::fs::create_dir_all(&data_dir.tmp).map_err(io_at(&data_dir.tmp, "create"))?;
 
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -296,13 +336,35 @@ impl Store {
         });
         let db_path = root.join("db");
         let db = DB::open_cf_descriptors(&opts, &db_path, cfs)?;
+        let cf_volumes = db.cf_handle(CF_VOLUMES).expect("column family opened");
+        let mut rows = Vec::new();
+        for item in db.iterator_cf(cf_volumes, IteratorMode::Start) {
+            let (k, v) = item?;
+            rows.push(VolumeRow::decode(&k, &v)?);
+        }
+        let (configured, new_rows) = volume::resolve(root, &rows, volumes, &boot)?;
+        if !new_rows.is_empty() {
+            let mut b = WriteBatch::default();
+            for r in &new_rows {
+                b.put_cf(cf_volumes, [r.index], r.encode());
+            }
+            db.write_opt(b, &Self::synced())?;
+        }
+        for v in configured.iter().filter(|v| !v.is_present()) {
+            tracing::warn!(
+                volume = v.index,
+                path = %v.path.display(),
+                advice = "mount its disk again: its shards come back as they were; until then validators repair them elsewhere",
+                "volume missing (its cairn-volume.id is not there): its shards are reported lost and nothing is written to it"
+            );
+        }
+        let mut all = vec![data_dir];
+        all.extend(configured);
         let store = Store {
             root: root.to_path_buf(),
-            tmp,
             db,
-            capacity,
+            volumes: all,
             commit_lock: Mutex::new(()),
-            reserved: AtomicU64::new(0),
             next_tmp: AtomicU64::new(0),
             reconcile_done: AtomicBool::new(false),
             orphans_removed: AtomicU64::new(0),
@@ -334,18 +396,38 @@ impl Store {
         &self.root
     }
 
-    /// Path of a shard's file.
+    /// Path of a shard's file (on the volume its record names; volume 0
+    /// for a shard not stored).
     pub fn shard_path(&self, id: &ShardId) -> PathBuf {
+        let v = match self.shard_meta(id) {
+            Ok(Some(m)) => m.volume,
+            _ => 0,
+        };
+        self.shard_path_on(self.volume(v).unwrap_or(&self.volumes[0]), id)
+    }
+
+    pub(crate) fn shard_path_on(&self, vol: &Volume, id: &ShardId) -> PathBuf {
         let hex = id.to_hex();
-        self.root
+        vol.path
             .join("shards")
             .join(&hex[..2])
             .join(&hex[2..4])
             .join(hex)
     }
 
+    /// The volume of `index`, if the store has it.
+    pub(crate) fn volume(&self, index: u8) -> Option<&Volume> {
+        self.volumes.iter().find(|v| v.index == index)
+    }
+
+    /// True if shards on volume `index` can be read now.
+    pub(crate) fn volume_present(&self, index: u8) -> bool {
+        self.volume(index).is_some_and(Volume::is_present)
+    }
+
+    /// Bytes of shards the store may hold: the capacities of its volumes.
     pub fn capacity(&self) -> u64 {
-        self.capacity
+        self.volumes.iter().map(|v| v.capacity).sum()
     }
 
     /// Bytes used by committed shards and dataset records (RocksDB counters).
@@ -355,35 +437,129 @@ impl Store {
             .saturating_add(self.counter(RECORD_BYTES)?))
     }
 
-    /// Bytes the filesystem under the store has available to it.
-    pub fn fs_available(&self) -> Result<u64> {
-        let st = rustix::fs::statvfs(&self.root)
-            .map_err(|e| StoreError::io(format!("statvfs {}", self.root.display()), e.into()))?;
-        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    /// Bytes of volume `index` used: its shards (volume 0: and the records).
+    pub(crate) fn volume_used(&self, index: u8) -> Result<u64> {
+        if index != 0 {
+            return self.counter(&volume_used_key(index));
+        }
+        let mut others = 0u64;
+        for v in self.volumes.iter().filter(|v| v.index != 0) {
+            others = others.saturating_add(self.counter(&volume_used_key(v.index))?);
+        }
+        Ok(self.used_bytes()?.saturating_sub(others))
     }
 
-    /// Bytes a new write may take: capacity neither used nor reserved by
-    /// writes in flight, and no more than the filesystem has left (minus
-    /// [`FS_RESERVE`]), so a disk fuller than the config says refuses puts
-    /// instead of failing them half-way.
+    /// Adds the changes of used bytes per volume to batch `b` (one put per
+    /// counter: a batch keeps only the last put of a key).
+    pub(crate) fn charge_volumes(&self, b: &mut WriteBatch, changes: &[(u8, i128)]) -> Result<()> {
+        let apply = |v: u64, d: i128| (i128::from(v) + d).clamp(0, i128::from(u64::MAX)) as u64;
+        let total: i128 = changes.iter().map(|(_, d)| d).sum();
+        let used = apply(self.counter(USED_BYTES)?, total);
+        b.put_cf(self.cf(CF_COUNTERS), USED_BYTES, used.to_le_bytes());
+        let mut per: Vec<(u8, i128)> = Vec::new();
+        for &(v, d) in changes.iter().filter(|(v, _)| *v != 0) {
+            match per.iter_mut().find(|(i, _)| *i == v) {
+                Some((_, sum)) => *sum += d,
+                None => per.push((v, d)),
+            }
+        }
+        for (v, d) in per {
+            let key = volume_used_key(v);
+            let now = apply(self.counter(&key)?, d);
+            b.put_cf(self.cf(CF_COUNTERS), key, now.to_le_bytes());
+        }
+        Ok(())
+    }
+
+    /// Bytes the filesystems under the store's present volumes have
+    /// available (volumes sharing a filesystem count it once each).
+    pub fn fs_available(&self) -> Result<u64> {
+        let mut sum = 0u64;
+        for v in self.volumes.iter().filter(|v| v.is_present()) {
+            sum = sum.saturating_add(v.fs_available()?);
+        }
+        Ok(sum)
+    }
+
+    /// Bytes a new write may take on volume `v`: its capacity neither used
+    /// nor reserved by writes in flight, and no more than its filesystem has
+    /// left (minus [`FS_RESERVE`]), so a disk fuller than the config says
+    /// refuses puts instead of failing them half-way. 0 while missing.
+    fn volume_free(&self, v: &Volume, reserved: u64) -> Result<u64> {
+        if !v.is_present() || v.capacity == 0 {
+            return Ok(0);
+        }
+        let by_capacity = v.capacity.saturating_sub(self.volume_used(v.index)?);
+        let by_disk = v.fs_available()?.saturating_sub(FS_RESERVE);
+        Ok(by_capacity.min(by_disk).saturating_sub(reserved))
+    }
+
+    /// Bytes new writes may take, over all present volumes.
     pub fn free_bytes(&self) -> Result<u64> {
-        let reserved = self.reserved.load(Ordering::Relaxed);
-        let by_capacity = self
-            .capacity
-            .saturating_sub(self.used_bytes()?)
-            .saturating_sub(reserved);
-        let by_disk = self
-            .fs_available()?
-            .saturating_sub(FS_RESERVE)
-            .saturating_sub(reserved);
-        Ok(by_capacity.min(by_disk))
+        let mut sum = 0u64;
+        for v in &self.volumes {
+            sum = sum.saturating_add(self.volume_free(v, v.reserved.load(Ordering::Relaxed))?);
+        }
+        Ok(sum)
+    }
+
+    /// Looks for every volume's marker; logs and returns what changed.
+    /// Cheap (a small read per volume): the node calls it every few
+    /// seconds, and every write calls it before choosing a volume.
+    pub fn check_volumes(&self) -> Vec<(PathBuf, VolumeChange)> {
+        let mut out = Vec::new();
+        for v in &self.volumes {
+            match v.check() {
+                Some(VolumeChange::Disappeared) => {
+                    tracing::warn!(
+                        volume = v.index,
+                        path = %v.path.display(),
+                        advice = "mount its disk again: its shards come back as they were; until then validators repair them elsewhere",
+                        "volume missing (its cairn-volume.id is gone): its shards are reported lost and nothing is written to it"
+                    );
+                    out.push((v.path.clone(), VolumeChange::Disappeared));
+                }
+                Some(VolumeChange::Appeared) => {
+                    tracing::info!(volume = v.index, path = %v.path.display(), "volume back: its shards are served again");
+                    out.push((v.path.clone(), VolumeChange::Appeared));
+                }
+                None => {}
+            }
+        }
+        out
+    }
+
+    /// Every volume, for status pages.
+    pub fn volumes(&self) -> Result<Vec<VolumeStats>> {
+        let mut out = Vec::with_capacity(self.volumes.len());
+        for v in &self.volumes {
+            out.push(VolumeStats {
+                index: v.index,
+                path: v.path.clone(),
+                capacity: v.capacity,
+                used_bytes: self.volume_used(v.index)?,
+                reserved_bytes: v.reserved.load(Ordering::Relaxed),
+                fs_available: if v.is_present() {
+                    v.fs_available().unwrap_or(0)
+                } else {
+                    0
+                },
+                present: v.is_present(),
+                configured: v.configured,
+            });
+        }
+        Ok(out)
     }
 
     pub fn stats(&self) -> Result<StoreStats> {
         Ok(StoreStats {
-            capacity: self.capacity,
+            capacity: self.capacity(),
             used_bytes: self.used_bytes()?,
-            reserved_bytes: self.reserved.load(Ordering::Relaxed),
+            reserved_bytes: self
+                .volumes
+                .iter()
+                .map(|v| v.reserved.load(Ordering::Relaxed))
+                .sum(),
             shard_count: self.counter(SHARD_COUNT)?,
             record_bytes: self.counter(RECORD_BYTES)?,
             fs_available: self.fs_available().unwrap_or(0),
@@ -428,31 +604,43 @@ impl Store {
         owner: NodeId,
     ) -> Result<ShardWriter> {
         let disk = len + outboard_len(len);
+        // Never write to a volume whose disk has gone: look first.
+        if self.volumes.len() > 1 {
+            self.check_volumes();
+        }
+        // The present volume with the most room.
+        let mut best: Option<(&Volume, u64)> = None;
+        let mut free_total = 0u64;
+        for v in &self.volumes {
+            let free = self.volume_free(v, v.reserved.load(Ordering::Relaxed))?;
+            free_total = free_total.saturating_add(free);
+            if v.is_present() && v.capacity > 0 && best.is_none_or(|(_, f)| free > f) {
+                best = Some((v, free));
+            }
+        }
+        let full = |free| StoreError::Full {
+            needed: disk,
+            free,
+            capacity: self.capacity(),
+        };
+        let Some((vol, _)) = best else {
+            return Err(full(free_total));
+        };
         // Reserve first, then check, so that concurrent writers cannot all pass.
-        let reserved_before = self.reserved.fetch_add(disk, Ordering::AcqRel);
-        let used = self.used_bytes()?;
-        let fs = self.fs_available()?.saturating_sub(FS_RESERVE);
-        let free = self
-            .capacity
-            .saturating_sub(used)
-            .min(fs)
-            .saturating_sub(reserved_before);
+        let reserved_before = vol.reserved.fetch_add(disk, Ordering::AcqRel);
+        let free = self.volume_free(vol, reserved_before)?;
         if disk > free {
-            self.reserved.fetch_sub(disk, Ordering::AcqRel);
-            return Err(StoreError::Full {
-                needed: disk,
-                free,
-                capacity: self.capacity,
-            });
+            vol.reserved.fetch_sub(disk, Ordering::AcqRel);
+            return Err(full(free_total));
         }
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp_path = self.tmp.join(format!("{}.{n}.part", id.to_hex()));
+        let tmp_path = vol.tmp.join(format!("{}.{n}.part", id.to_hex()));
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp_path)
             .map_err(|e| {
-                self.reserved.fetch_sub(disk, Ordering::AcqRel);
+                vol.reserved.fetch_sub(disk, Ordering::AcqRel);
                 StoreError::io(format!("create {}", tmp_path.display()), e)
             })?;
         Ok(ShardWriter {
@@ -460,6 +648,7 @@ impl Store {
             id,
             len,
             disk,
+            volume: vol.index,
             owner,
             tmp_path,
             file: Some(file),
@@ -474,7 +663,7 @@ impl Store {
         let Some(meta) = self.shard_meta(id)? else {
             return Ok(false);
         };
-        if meta.state != ShardState::Present {
+        if meta.state != ShardState::Present || !self.volume_present(meta.volume) {
             return Ok(false);
         }
         if !self.is_owner(id, owner)? {
@@ -491,11 +680,16 @@ impl Store {
     /// owner is left. Idempotent. `Err` if `owner` does not hold it and the
     /// shard exists (only holders may delete).
     pub fn delete(&self, id: &ShardId, owner: &NodeId, force: bool) -> Result<DeleteOutcome> {
-        let path = self.shard_path(id);
         let _g = self.commit_lock.lock().expect("lock");
         let Some(meta) = self.shard_meta(id)? else {
             return Ok(DeleteOutcome::NotStored);
         };
+        // On a missing volume the file stays; reconcile removes it as an
+        // orphan once the volume is back.
+        let path = self
+            .volume(meta.volume)
+            .filter(|v| v.is_present())
+            .map(|v| self.shard_path_on(v, id));
         let owners = self.owners(id)?;
         if !force && !owners.contains(owner) {
             return Err(StoreError::NotHolder(*id));
@@ -511,8 +705,7 @@ impl Store {
         if last {
             b.delete_cf(self.cf(CF_SHARDS), id.0);
             if meta.state == ShardState::Present {
-                let used = self.counter(USED_BYTES)?.saturating_sub(meta.disk_len());
-                b.put_cf(self.cf(CF_COUNTERS), USED_BYTES, used.to_le_bytes());
+                self.charge_volumes(&mut b, &[(meta.volume, -i128::from(meta.disk_len()))])?;
             }
             let count = self.counter(SHARD_COUNT)?.saturating_sub(1);
             b.put_cf(self.cf(CF_COUNTERS), SHARD_COUNT, count.to_le_bytes());
@@ -520,10 +713,12 @@ impl Store {
         self.db.write_opt(b, &Self::synced())?;
         if last {
             // Metadata first: a crash here leaves an orphan file, which reconcile removes.
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io(format!("remove {}", path.display()), e)),
+            if let Some(path) = path {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::io(format!("remove {}", path.display()), e)),
+                }
             }
             Ok(DeleteOutcome::Deleted)
         } else {
@@ -553,13 +748,20 @@ impl Store {
 
     /// Opens a present shard for reading.
     pub fn open_shard(&self, id: &ShardId) -> Result<ShardFile> {
-        let meta = match self.shard_meta(id)? {
-            Some(m) if m.state == ShardState::Present => m,
+        let (meta, vol) = match self.shard_meta(id)? {
+            Some(m) if m.state == ShardState::Present => match self.volume(m.volume) {
+                Some(v) if v.is_present() => (m, v),
+                _ => return Err(StoreError::NotFound(*id)),
+            },
             _ => return Err(StoreError::NotFound(*id)),
         };
-        let path = self.shard_path(id);
+        let path = self.shard_path_on(vol, id);
         let file = File::open(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
+                // Its disk may just have gone: look, so that the node says so.
+                if vol.index != 0 {
+                    self.check_volumes();
+                }
                 StoreError::NotFound(*id)
             } else {
                 StoreError::io(format!("open {}", path.display()), e)
@@ -571,8 +773,24 @@ impl Store {
         })
     }
 
-    /// Up to `limit` records with ids after `after`, in id order.
+    /// Up to `limit` records with ids after `after`, in id order; a shard
+    /// on a missing volume is reported lost.
     pub fn inventory(
+        &self,
+        after: Option<&ShardId>,
+        limit: usize,
+    ) -> Result<Vec<(ShardId, ShardMeta)>> {
+        let mut page = self.records(after, limit)?;
+        for (_, m) in &mut page {
+            if m.state == ShardState::Present && !self.volume_present(m.volume) {
+                m.state = ShardState::Lost;
+            }
+        }
+        Ok(page)
+    }
+
+    /// Up to `limit` records as stored, with ids after `after`.
+    pub(crate) fn records(
         &self,
         after: Option<&ShardId>,
         limit: usize,
@@ -600,8 +818,16 @@ impl Store {
 
     /// True if a present copy of `id` is held.
     pub fn has_shard(&self, id: &ShardId) -> Result<bool> {
-        Ok(matches!(self.shard_meta(id)?, Some(m) if m.state == ShardState::Present))
+        Ok(
+            matches!(self.shard_meta(id)?, Some(m) if m.state == ShardState::Present && self.volume_present(m.volume)),
+        )
     }
+}
+
+fn volume_used_key(index: u8) -> Vec<u8> {
+    let mut k = b"used_bytes/".to_vec();
+    k.push(index);
+    k
 }
 
 fn owner_key(id: &ShardId, owner: &NodeId) -> [u8; 64] {
@@ -689,13 +915,13 @@ mod tests {
         assert!(matches!(w.commit(), Err(StoreError::HashMismatch { .. })));
         assert_eq!(s.used_bytes().unwrap(), 0);
         assert!(s.shard_meta(&id).unwrap().is_none());
-        assert_eq!(std::fs::read_dir(&s.tmp).unwrap().count(), 0);
-        assert_eq!(s.reserved.load(Ordering::Relaxed), 0);
+        assert_eq!(std::fs::read_dir(&s.volumes[0].tmp).unwrap().count(), 0);
+        assert_eq!(s.volumes[0].reserved.load(Ordering::Relaxed), 0);
         // too many bytes
         let mut w = s.begin_write(id, 14, peer(1)).unwrap();
         assert!(w.write(&[0; 15]).is_err());
         drop(w);
-        assert_eq!(std::fs::read_dir(&s.tmp).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(&s.volumes[0].tmp).unwrap().count(), 0);
     }
 
     #[test]
@@ -721,7 +947,7 @@ mod tests {
             let p = s.shard_path(&oid);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(&p, b"orphan").unwrap();
-            std::fs::write(s.tmp.join("x.part"), b"partial").unwrap();
+            std::fs::write(s.volumes[0].tmp.join("x.part"), b"partial").unwrap();
             std::fs::remove_file(s.shard_path(&b)).unwrap();
         }
         let s = Arc::new(Store::open(d.path(), 1 << 20).unwrap());
@@ -751,5 +977,202 @@ mod tests {
         assert_eq!(s.stats().unwrap().corrupt_found, 1);
         assert_eq!(s.used_bytes().unwrap(), 0);
         assert!(s.open_shard(&a).is_err());
+    }
+
+    fn files_under(dir: &Path) -> usize {
+        let mut n = 0;
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    fn spec(path: &Path, capacity: u64) -> VolumeSpec {
+        VolumeSpec {
+            path: path.to_path_buf(),
+            capacity,
+        }
+    }
+
+    #[test]
+    fn shard_records_of_volume_zero_keep_their_old_form() {
+        let m = ShardMeta {
+            len: 5,
+            stored_at: 6,
+            state: ShardState::Present,
+            last_scrub: 7,
+            volume: 0,
+        };
+        assert_eq!(m.encode().len(), 25, "readable by a binary without volumes");
+        assert_eq!(ShardMeta::decode(&m.encode()).unwrap(), m);
+        let on_3 = ShardMeta { volume: 3, ..m };
+        assert_eq!(ShardMeta::decode(&on_3.encode()).unwrap(), on_3);
+        assert!(ShardMeta::decode(&[0; 27]).is_err());
+    }
+
+    #[test]
+    fn shards_spread_over_volumes_by_free_space() {
+        let (d, a, b) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        // No shards in the data directory (an SD card), two disks.
+        let s = Arc::new(
+            Store::open_with_volumes(
+                d.path(),
+                0,
+                &[spec(a.path(), 200_000), spec(b.path(), 100_000)],
+            )
+            .unwrap(),
+        );
+        assert_eq!(s.capacity(), 300_000);
+        for i in 0..12u8 {
+            put(&s, &[i; 20_000], peer(1)).unwrap();
+        }
+        let v = s.volumes().unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[0].used_bytes, 0, "data directory has capacity 0");
+        assert_eq!(files_under(&d.path().join("shards")), 0);
+        let (on_a, on_b) = (
+            files_under(&a.path().join("shards")),
+            files_under(&b.path().join("shards")),
+        );
+        assert_eq!(on_a + on_b, 12);
+        // Most room first: a takes the first 5 (to 100k used, b's size),
+        // then they alternate (a 200k cap gets ~8, b ~4).
+        assert!(on_a > on_b && on_b >= 3, "a {on_a}, b {on_b}");
+        assert_eq!(v[1].used_bytes + v[2].used_bytes, s.used_bytes().unwrap());
+        assert!(a.path().join(MARKER).is_file() && b.path().join(MARKER).is_file());
+        // The counters agree with the records.
+        assert!(!s.reconcile().unwrap().counter_fixed);
+        // Reopened: the same volumes, found by their markers.
+        drop(s);
+        let s = Store::open_with_volumes(
+            d.path(),
+            0,
+            &[spec(a.path(), 200_000), spec(b.path(), 100_000)],
+        )
+        .unwrap();
+        assert_eq!(
+            s.volumes().unwrap()[1..]
+                .iter()
+                .map(|v| (v.index, v.present))
+                .collect::<Vec<_>>(),
+            vec![(1, true), (2, true)]
+        );
+    }
+
+    #[test]
+    fn a_missing_volume_is_never_written_and_its_shards_come_back() {
+        let (d, a, vols) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let b = vols.path().join("usb");
+        std::fs::create_dir(&b).unwrap();
+        let specs = [spec(a.path(), 1 << 20), spec(&b, 4 << 20)];
+        let s = Arc::new(Store::open_with_volumes(d.path(), 0, &specs).unwrap());
+        let on_b: Vec<ShardId> = (0..3u8)
+            .map(|i| put(&s, &[i; 10_000], peer(1)).unwrap())
+            .collect();
+        assert!(
+            on_b.iter().all(|id| s.shard_path(id).starts_with(&b)),
+            "most room first"
+        );
+        // The disk is unplugged: its mount point is an empty directory.
+        let unplugged = vols.path().join("usb-unplugged");
+        std::fs::rename(&b, &unplugged).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        assert_eq!(
+            s.check_volumes(),
+            vec![(b.clone(), VolumeChange::Disappeared)]
+        );
+        assert!(matches!(
+            s.open_shard(&on_b[0]),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(!s.has_shard(&on_b[0]).unwrap());
+        let inv = s.inventory(None, 100).unwrap();
+        assert!(
+            inv.iter().all(|(_, m)| m.state == ShardState::Lost),
+            "reported lost"
+        );
+        // Writes go to the volume that is there; nothing lands in the mount point.
+        let fresh = put(&s, &[9; 10_000], peer(1)).unwrap();
+        assert!(s.shard_path(&fresh).starts_with(a.path()));
+        // A repair puts a lost shard back here: it lands on a, and counts there.
+        put(&s, &[1; 10_000], peer(1)).unwrap();
+        assert!(s.open_shard(&on_b[1]).is_ok() && s.shard_path(&on_b[1]).starts_with(a.path()));
+        // Reconcile leaves the missing volume's records alone.
+        let r = s.reconcile().unwrap();
+        assert_eq!((r.lost_found, r.orphans_removed), (0, 0));
+        assert_eq!(
+            std::fs::read_dir(&b).unwrap().count(),
+            0,
+            "nothing written into the empty mount point"
+        );
+        // With the disk missing at start, the store opens, the volume missing.
+        drop(s);
+        let s = Arc::new(Store::open_with_volumes(d.path(), 0, &specs).unwrap());
+        assert!(!s.volumes().unwrap()[2].present);
+        assert_eq!(std::fs::read_dir(&b).unwrap().count(), 0);
+        // Plugged back in: its shards are served again; the copy replaced
+        // meanwhile is an orphan there, removed by reconcile.
+        std::fs::remove_dir(&b).unwrap();
+        std::fs::rename(&unplugged, &b).unwrap();
+        assert_eq!(s.check_volumes(), vec![(b.clone(), VolumeChange::Appeared)]);
+        assert!(s.open_shard(&on_b[0]).is_ok() && s.open_shard(&on_b[2]).is_ok());
+        let r = s.reconcile().unwrap();
+        assert_eq!(
+            (r.orphans_removed, r.lost_found, r.counter_fixed),
+            (1, 0, false)
+        );
+        let used: u64 = s.volumes().unwrap().iter().map(|v| v.used_bytes).sum();
+        assert_eq!(used, s.used_bytes().unwrap());
+        assert!(
+            s.inventory(None, 100)
+                .unwrap()
+                .iter()
+                .all(|(_, m)| m.state == ShardState::Present)
+        );
+    }
+
+    #[test]
+    fn volumes_of_another_store_or_nowhere_are_refused_by_name() {
+        let (d1, d2, a) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        drop(Store::open_with_volumes(d1.path(), 0, &[spec(a.path(), 1 << 20)]).unwrap());
+        let e = Store::open_with_volumes(d2.path(), 0, &[spec(a.path(), 1 << 20)])
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("another cairn data directory"),
+            "{e}"
+        );
+        let nowhere = a.path().join("not-mounted");
+        let e = Store::open_with_volumes(d2.path(), 0, &[spec(&nowhere, 1 << 20)])
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("not-mounted") && e.to_string().contains("mount the disk"),
+            "{e}"
+        );
+        assert!(!nowhere.exists(), "never created");
+        let e = Store::open_with_volumes(d2.path(), 0, &[spec(&d2.path().join("v"), 1)])
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("inside the data directory"), "{e}");
     }
 }

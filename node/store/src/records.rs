@@ -57,7 +57,7 @@ impl Store {
             return Err(StoreError::Full {
                 needed: size,
                 free,
-                capacity: self.capacity,
+                capacity: self.capacity(),
             });
         }
         Ok(())

@@ -14,7 +14,7 @@ use rocksdb::{IteratorMode, WriteBatch};
 
 use crate::{
     CF_COUNTERS, CF_SHARDS, RECORD_BYTES, Result, SHARD_COUNT, ShardMeta, Store, StoreError,
-    USED_BYTES, io_at, unix_secs,
+    USED_BYTES, io_at, unix_secs, volume_used_key,
 };
 
 /// What a reconcile pass did.
@@ -32,60 +32,73 @@ impl Store {
     /// commit lock. O(shards); meant for a background thread.
     pub fn reconcile(&self) -> Result<ReconcileReport> {
         let mut report = ReconcileReport::default();
-        // 1. Temporaries of earlier processes.
-        let tmp_root = self.root.join("tmp");
-        if let Ok(entries) = std::fs::read_dir(&tmp_root) {
-            for entry in entries.flatten() {
-                let p = entry.path();
-                if p == self.tmp {
-                    continue;
+        // Volumes whose disk is not there are left alone, whole: their
+        // records stay as they are and nothing is looked for on them.
+        for vol in self.volumes.iter().filter(|v| v.is_present()) {
+            // 1. Temporaries of earlier processes.
+            let tmp_root = vol.path.join("tmp");
+            if let Ok(entries) = std::fs::read_dir(&tmp_root) {
+                for entry in entries.flatten() {
+                    let p = entry.path();
+                    if p == vol.tmp {
+                        continue;
+                    }
+                    if let Ok(files) = std::fs::read_dir(&p) {
+                        report.temporaries_removed += files.count() as u64;
+                    }
+                    std::fs::remove_dir_all(&p).map_err(io_at(&p, "remove"))?;
                 }
-                if let Ok(files) = std::fs::read_dir(&p) {
-                    report.temporaries_removed += files.count() as u64;
-                }
-                std::fs::remove_dir_all(&p).map_err(io_at(&p, "remove"))?;
             }
-        }
-        // 2. Files without a record (crash between rename and commit, or
-        //    between a delete's commit and its unlink).
-        let shards_root = self.root.join("shards");
-        for l1 in read_dir_sorted(&shards_root)? {
-            for l2 in read_dir_sorted(&l1)? {
-                for f in read_dir_sorted(&l2)? {
-                    let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                    let id = name.parse::<ShardId>().ok();
-                    let _g = self.commit_lock.lock().expect("lock");
-                    let keep = match id {
-                        Some(id) => matches!(
-                            self.shard_meta(&id)?,
-                            Some(m) if m.state == ShardState::Present
-                        ),
-                        None => false,
-                    };
-                    if !keep {
-                        std::fs::remove_file(&f).map_err(io_at(&f, "remove"))?;
-                        report.orphans_removed += 1;
+            // 2. Files without a record on this volume (crash between
+            //    rename and commit, or between a delete's commit and its
+            //    unlink; a copy replaced while the volume was missing).
+            let shards_root = vol.path.join("shards");
+            for l1 in read_dir_sorted(&shards_root)? {
+                for l2 in read_dir_sorted(&l1)? {
+                    for f in read_dir_sorted(&l2)? {
+                        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                        let id = name.parse::<ShardId>().ok();
+                        let _g = self.commit_lock.lock().expect("lock");
+                        let keep = match id {
+                            Some(id) => matches!(
+                                self.shard_meta(&id)?,
+                                Some(m) if m.state == ShardState::Present && m.volume == vol.index
+                            ),
+                            None => false,
+                        };
+                        if !keep && vol.is_present() {
+                            std::fs::remove_file(&f).map_err(io_at(&f, "remove"))?;
+                            report.orphans_removed += 1;
+                        }
                     }
                 }
             }
         }
-        // 3. Records whose file is gone or short: mark lost, stop counting them.
+        // 3. Records whose file is gone or short: mark lost, stop counting
+        //    them. Not on a missing volume: its files are on the disk that
+        //    is not there.
         let mut after: Option<ShardId> = None;
         loop {
-            let page = self.inventory(after.as_ref(), 1024)?;
+            let page = self.records(after.as_ref(), 1024)?;
             let Some(last) = page.last() else { break };
             after = Some(last.0);
             for (id, meta) in page {
                 if meta.state != ShardState::Present {
                     continue;
                 }
-                let path = self.shard_path(&id);
+                let Some(vol) = self.volume(meta.volume).filter(|v| v.is_present()) else {
+                    continue;
+                };
+                let path = self.shard_path_on(vol, &id);
                 let ok = std::fs::metadata(&path)
                     .map(|m| m.len() == meta.disk_len())
                     .unwrap_or(false);
                 if !ok {
                     let _g = self.commit_lock.lock().expect("lock");
-                    if self.shard_meta(&id)? == Some(meta) {
+                    // Look again: a disk that went a moment ago is missing,
+                    // not its shards lost.
+                    vol.check();
+                    if vol.is_present() && self.shard_meta(&id)? == Some(meta) {
                         self.mark_gone(&id, meta, ShardState::Lost)?;
                         let _ = std::fs::remove_file(&path);
                         report.lost_found += 1;
@@ -98,15 +111,31 @@ impl Store {
             let _g = self.commit_lock.lock().expect("lock");
             let mut sum = 0u64;
             let mut count = 0u64;
+            let mut per: Vec<(u8, u64)> = self
+                .volumes
+                .iter()
+                .filter(|v| v.index != 0)
+                .map(|v| (v.index, 0))
+                .collect();
             for item in self.db.iterator_cf(self.cf(CF_SHARDS), IteratorMode::Start) {
                 let (_, v) = item?;
                 let m = ShardMeta::decode(&v)?;
                 count += 1;
                 if m.state == ShardState::Present {
                     sum += m.disk_len();
+                    if let Some((_, s)) = per.iter_mut().find(|(i, _)| *i == m.volume) {
+                        *s += m.disk_len();
+                    }
                 }
             }
-            if sum != self.counter(USED_BYTES)? || count != self.counter(SHARD_COUNT)? {
+            let mut per_wrong = false;
+            for (i, s) in &per {
+                per_wrong |= *s != self.counter(&volume_used_key(*i))?;
+            }
+            if per_wrong
+                || sum != self.counter(USED_BYTES)?
+                || count != self.counter(SHARD_COUNT)?
+            {
                 tracing::warn!(
                     counted = sum,
                     recorded = self.counter(USED_BYTES)?,
@@ -115,6 +144,9 @@ impl Store {
                 let mut b = WriteBatch::default();
                 b.put_cf(self.cf(CF_COUNTERS), USED_BYTES, sum.to_le_bytes());
                 b.put_cf(self.cf(CF_COUNTERS), SHARD_COUNT, count.to_le_bytes());
+                for (i, s) in &per {
+                    b.put_cf(self.cf(CF_COUNTERS), volume_used_key(*i), s.to_le_bytes());
+                }
                 self.db.write_opt(b, &Self::synced())?;
                 report.counter_fixed = true;
             }
@@ -150,8 +182,7 @@ impl Store {
         let new = ShardMeta { state, ..meta };
         b.put_cf(self.cf(CF_SHARDS), id.0, new.encode());
         if meta.state == ShardState::Present {
-            let used = self.counter(USED_BYTES)?.saturating_sub(meta.disk_len());
-            b.put_cf(self.cf(CF_COUNTERS), USED_BYTES, used.to_le_bytes());
+            self.charge_volumes(&mut b, &[(meta.volume, -i128::from(meta.disk_len()))])?;
         }
         self.db.write_opt(b, &Self::synced())?;
         Ok(())
@@ -167,16 +198,26 @@ impl Store {
     ) -> Result<Option<(ShardId, bool, u64)>> {
         let mut cursor = after.copied();
         loop {
-            let page = self.inventory(cursor.as_ref(), 256)?;
+            let page = self.records(cursor.as_ref(), 256)?;
             let Some(last) = page.last() else {
                 return Ok(None);
             };
             cursor = Some(last.0);
             for (id, meta) in page {
-                if meta.state != ShardState::Present || meta.last_scrub >= older_than {
+                if meta.state != ShardState::Present
+                    || meta.last_scrub >= older_than
+                    || !self.volume_present(meta.volume)
+                {
                     continue;
                 }
                 let intact = self.rehash(&id, meta.len).unwrap_or(false);
+                // A read that failed because the disk went is not bit rot.
+                if !intact && meta.volume != 0 {
+                    self.check_volumes();
+                    if !self.volume_present(meta.volume) {
+                        return Ok(Some((id, true, 0)));
+                    }
+                }
                 let _g = self.commit_lock.lock().expect("lock");
                 if self.shard_meta(&id)? != Some(meta) {
                     return Ok(Some((id, true, 0)));
@@ -192,7 +233,9 @@ impl Store {
                     self.corrupt_found.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(shard = %id, "scrub: shard does not match its id (bit rot); removed");
                     self.mark_gone(&id, meta, ShardState::Corrupt)?;
-                    let _ = std::fs::remove_file(self.shard_path(&id));
+                    if let Some(v) = self.volume(meta.volume) {
+                        let _ = std::fs::remove_file(self.shard_path_on(v, &id));
+                    }
                 }
                 return Ok(Some((id, intact, meta.disk_len())));
             }

@@ -92,6 +92,17 @@ function problems(i) {
     .concat(i.problems.map(p => row([ago(p.last_ms, i.now_ms), p.level, p.count,
       p.message + (p.fields ? " (" + p.fields + ")" : ""), p.advice], 0, "fail"))));
 }
+// Where shards are kept, when there is more than the data directory.
+function volumes(i) {
+  const v = i.volumes || [];
+  document.getElementById("disks").classList.toggle("hidden", v.length < 2);
+  fill("volumes", [row(["volume", "path", "state", "used", "capacity", "free on disk"], 6)]
+    .concat(v.map(x => row([x.index == 0 ? "data dir" : x.index, x.path,
+      !x.present ? "MISSING: its shards are reported lost; mount the disk again"
+        : x.configured ? "present" : "present (no longer configured: read only)",
+      mib(x.used_bytes), mib(x.capacity), x.present ? mib(x.fs_available) : "-"], 0,
+      x.present ? "" : "fail"))));
+}
 // A transfer's progress as a <progress> element and text beside it.
 function progressRow(t) {
   const tr = row([t.kind, t.what, "", mib(t.done) + (t.total == null ? "" : " of " + mib(t.total)),
@@ -130,6 +141,7 @@ async function refresh() {
     .concat(chainRows(i.chain))
     .map(r => row(r, 1)));
   problems(i);
+  volumes(i);
   chart(i);
   if (i.role == "miner") await verdicts();
   if (i.role == "validator") await scores();

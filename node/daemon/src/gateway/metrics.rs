@@ -26,6 +26,13 @@ struct AuditLabels {
     outcome: &'static str,
 }
 
+/// A volume (disk) of the store.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VolumeLabels {
+    volume: String,
+    path: String,
+}
+
 /// A repair's result.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -120,6 +127,41 @@ fn scraped(state: &ApiState) -> Registry {
             "The disk tier's budget ([cache] disk).",
             d.budget,
         );
+    }
+    // Per volume: a disk gone shows as present 0 (alert on it).
+    let volumes = state.server.store.volumes().unwrap_or_default();
+    for (name, help, pick) in [
+        (
+            "volume_capacity_bytes",
+            "Configured shard capacity of a volume (0 is the data directory).",
+            (|v: &cairn_store::VolumeStats| v.capacity) as fn(&cairn_store::VolumeStats) -> u64,
+        ),
+        (
+            "volume_used_bytes",
+            "Bytes of shards on a volume (the data directory's include records).",
+            |v| v.used_bytes,
+        ),
+        (
+            "volume_filesystem_available_bytes",
+            "Bytes the filesystem under a volume has available (0 while missing).",
+            |v| v.fs_available,
+        ),
+        (
+            "volume_present",
+            "1 while the volume's disk is there; 0: its shards are reported lost.",
+            |v| u64::from(v.present),
+        ),
+    ] {
+        let family = Family::<VolumeLabels, Gauge>::default();
+        for v in &volumes {
+            family
+                .get_or_create(&VolumeLabels {
+                    volume: v.index.to_string(),
+                    path: v.path.display().to_string(),
+                })
+                .set(i64::try_from(pick(v)).unwrap_or(i64::MAX));
+        }
+        reg.register(name, help, family);
     }
     let mut c = |name: &str, help: &str, v: u64| {
         reg.register(name, help, ConstCounter::new(v));

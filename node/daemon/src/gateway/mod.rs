@@ -348,6 +348,20 @@ async fn info(state: &ApiState) -> NodeInfo {
         },
         problems: crate::logging::recent_problems(),
         now_ms: cairn_store::unix_millis(),
+        volumes: store
+            .volumes()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| cairn_api::VolumeView {
+                index: v.index,
+                path: v.path.display().to_string(),
+                capacity: v.capacity,
+                used_bytes: v.used_bytes,
+                fs_available: v.fs_available,
+                present: v.present,
+                configured: v.configured,
+            })
+            .collect(),
     }
 }
 

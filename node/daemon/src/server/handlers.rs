@@ -88,7 +88,7 @@ impl Handler<'_> {
             .config
             .limits
             .quota_per_peer
-            .bytes(server.config.capacity.0);
+            .bytes(server.config.total_capacity());
         let usage = server.store.peer_usage(&owner)?;
         if !server.store.is_owner(&id, &owner)? && usage + disk > quota {
             return Err(Refusal::new(
@@ -358,7 +358,7 @@ impl Handler<'_> {
         authz::may_store_manifest(member, &self.peer, &manifest.owner)?;
         let store = &self.server.store;
         let config = &self.server.config;
-        let quota = config.limits.quota_per_peer.bytes(config.capacity.0);
+        let quota = config.limits.quota_per_peer.bytes(config.total_capacity());
         let usage = store.peer_usage(&manifest.owner)?;
         if usage.saturating_add(len) > quota {
             return Err(Refusal::new(
