@@ -380,7 +380,9 @@ fn volumes(config: &Config, info: Option<&NodeInfo>, out: &mut Vec<Finding>) {
         let mount_point = parent_dev.is_none_or(|d| d != meta.dev());
         let marker = path.join(cairn_node::VOLUME_MARKER).is_file();
         let seen = info.and_then(|i| i.volumes.iter().find(|x| Path::new(&x.path) == path));
-        if seen.is_some_and(|x| !x.present) || (!marker && seen.is_some()) {
+        // The running node's view decides (it reads the marker as its own
+        // user, and knows which disks it set up).
+        if seen.is_some_and(|x| !x.present) {
             out.push(fail(
                 "volume",
                 format!("{shown} is missing (its {} is not there): its shards are reported lost and nothing is written to it", cairn_node::VOLUME_MARKER),
@@ -422,7 +424,7 @@ fn volumes(config: &Config, info: Option<&NodeInfo>, out: &mut Vec<Finding>) {
                     if marker {
                         "set up"
                     } else {
-                        "set up at the next start"
+                        "no marker yet: set up at the next start (if its disk is mounted)"
                     },
                     gib(v.capacity.0),
                     gib(available)

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_store::{Kv, Store, VolumeChange, VolumeSpec};
+use cairn_store::{Kv, Store, VolumeSpec};
 use iroh::{Endpoint, Watcher};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
@@ -318,11 +318,12 @@ impl Node {
                     // A disk back: the copies replaced while it was away
                     // are orphans on it now; reconcile removes them.
                     let step = tokio::task::spawn_blocking(move || {
-                        let back = s
-                            .check_volumes()
-                            .iter()
-                            .any(|(_, c)| *c == VolumeChange::Appeared);
-                        if back && let Err(e) = s.reconcile() {
+                        s.check_volumes();
+                        // Whoever noticed the disk back (this look, a read,
+                        // a write), it is reconciled once.
+                        if s.take_reconcile_wanted()
+                            && let Err(e) = s.reconcile()
+                        {
                             tracing::warn!(error = %e, "reconcile after a volume came back failed");
                         }
                     });

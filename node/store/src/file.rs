@@ -89,7 +89,7 @@ impl ShardWriter {
             // Directories are made below the volume's `shards/` only (never
             // in the empty mount point of a disk that has gone).
             if vol.index != 0 {
-                vol.check();
+                store.check_volume(vol);
                 if !vol.is_present() {
                     return Err(StoreError::VolumeMissing(vol.path.clone()));
                 }

@@ -55,8 +55,10 @@ const CF_PLACEMENTS: &str = "placements";
 const CF_COUNTERS: &str = "counters";
 /// The namespaced key-value space (named "app" since the first release).
 const CF_KV: &str = "app";
-/// The volume table: index -> marker id and path.
+/// The volume table: index -> marker id and path; and the store's own id.
 const CF_VOLUMES: &str = "volumes";
+/// The key of the store's id in the volume table (rows have 1-byte keys).
+const STORE_ID: &[u8] = b"store-id";
 const COLUMN_FAMILIES: [&str; 8] = [
     CF_SHARDS,
     CF_OWNERS,
@@ -256,6 +258,10 @@ pub struct Store {
     /// Volume 0 (the data directory) first, then the configured ones.
     volumes: Vec<Volume>,
     commit_lock: Mutex<()>,
+    /// One reconcile at a time (at start, and when a volume comes back).
+    reconcile_lock: Mutex<()>,
+    /// A volume came back: the copies replaced meanwhile are orphans on it.
+    reconcile_wanted: AtomicBool,
     next_tmp: AtomicU64,
     reconcile_done: AtomicBool,
     orphans_removed: AtomicU64,
@@ -338,11 +344,28 @@ impl Store {
         let db = DB::open_cf_descriptors(&opts, &db_path, cfs)?;
         let cf_volumes = db.cf_handle(CF_VOLUMES).expect("column family opened");
         let mut rows = Vec::new();
+        let mut store_id: Option<[u8; 16]> = None;
         for item in db.iterator_cf(cf_volumes, IteratorMode::Start) {
             let (k, v) = item?;
-            rows.push(VolumeRow::decode(&k, &v)?);
+            if &k[..] == STORE_ID {
+                let id = <[u8; 16]>::try_from(&v[..])
+                    .map_err(|_| StoreError::CorruptRecord("store id".into()))?;
+                store_id = Some(id);
+            } else {
+                rows.push(VolumeRow::decode(&k, &v)?);
+            }
         }
-        let (configured, new_rows) = volume::resolve(root, &rows, volumes, &boot)?;
+        // The id volume markers name, made once (only stores with volumes
+        // need it, but it costs one key).
+        let store_id = match store_id {
+            Some(id) => id,
+            None => {
+                let id: [u8; 16] = rand::random();
+                db.put_cf_opt(cf_volumes, STORE_ID, id, &Self::synced())?;
+                id
+            }
+        };
+        let (configured, new_rows) = volume::resolve(root, &rows, store_id, volumes, &boot)?;
         if !new_rows.is_empty() {
             let mut b = WriteBatch::default();
             for r in &new_rows {
@@ -365,6 +388,8 @@ impl Store {
             db,
             volumes: all,
             commit_lock: Mutex::new(()),
+            reconcile_lock: Mutex::new(()),
+            reconcile_wanted: AtomicBool::new(false),
             next_tmp: AtomicU64::new(0),
             reconcile_done: AtomicBool::new(false),
             orphans_removed: AtomicU64::new(0),
@@ -490,7 +515,12 @@ impl Store {
             return Ok(0);
         }
         let by_capacity = v.capacity.saturating_sub(self.volume_used(v.index)?);
-        let by_disk = v.fs_available()?.saturating_sub(FS_RESERVE);
+        let by_disk = match v.fs_available() {
+            Ok(b) => b.saturating_sub(FS_RESERVE),
+            // A failing disk takes no writes; the others still do.
+            Err(_) if v.index != 0 => 0,
+            Err(e) => return Err(e),
+        };
         Ok(by_capacity.min(by_disk).saturating_sub(reserved))
     }
 
@@ -507,26 +537,38 @@ impl Store {
     /// Cheap (a small read per volume): the node calls it every few
     /// seconds, and every write calls it before choosing a volume.
     pub fn check_volumes(&self) -> Vec<(PathBuf, VolumeChange)> {
-        let mut out = Vec::new();
-        for v in &self.volumes {
-            match v.check() {
-                Some(VolumeChange::Disappeared) => {
-                    tracing::warn!(
-                        volume = v.index,
-                        path = %v.path.display(),
-                        advice = "mount its disk again: its shards come back as they were; until then validators repair them elsewhere",
-                        "volume missing (its cairn-volume.id is gone): its shards are reported lost and nothing is written to it"
-                    );
-                    out.push((v.path.clone(), VolumeChange::Disappeared));
-                }
-                Some(VolumeChange::Appeared) => {
-                    tracing::info!(volume = v.index, path = %v.path.display(), "volume back: its shards are served again");
-                    out.push((v.path.clone(), VolumeChange::Appeared));
-                }
-                None => {}
+        self.volumes
+            .iter()
+            .filter_map(|v| self.check_volume(v).map(|c| (v.path.clone(), c)))
+            .collect()
+    }
+
+    /// True once after a volume came back (whoever noticed it): the node
+    /// runs a reconcile then, to remove the copies replaced meanwhile.
+    pub fn take_reconcile_wanted(&self) -> bool {
+        self.reconcile_wanted.swap(false, Ordering::AcqRel)
+    }
+
+    /// Looks for one volume's marker; logs a change and remembers that a
+    /// volume came back. Every look at a volume goes through here.
+    pub(crate) fn check_volume(&self, v: &Volume) -> Option<VolumeChange> {
+        let change = v.check();
+        match change {
+            Some(VolumeChange::Disappeared) => {
+                tracing::warn!(
+                    volume = v.index,
+                    path = %v.path.display(),
+                    advice = "mount its disk again: its shards come back as they were; until then validators repair them elsewhere",
+                    "volume missing (its cairn-volume.id is gone): its shards are reported lost and nothing is written to it"
+                );
             }
+            Some(VolumeChange::Appeared) => {
+                tracing::info!(volume = v.index, path = %v.path.display(), "volume back: its shards are served again");
+                self.reconcile_wanted.store(true, Ordering::Release);
+            }
+            None => {}
         }
-        out
+        change
     }
 
     /// Every volume, for status pages.
@@ -994,6 +1036,22 @@ mod tests {
         n
     }
 
+    fn bytes_under(dir: &Path) -> u64 {
+        let mut n = 0;
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let m = e.metadata().unwrap();
+                if m.is_dir() {
+                    stack.push(e.path());
+                } else {
+                    n += m.len();
+                }
+            }
+        }
+        n
+    }
+
     fn spec(path: &Path, capacity: u64) -> VolumeSpec {
         VolumeSpec {
             path: path.to_path_buf(),
@@ -1049,7 +1107,9 @@ mod tests {
         // Most room first: a takes the first 5 (to 100k used, b's size),
         // then they alternate (a 200k cap gets ~8, b ~4).
         assert!(on_a > on_b && on_b >= 3, "a {on_a}, b {on_b}");
-        assert_eq!(v[1].used_bytes + v[2].used_bytes, s.used_bytes().unwrap());
+        // Each volume's counter is the bytes of its files.
+        assert_eq!(v[1].used_bytes, bytes_under(&a.path().join("shards")));
+        assert_eq!(v[2].used_bytes, bytes_under(&b.path().join("shards")));
         assert!(a.path().join(MARKER).is_file() && b.path().join(MARKER).is_file());
         // The counters agree with the records.
         assert!(!s.reconcile().unwrap().counter_fixed);
@@ -1129,15 +1189,21 @@ mod tests {
         // meanwhile is an orphan there, removed by reconcile.
         std::fs::remove_dir(&b).unwrap();
         std::fs::rename(&unplugged, &b).unwrap();
-        assert_eq!(s.check_volumes(), vec![(b.clone(), VolumeChange::Appeared)]);
+        // A write notices it first (not the node's periodic look): the
+        // reconcile it needs is still asked for, once.
+        put(&s, &[42; 10_000], peer(1)).unwrap();
+        assert!(s.volumes().unwrap()[2].present);
+        assert!(s.take_reconcile_wanted() && !s.take_reconcile_wanted());
+        assert!(s.check_volumes().is_empty());
         assert!(s.open_shard(&on_b[0]).is_ok() && s.open_shard(&on_b[2]).is_ok());
         let r = s.reconcile().unwrap();
         assert_eq!(
             (r.orphans_removed, r.lost_found, r.counter_fixed),
             (1, 0, false)
         );
-        let used: u64 = s.volumes().unwrap().iter().map(|v| v.used_bytes).sum();
-        assert_eq!(used, s.used_bytes().unwrap());
+        let v = s.volumes().unwrap();
+        assert_eq!(v[1].used_bytes, bytes_under(&a.path().join("shards")));
+        assert_eq!(v[2].used_bytes, bytes_under(&b.join("shards")));
         assert!(
             s.inventory(None, 100)
                 .unwrap()
@@ -1170,6 +1236,26 @@ mod tests {
             "{e}"
         );
         assert!(!nowhere.exists(), "never created");
+        // Checked before any disk is touched: a new volume beside one that
+        // is not there is not set up either.
+        let fresh = tempfile::tempdir().unwrap();
+        assert!(
+            Store::open_with_volumes(d2.path(), 0, &[spec(fresh.path(), 1), spec(&nowhere, 1)])
+                .is_err()
+        );
+        assert!(!fresh.path().join(MARKER).exists());
+        drop(Store::open_with_volumes(d2.path(), 0, &[spec(fresh.path(), 1)]).unwrap());
+        // A disk moved to another mount point while the config names both.
+        let moved = tempfile::tempdir().unwrap();
+        std::fs::rename(fresh.path().join(MARKER), moved.path().join(MARKER)).unwrap();
+        let e = Store::open_with_volumes(
+            d2.path(),
+            0,
+            &[spec(fresh.path(), 1), spec(moved.path(), 1)],
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("same volume"), "{e}");
         let e = Store::open_with_volumes(d2.path(), 0, &[spec(&d2.path().join("v"), 1)])
             .err()
             .unwrap();

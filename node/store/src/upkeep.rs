@@ -31,6 +31,7 @@ impl Store {
     /// Runs beside live traffic: every decision is re-checked under the
     /// commit lock. O(shards); meant for a background thread.
     pub fn reconcile(&self) -> Result<ReconcileReport> {
+        let _one = self.reconcile_lock.lock().expect("lock");
         let mut report = ReconcileReport::default();
         // Volumes whose disk is not there are left alone, whole: their
         // records stay as they are and nothing is looked for on them.
@@ -67,8 +68,16 @@ impl Store {
                             None => false,
                         };
                         if !keep && vol.is_present() {
-                            std::fs::remove_file(&f).map_err(io_at(&f, "remove"))?;
-                            report.orphans_removed += 1;
+                            match std::fs::remove_file(&f) {
+                                Ok(()) => report.orphans_removed += 1,
+                                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                                Err(e) => {
+                                    return Err(StoreError::io(
+                                        format!("remove {}", f.display()),
+                                        e,
+                                    ));
+                                }
+                            }
                         }
                     }
                 }
@@ -90,19 +99,20 @@ impl Store {
                     continue;
                 };
                 let path = self.shard_path_on(vol, &id);
-                let ok = std::fs::metadata(&path)
-                    .map(|m| m.len() == meta.disk_len())
-                    .unwrap_or(false);
-                if !ok {
-                    let _g = self.commit_lock.lock().expect("lock");
-                    // Look again: a disk that went a moment ago is missing,
-                    // not its shards lost.
-                    vol.check();
-                    if vol.is_present() && self.shard_meta(&id)? == Some(meta) {
-                        self.mark_gone(&id, meta, ShardState::Lost)?;
-                        let _ = std::fs::remove_file(&path);
-                        report.lost_found += 1;
-                    }
+                if file_is_whole(&path, meta.disk_len()) != Some(false) {
+                    continue;
+                }
+                let _g = self.commit_lock.lock().expect("lock");
+                // Look again, at the disk and then at the file: a disk that
+                // went a moment ago is missing, not its shards lost.
+                self.check_volume(vol);
+                if vol.is_present()
+                    && file_is_whole(&path, meta.disk_len()) == Some(false)
+                    && self.shard_meta(&id)? == Some(meta)
+                {
+                    self.mark_gone(&id, meta, ShardState::Lost)?;
+                    let _ = std::fs::remove_file(&path);
+                    report.lost_found += 1;
                 }
             }
         }
@@ -210,7 +220,28 @@ impl Store {
                 {
                     continue;
                 }
-                let intact = self.rehash(&id, meta.len).unwrap_or(false);
+                let intact = match self.rehash(&id, meta.len) {
+                    Ok(intact) => intact,
+                    // Gone or short: as good as rotten.
+                    Err(StoreError::Io { source, .. })
+                        if matches!(
+                            source.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+                        ) =>
+                    {
+                        false
+                    }
+                    // Any other failure to read (a disk pulled without
+                    // unmounting, an I/O error) is not bit rot: look at the
+                    // volume, and leave the shard for the next pass.
+                    Err(e) => {
+                        if let Some(v) = self.volume(meta.volume) {
+                            self.check_volume(v);
+                        }
+                        tracing::warn!(shard = %id, error = %e, "scrub could not read a shard; left as it is");
+                        return Ok(Some((id, true, 0)));
+                    }
+                };
                 // A read that failed because the disk went is not bit rot.
                 if !intact && meta.volume != 0 {
                     self.check_volumes();
@@ -260,6 +291,17 @@ impl Store {
         file.read_exact_at(&mut stored, len)
             .map_err(io_at(&path, "read"))?;
         Ok(actual == *id && stored == ob)
+    }
+}
+
+/// Whether the file at `path` has `len` bytes: `Some(false)` if it is gone
+/// or another length, `None` if it could not be looked at (an I/O error is
+/// not a lost shard).
+fn file_is_whole(path: &Path, len: u64) -> Option<bool> {
+    match std::fs::metadata(path) {
+        Ok(m) => Some(m.len() == len),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(false),
+        Err(_) => None,
     }
 }
 

@@ -4,14 +4,21 @@
 //! directory is on its SD card.
 //!
 //! A configured volume is known by a marker file, `cairn-volume.id`, written
-//! once when the volume is first used and kept in the store's volume table
-//! (index, id, path). A volume whose marker is not there (its disk is not
+//! once when the volume is first used: the volume's id and the id of the
+//! store that set it up. The store's volume table keeps index, id and path. A volume whose marker is not there (its disk is not
 //! mounted: the path is an empty mount point) is *missing*: nothing is
 //! written to it (no directory is ever created in it), its shards answer
 //! "not stored" and are reported lost, so validators repair them elsewhere
 //! while the node serves the rest; when the marker is back, so are its
 //! shards. A marker of another store refuses to open: a disk set up by
-//! another data directory is never written to, and never cleaned.
+//! another data directory is never written to, and never cleaned. A marker
+//! of this store that the table lacks (a first start that failed half-way)
+//! is adopted.
+//!
+//! What is left to chance: a disk unmounted in the microseconds between a
+//! look at its marker and the creation of this process's temporary
+//! directory could leave that (empty) directory in the mount point; the
+//! marker is looked at again afterwards and the directory removed.
 //!
 //! A shard's record names its volume (one byte); records written before
 //! volumes existed are volume 0's.
@@ -59,6 +66,8 @@ pub(crate) struct Volume {
     pub(crate) capacity: u64,
     /// The marker's id; `None` for the data directory (volume 0).
     id: Option<[u8; 16]>,
+    /// The id of the store the volume belongs to.
+    store: [u8; 16],
     pub(crate) configured: bool,
     /// This process's temporaries on the volume (same filesystem as its
     /// shards, so that a commit is a rename).
@@ -82,6 +91,7 @@ impl Volume {
             path: root.to_path_buf(),
             capacity,
             id: None,
+            store: [0; 16],
             configured: true,
             tmp: root.join("tmp").join(boot),
             reserved: AtomicU64::new(0),
@@ -93,7 +103,7 @@ impl Volume {
         index: u8,
         path: &Path,
         capacity: u64,
-        id: [u8; 16],
+        (id, store): ([u8; 16], [u8; 16]),
         configured: bool,
         boot: &str,
     ) -> Volume {
@@ -102,6 +112,7 @@ impl Volume {
             path: path.to_path_buf(),
             capacity,
             id: Some(id),
+            store,
             configured,
             tmp: path.join("tmp").join(boot),
             reserved: AtomicU64::new(0),
@@ -113,20 +124,41 @@ impl Volume {
         self.present.load(Ordering::Acquire)
     }
 
-    /// Looks for the volume's marker and records whether it is there.
-    /// When it appears, this process's temporary directory is made on it
-    /// (below the volume's own `tmp`, never in an empty mount point).
+    /// True if the volume's marker is there and is this volume's.
+    fn marker_is_ours(&self) -> bool {
+        matches!(
+            (self.id, read_marker(&self.path)),
+            (Some(id), Ok(Some(m))) if m.volume == id && m.store == self.store
+        )
+    }
+
+    /// Looks for the volume's marker and records whether it is there. A
+    /// configured volume that is present gets this process's temporary
+    /// directory (below the volume's own `tmp`); a volume the config no
+    /// longer names is only read. Called through `Store::check_volumes`,
+    /// which reports the change.
     pub(crate) fn check(&self) -> Option<VolumeChange> {
-        let id = self.id?;
-        // Directories are made only below a marker that is there: on the
-        // volume's disk, never in the empty mount point.
-        let made = |p: &Path| match std::fs::create_dir(p) {
-            Ok(()) => true,
-            Err(e) => e.kind() == std::io::ErrorKind::AlreadyExists,
-        };
-        let now = matches!(read_marker(&self.path), Ok(Some(m)) if m == id)
-            && made(&self.path.join("tmp"))
-            && made(&self.tmp);
+        self.id?;
+        let mut now = self.marker_is_ours();
+        if now && self.configured {
+            // Made one level at a time, only below a marker that is there;
+            // looked at again afterwards (the disk may have gone meanwhile),
+            // and what this call made is removed if it has.
+            let mut made: Vec<PathBuf> = Vec::new();
+            for dir in [self.path.join("tmp"), self.tmp.clone()] {
+                match std::fs::create_dir(&dir) {
+                    Ok(()) => made.push(dir),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(_) => now = false,
+                }
+            }
+            if !made.is_empty() && !self.marker_is_ours() {
+                for dir in made.iter().rev() {
+                    let _ = std::fs::remove_dir(dir);
+                }
+                now = false;
+            }
+        }
         let before = self.present.swap(now, Ordering::AcqRel);
         match (before, now) {
             (false, true) => Some(VolumeChange::Appeared),
@@ -143,9 +175,16 @@ impl Volume {
     }
 }
 
-/// The marker's id at `dir`, if it has one. A marker that does not parse is
-/// an error: something else wrote that file.
-fn read_marker(dir: &Path) -> Result<Option<[u8; 16]>> {
+/// What a marker says: which volume, of which store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Marker {
+    pub(crate) volume: [u8; 16],
+    pub(crate) store: [u8; 16],
+}
+
+/// The marker at `dir`, if it has one. A marker that does not parse is an
+/// error: something else wrote that file.
+fn read_marker(dir: &Path) -> Result<Option<Marker>> {
     let path = dir.join(MARKER);
     let text = match std::fs::read(&path) {
         Ok(t) => t,
@@ -157,16 +196,25 @@ fn read_marker(dir: &Path) -> Result<Option<[u8; 16]>> {
         reason: format!("{MARKER} is not a cairn volume marker; move it away"),
     };
     let text = std::str::from_utf8(&text).map_err(|_| bad())?;
-    let hex = text.trim().strip_prefix("cairn volume ").ok_or_else(bad)?;
-    let mut id = [0u8; 16];
-    if hex.len() != 32 {
-        return Err(bad());
-    }
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
-            .map_err(|_| bad())?;
-    }
-    Ok(Some(id))
+    let (volume, store) = text
+        .trim()
+        .strip_prefix("cairn volume ")
+        .and_then(|rest| rest.split_once(" store "))
+        .ok_or_else(bad)?;
+    let parse = |hex: &str| -> Option<[u8; 16]> {
+        let mut id = [0u8; 16];
+        if hex.len() != 32 {
+            return None;
+        }
+        for (i, b) in id.iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(id)
+    };
+    Ok(Some(Marker {
+        volume: parse(volume).ok_or_else(bad)?,
+        store: parse(store).ok_or_else(bad)?,
+    }))
 }
 
 fn hex16(id: &[u8; 16]) -> String {
@@ -176,7 +224,7 @@ fn hex16(id: &[u8; 16]) -> String {
 /// Sets up a new volume at `dir` (an existing directory): `shards/`, `tmp/`
 /// and the marker, written and synced last so that a marker means a usable
 /// volume.
-fn init_volume(dir: &Path, id: &[u8; 16]) -> Result<()> {
+fn init_volume(dir: &Path, marker: &Marker) -> Result<()> {
     for sub in ["shards", "tmp"] {
         let p = dir.join(sub);
         match std::fs::create_dir(&p) {
@@ -187,9 +235,16 @@ fn init_volume(dir: &Path, id: &[u8; 16]) -> Result<()> {
     }
     let tmp = dir.join(format!("{MARKER}.part"));
     let mut f = File::create(&tmp).map_err(io_at(&tmp, "create"))?;
-    f.write_all(format!("cairn volume {}\n", hex16(id)).as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(io_at(&tmp, "write"))?;
+    f.write_all(
+        format!(
+            "cairn volume {} store {}\n",
+            hex16(&marker.volume),
+            hex16(&marker.store)
+        )
+        .as_bytes(),
+    )
+    .and_then(|_| f.sync_all())
+    .map_err(io_at(&tmp, "write"))?;
     let marker = dir.join(MARKER);
     std::fs::rename(&tmp, &marker).map_err(io_at(&marker, "rename into"))?;
     File::open(dir)
@@ -216,6 +271,11 @@ impl VolumeRow {
         let (&[index], Some(id)) = (key, value.get(..16)) else {
             return Err(StoreError::CorruptRecord("volume table row".into()));
         };
+        if index == 0 {
+            return Err(StoreError::CorruptRecord(
+                "volume table row for volume 0 (the data directory)".into(),
+            ));
+        }
         Ok(VolumeRow {
             index,
             id: id.try_into().expect("16 bytes"),
@@ -225,74 +285,97 @@ impl VolumeRow {
 }
 
 /// The volumes of a store from its table and the config: every configured
-/// path becomes a volume (new ones are set up and added to `rows`, returned
-/// to be written), and rows the config no longer names stay, unconfigured.
+/// path becomes a volume (new ones are set up, their rows returned to be
+/// written), and rows the config no longer names stay, unconfigured. All
+/// specs are checked before any disk is touched.
 pub(crate) fn resolve(
     root: &Path,
     rows: &[VolumeRow],
+    store: [u8; 16],
     specs: &[VolumeSpec],
     boot: &str,
 ) -> Result<(Vec<Volume>, Vec<VolumeRow>)> {
-    let mut volumes: Vec<Volume> = Vec::new();
-    let mut new_rows: Vec<VolumeRow> = Vec::new();
+    let bad = |spec: &VolumeSpec, reason: String| StoreError::Volume {
+        path: spec.path.clone(),
+        reason,
+    };
     for (n, spec) in specs.iter().enumerate() {
-        let bad = |reason: String| StoreError::Volume {
-            path: spec.path.clone(),
-            reason,
-        };
         if !spec.path.is_absolute() {
-            return Err(bad("a volume's path must be absolute".into()));
+            return Err(bad(spec, "a volume's path must be absolute".into()));
         }
         if spec.path.starts_with(root) || root.starts_with(&spec.path) {
-            return Err(bad(format!(
-                "a volume may not be inside the data directory {} or contain it",
-                root.display()
-            )));
+            return Err(bad(
+                spec,
+                format!(
+                    "a volume may not be inside the data directory {} or contain it",
+                    root.display()
+                ),
+            ));
         }
         if specs[..n]
             .iter()
             .any(|o| o.path.starts_with(&spec.path) || spec.path.starts_with(&o.path))
         {
-            return Err(bad("named twice, or inside another volume".into()));
+            return Err(bad(spec, "named twice, or inside another volume".into()));
         }
-        let known_by_path = rows.iter().find(|r| r.path == spec.path);
+    }
+    let mut new_rows: Vec<VolumeRow> = Vec::new();
+    let mut to_init: Vec<(PathBuf, Marker)> = Vec::new();
+    let mut resolved: Vec<(u8, [u8; 16])> = Vec::new();
+    let next_index = |new_rows: &[VolumeRow], spec: &VolumeSpec| -> Result<u8> {
+        match rows.iter().chain(new_rows).map(|r| r.index).max() {
+            None => Ok(1),
+            Some(255) => Err(bad(spec, "more than 255 volumes".into())),
+            Some(i) => Ok(i + 1),
+        }
+    };
+    for spec in specs {
         let (index, id) = match read_marker(&spec.path)? {
-            Some(id) => match rows.iter().find(|r| r.id == id) {
+            Some(m) if m.store != store => {
+                return Err(bad(
+                    spec,
+                    format!(
+                        "its {MARKER} is of another cairn data directory; this node never writes to (or cleans) a disk set up by another. Use an empty directory, or remove {MARKER} and what is under shards/ yourself"
+                    ),
+                ));
+            }
+            Some(m) => match rows.iter().find(|r| r.id == m.volume) {
                 Some(r) => {
                     if r.path != spec.path {
                         // The disk is mounted somewhere else now: follow it.
                         new_rows.push(VolumeRow {
                             index: r.index,
-                            id,
+                            id: m.volume,
                             path: spec.path.clone(),
                         });
                     }
-                    (r.index, id)
+                    (r.index, m.volume)
                 }
+                // Set up by this store, its row never written (a first
+                // start that failed half-way): adopted.
                 None => {
-                    return Err(bad(format!(
-                        "its {MARKER} is of another cairn data directory; this node never writes to (or cleans) a disk set up by another. Use an empty directory, or remove {MARKER} and what is under shards/ yourself"
-                    )));
+                    let index = next_index(&new_rows, spec)?;
+                    new_rows.push(VolumeRow {
+                        index,
+                        id: m.volume,
+                        path: spec.path.clone(),
+                    });
+                    (index, m.volume)
                 }
             },
-            None => match known_by_path {
+            None => match rows.iter().find(|r| r.path == spec.path) {
                 // Its disk is not mounted: missing until its marker is back.
                 Some(r) => (r.index, r.id),
                 None => {
                     if !spec.path.is_dir() {
                         return Err(bad(
+                            spec,
                             "does not exist or is not a directory; mount the disk there (or create the directory) and start again".into(),
                         ));
                     }
-                    let used = rows.iter().chain(&new_rows).map(|r| r.index).max();
-                    let index = match used {
-                        None => 1,
-                        Some(255) => return Err(bad("more than 255 volumes".into())),
-                        Some(i) => i + 1,
-                    };
+                    let index = next_index(&new_rows, spec)?;
                     let id: [u8; 16] = rand::random();
-                    init_volume(&spec.path, &id)?;
-                    tracing::info!(volume = index, path = %spec.path.display(), "new volume set up");
+                    to_init.push((spec.path.clone(), Marker { volume: id, store }));
                     new_rows.push(VolumeRow {
                         index,
                         id,
@@ -302,20 +385,41 @@ pub(crate) fn resolve(
                 }
             },
         };
-        volumes.push(Volume::configured_volume(
-            index,
-            &spec.path,
-            spec.capacity,
-            id,
-            true,
-            boot,
-        ));
+        if let Some(n) = resolved.iter().position(|(i, _)| *i == index) {
+            return Err(bad(
+                spec,
+                format!(
+                    "is the same volume as {} (its disk was moved there?); name each disk once",
+                    specs[n].path.display()
+                ),
+            ));
+        }
+        resolved.push((index, id));
     }
+    // Markers last, each written and synced before its row (a marker
+    // without a row is adopted at the next start; a row without its marker
+    // would be a missing disk).
+    for (path, marker) in &to_init {
+        init_volume(path, marker)?;
+        tracing::info!(path = %path.display(), "new volume set up");
+    }
+    let mut volumes: Vec<Volume> = specs
+        .iter()
+        .zip(&resolved)
+        .map(|(spec, &(index, id))| {
+            Volume::configured_volume(index, &spec.path, spec.capacity, (id, store), true, boot)
+        })
+        .collect();
     // Volumes of the table the config no longer names: read, never written.
     for r in rows {
         if !volumes.iter().any(|v| v.index == r.index) {
             volumes.push(Volume::configured_volume(
-                r.index, &r.path, 0, r.id, false, boot,
+                r.index,
+                &r.path,
+                0,
+                (r.id, store),
+                false,
+                boot,
             ));
         }
     }
@@ -333,8 +437,12 @@ mod tests {
     fn markers_round_trip_and_foreign_text_is_refused() {
         let d = tempfile::tempdir().unwrap();
         assert_eq!(read_marker(d.path()).unwrap(), None);
-        init_volume(d.path(), &[7; 16]).unwrap();
-        assert_eq!(read_marker(d.path()).unwrap(), Some([7; 16]));
+        let m = Marker {
+            volume: [7; 16],
+            store: [8; 16],
+        };
+        init_volume(d.path(), &m).unwrap();
+        assert_eq!(read_marker(d.path()).unwrap(), Some(m));
         std::fs::write(d.path().join(MARKER), "hello").unwrap();
         let e = read_marker(d.path()).unwrap_err();
         assert!(e.to_string().contains("not a cairn volume marker"), "{e}");
