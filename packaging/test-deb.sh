@@ -21,6 +21,8 @@ for u in cairn cairn-validator; do
   getent passwd "$u" >/dev/null && fail "a user '$u' already exists"
 done
 cleanup() {
+  $SUDO rm -f /etc/systemd/system/cairn-node.service.d/zz-weaker.conf
+  $SUDO rmdir /etc/systemd/system/cairn-node.service.d 2>/dev/null || true
   $SUDO dpkg --purge cairn-validator cairn-node >/dev/null 2>&1 || true
   $SUDO rm -rf /var/lib/cairn /var/lib/cairn-validator
   for u in cairn-validator cairn; do
@@ -73,6 +75,25 @@ for unit in cairn-node.service cairn-validator.service; do
   echo "$unit $score" >> dist/exposure.txt
   awk -v s="${score%% *}" 'BEGIN { exit !(s + 0 > 0 && s + 0 < 3.0) }' || fail "$unit exposure $score (want below 3)"
 done
+
+# cairn doctor reads the installed unit (systemd does not run here, so from
+# its files and drop-ins): hardened as shipped; an override that weakens it
+# is named, with the fix.
+doctor_systemd() {
+  # (doctor exits 1 here: no daemon runs; only its systemd finding matters)
+  { /usr/bin/cairn --config /etc/cairn/node.toml doctor --json 2>/dev/null || true; } \
+    | python3 -c 'import json, sys; f = [x for x in json.load(sys.stdin)["findings"] if x["check"] == "systemd"][0]; print(f["level"] + ": " + f["found"] + " | " + f["fix"])'
+}
+found=$(doctor_systemd)
+echo "test-deb: doctor: $found"
+case "$found" in "ok: cairn-node.service: hardened, MemoryMax="*) ;; *) fail "doctor on the shipped unit: $found" ;; esac
+$SUDO mkdir -p /etc/systemd/system/cairn-node.service.d
+printf '[Service]\nNoNewPrivileges=no\nMemoryMax=\n' | $SUDO tee /etc/systemd/system/cairn-node.service.d/zz-weaker.conf >/dev/null
+found=$(doctor_systemd)
+$SUDO rm -f /etc/systemd/system/cairn-node.service.d/zz-weaker.conf
+$SUDO rmdir /etc/systemd/system/cairn-node.service.d 2>/dev/null || true
+echo "test-deb: doctor with a weakening drop-in: $found"
+case "$found" in "warn: "*"NoNewPrivileges is off"*"no MemoryMax"*"systemctl revert cairn-node"*) ;; *) fail "doctor missed the weakening drop-in: $found" ;; esac
 
 echo "test-deb: upgrade keeps the operator's config edits"
 echo "# operator edit" | $SUDO tee -a /etc/cairn/node.toml >/dev/null

@@ -9,8 +9,9 @@
 //! its filesystem); the node key and the hotkey; the registry or chain
 //! (reachable, hotkey registered, commitment published and naming this
 //! node, clock against the chain's); the running daemon (and, through it, a
-//! validator dialing the node back from outside); systemd's hardening and
-//! memory limit for the unit when systemd runs here.
+//! validator dialing the node back from outside); the unit's hardening and
+//! memory limit (systemd's view, or its installed files and drop-ins where
+//! systemd does not run).
 
 use std::io::Write;
 use std::path::Path;
@@ -767,25 +768,88 @@ fn unit_name(config: &Config) -> &'static str {
     }
 }
 
-/// When systemd runs here: the unit's hardening and memory limit.
+/// Where unit files and their drop-ins are, highest precedence first.
+const UNIT_DIRS: [&str; 4] = [
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
+];
+
+/// The unit's settings as systemd would show them (`systemctl show`), or,
+/// where systemd does not run (a container, a chroot, an image being
+/// built), as its installed files say: the unit file, then its drop-ins in
+/// name order, the last assignment of a key winning and an empty one
+/// resetting it. `None` when the unit is not installed.
+fn unit_settings(unit: &str) -> Option<String> {
+    const KEYS: &str = "LoadState,NoNewPrivileges,ProtectSystem,PrivateTmp,MemoryMax,User";
+    if Path::new("/run/systemd/system").exists() {
+        let o = std::process::Command::new("systemctl")
+            .args(["show", unit, "-p", KEYS])
+            .output()
+            .ok()?;
+        return Some(String::from_utf8_lossy(&o.stdout).into_owned());
+    }
+    let file = format!("{unit}.service");
+    let main = UNIT_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(&file))
+        .find(|p| p.is_file())?;
+    let mut files = vec![main];
+    let mut drop_ins: Vec<std::path::PathBuf> = UNIT_DIRS
+        .iter()
+        .filter_map(|d| std::fs::read_dir(Path::new(d).join(format!("{file}.d"))).ok())
+        .flat_map(|r| r.flatten().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+        .collect();
+    // Drop-ins apply in file-name order whatever their directory; a name
+    // in a higher directory hides the same name in a lower one (the sort
+    // is stable, so the higher comes first and the lower is dropped).
+    drop_ins.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    drop_ins.dedup_by(|later, earlier| later.file_name() == earlier.file_name());
+    files.extend(drop_ins);
+    let mut settings: Vec<(String, String)> = vec![("LoadState".into(), "loaded".into())];
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        let mut in_service = false;
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_service = line == "[Service]";
+            } else if let Some((k, v)) = line.split_once('=').filter(|_| in_service) {
+                let (k, v) = (k.trim(), v.trim());
+                if KEYS.split(',').any(|key| key == k) {
+                    settings.retain(|(key, _)| key != k);
+                    if !v.is_empty() {
+                        settings.push((k.to_string(), v.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    // systemctl's spellings of the defaults the checks look at.
+    Some(
+        settings
+            .into_iter()
+            .map(|(k, v)| match (k.as_str(), v.as_str()) {
+                ("NoNewPrivileges", "true" | "1" | "on") => format!("{k}=yes"),
+                _ => format!("{k}={v}"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+/// The unit's hardening and memory limit: what systemd shows where it
+/// runs, else what the installed unit files say.
 fn systemd(config: &Config, out: &mut Vec<Finding>) {
-    if !Path::new("/run/systemd/system").exists() {
+    let unit = unit_name(config);
+    let Some(shown) = unit_settings(unit) else {
         out.push(ok(
             "systemd",
-            "systemd does not run here: unit checks skipped",
+            format!("{unit}.service is not installed here: unit checks skipped"),
         ));
-        return;
-    }
-    let unit = unit_name(config);
-    let shown = std::process::Command::new("systemctl")
-        .args([
-            "show",
-            unit,
-            "-p",
-            "LoadState,NoNewPrivileges,ProtectSystem,PrivateTmp,MemoryMax,User",
-        ])
-        .output();
-    let Ok(shown) = shown.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()) else {
         return;
     };
     let prop = |k: &str| {
