@@ -353,6 +353,27 @@ pub struct NetworkInfo {
     /// Connections this node has dialed since it started (a reconnect
     /// counts again).
     pub connections_dialed: u64,
+    /// Peers connected to this node now (connections they opened: a
+    /// miner's validators and readers).
+    #[serde(default)]
+    pub incoming: Vec<IncomingPeer>,
+    /// Bytes this node has sent and received in requests since start
+    /// (shards, proofs, records).
+    #[serde(default)]
+    pub bytes_out: u64,
+    #[serde(default)]
+    pub bytes_in: u64,
+}
+
+/// A peer connected to this node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IncomingPeer {
+    pub node_id: String,
+    /// Its registered role, or `unregistered`.
+    pub role: String,
+    /// `direct` or `relay`.
+    pub path: String,
+    pub rtt_ms: Option<f64>,
 }
 
 /// The path one connection uses now.

@@ -152,9 +152,39 @@ fn each_role_sees_on_its_dashboard_what_it_needs() {
         all.iter().any(|v| v.advice == logged.advice),
         "the logged advice is a verdict's: {logged:?}"
     );
+    // Traffic and who is connected: the validator that challenges it, as an
+    // incoming peer with its role, as the API lists it.
+    let validator = net.node_id("validator-0").to_string();
+    let traffic = info
+        .iter()
+        .find(|r| r[0] == "bytes in / out")
+        .expect("a traffic row");
+    // "X MiB / Y MiB", from the API's counters (which the test checks
+    // moved: proofs out, the pinned shards in).
+    let both: Vec<f64> = traffic[1]
+        .split(" / ")
+        .map(|v| v.strip_suffix(" MiB").unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(both.len(), 2, "{traffic:?}");
+    let network = api_info.network.as_ref().unwrap();
+    assert!(network.bytes_in > 0 && network.bytes_out > 0, "{network:?}");
+    assert!(
+        network
+            .incoming
+            .iter()
+            .any(|p| p.node_id == validator && p.role == "validator"),
+        "the validator is not among the API's incoming peers: {:?}",
+        network.incoming
+    );
+    let peers = rows(&dom, "peers");
+    assert!(
+        peers
+            .iter()
+            .any(|r| r[0] == validator[..12] && r[1] == "validator" && r[2] == "in"),
+        "the validator is not among the page's peers: {peers:?}"
+    );
     let standing = rows(&dom, "standing");
     assert_eq!(standing.len(), 2, "one validator: {standing:?}");
-    let validator = net.node_id("validator-0").to_string();
     assert_eq!(standing[1][0], validator[..12]);
     chromium_page(
         chromium,

@@ -77,6 +77,9 @@ pub struct Metrics {
     store_errors: Family<ErrorLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     http_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Totals of `transfer_bytes` by direction, for the dashboard.
+    bytes_in: std::sync::atomic::AtomicU64,
+    bytes_out: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Metrics {
@@ -145,6 +148,8 @@ impl Metrics {
             store_errors,
             http_requests,
             http_seconds,
+            bytes_in: std::sync::atomic::AtomicU64::new(0),
+            bytes_out: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -168,6 +173,18 @@ impl Metrics {
         self.transfer_bytes
             .get_or_create(&TransferLabels { direction, kind })
             .inc_by(bytes);
+        let total = if direction == "in" {
+            &self.bytes_in
+        } else {
+            &self.bytes_out
+        };
+        total.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Bytes received and sent in requests since start.
+    pub fn transfer_totals(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.bytes_in.load(Relaxed), self.bytes_out.load(Relaxed))
     }
 
     /// A shard was made durable.

@@ -92,6 +92,17 @@ function problems(i) {
     .concat(i.problems.map(p => row([ago(p.last_ms, i.now_ms), p.level, p.count,
       p.message + (p.fields ? " (" + p.fields + ")" : ""), p.advice], 0, "fail"))));
 }
+// Who is connected: peers that opened a connection here, then those this
+// node dialed.
+function peers(i) {
+  const n = i.network || {incoming: [], peers: []};
+  const rows = (n.incoming || []).map(p => row([short(p.node_id), p.role, "in", p.path,
+    p.rtt_ms == null ? "-" : p.rtt_ms.toFixed(1) + " ms"], 0))
+    .concat((n.peers || []).map(p => row([short(p.node_id), "", "out", p.path,
+      p.rtt_ms.toFixed(1) + " ms"], 0)));
+  document.getElementById("talking").classList.toggle("hidden", rows.length == 0);
+  fill("peers", [row(["peer", "role", "direction", "path", "round trip"], 5)].concat(rows));
+}
 // Where shards are kept, when there is more than the data directory.
 function volumes(i) {
   const v = i.volumes || [];
@@ -135,13 +146,15 @@ async function refresh() {
     ["used", mib(i.store.used_bytes) + " of " + mib(i.store.capacity)], ["shards", i.store.shard_count],
     ["reconcile", i.store.reconcile_done ? "done" : "running"],
     ["scrubbed / corrupt", i.store.scrubbed + " / " + i.store.corrupt_found]]
-    .concat(i.network ? [["reachability", i.network.reachability + ": " + i.network.advice]] : [])
+    .concat(i.network ? [["reachability", i.network.reachability + ": " + i.network.advice],
+      ["bytes in / out", mib(i.network.bytes_in) + " / " + mib(i.network.bytes_out)]] : [])
     .concat(i.cache ? [["edge cache", mib(i.cache.bytes) + " of " + mib(i.cache.budget) + ", hit ratio " +
       (i.cache.hits + i.cache.misses ? (100 * i.cache.hits / (i.cache.hits + i.cache.misses)).toFixed(1) + "%" : "-")]] : [])
     .concat(chainRows(i.chain))
     .map(r => row(r, 1)));
   problems(i);
   volumes(i);
+  peers(i);
   chart(i);
   if (i.role == "miner") await verdicts();
   if (i.role == "validator") await scores();

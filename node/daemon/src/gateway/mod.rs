@@ -311,6 +311,8 @@ async fn info(state: &ApiState) -> NodeInfo {
         crate::net::reach::network_info(&state.endpoint, &state.server.config.network);
     network.peers = state.client.peer_paths().await;
     network.connections_dialed = state.client.connections_dialed();
+    network.incoming = state.server.incoming_peers();
+    (network.bytes_in, network.bytes_out) = state.server.metrics.transfer_totals();
     let store = &state.server.store;
     let s = store.stats().unwrap_or_default();
     NodeInfo {

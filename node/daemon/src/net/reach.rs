@@ -129,6 +129,9 @@ pub fn network_info(endpoint: &Endpoint, net: &NetworkConfig) -> NetworkInfo {
         advice: v.advice,
         peers: Vec::new(),
         connections_dialed: 0,
+        incoming: Vec::new(),
+        bytes_out: 0,
+        bytes_in: 0,
     }
 }
 

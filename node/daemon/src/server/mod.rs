@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use cairn_proof::Challenge;
 use cairn_proto::wire::{DecodeError, ErrorCode, MAX_CONTROL_FRAME, NodeInfo, Request, Response};
-use cairn_proto::{Cid, NodeId};
+use cairn_proto::{Cid, NodeId, Role};
 use cairn_store::{Store, StoreError};
 use iroh::Endpoint;
 use iroh::endpoint::{Connection, RecvStream, SendStream};
@@ -135,6 +135,10 @@ pub struct Server {
     /// Each peer's share of every class: half of it, so no one peer can
     /// hold all the slots of a class.
     peers: std::sync::Mutex<std::collections::HashMap<NodeId, Arc<Slots>>>,
+    /// Connections peers opened to this node, while open (for the
+    /// dashboard: who talks to this miner, and over which path).
+    incoming: std::sync::Mutex<Vec<(u64, Connection, Option<Role>)>>,
+    next_incoming: std::sync::atomic::AtomicU64,
 }
 
 /// One semaphore per class of request.
@@ -248,6 +252,8 @@ impl Server {
                 CONTROL_SLOTS,
             ]),
             peers: std::sync::Mutex::default(),
+            incoming: std::sync::Mutex::default(),
+            next_incoming: std::sync::atomic::AtomicU64::new(0),
             config,
             store,
             registry,
@@ -360,6 +366,7 @@ async fn handle_connection(
     };
     let member = Arc::new(member);
     tracing::debug!(peer = %peer.fmt_short(), registered = member.is_some(), "connection");
+    let _listed = server.list_incoming(&conn, member.as_ref().as_ref().map(|m| m.role));
     loop {
         let (send, recv) = tokio::select! {
             s = conn.accept_bi() => match s {
@@ -379,6 +386,62 @@ async fn handle_connection(
                 tracing::debug!(peer = %peer.fmt_short(), error = %e, "stream ended with error");
             }
         });
+    }
+}
+
+/// An incoming connection's place in `Server::incoming`, removed on drop.
+struct ListedConnection<'a> {
+    server: &'a Server,
+    id: u64,
+}
+
+impl Drop for ListedConnection<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut list) = self.server.incoming.lock() {
+            list.retain(|(id, _, _)| *id != self.id);
+        }
+    }
+}
+
+impl Server {
+    fn list_incoming(&self, conn: &Connection, role: Option<Role>) -> ListedConnection<'_> {
+        let id = self
+            .next_incoming
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut list) = self.incoming.lock() {
+            list.push((id, conn.clone(), role));
+        }
+        ListedConnection { server: self, id }
+    }
+
+    /// Peers connected to this node now (connections they opened): who,
+    /// their registered role, the path and round trip.
+    pub fn incoming_peers(&self) -> Vec<cairn_api::IncomingPeer> {
+        let list = match self.incoming.lock() {
+            Ok(l) => l.clone(),
+            Err(_) => return Vec::new(),
+        };
+        let mut out: Vec<cairn_api::IncomingPeer> = list
+            .iter()
+            .filter(|(_, c, _)| c.close_reason().is_none())
+            .map(|(_, c, role)| {
+                let paths = c.paths();
+                let selected = paths.iter().find(|p| p.is_selected());
+                cairn_api::IncomingPeer {
+                    node_id: c.remote_id().to_string(),
+                    role: role.map_or_else(|| "unregistered".to_string(), |r| r.to_string()),
+                    path: match &selected {
+                        Some(p) if p.is_relay() => "relay".into(),
+                        Some(_) => "direct".into(),
+                        None => "-".into(),
+                    },
+                    rtt_ms: selected.map(|p| p.rtt().as_secs_f64() * 1000.0),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        out.dedup_by(|a, b| a.node_id == b.node_id);
+        out
     }
 }
 
