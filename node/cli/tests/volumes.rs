@@ -96,21 +96,6 @@ fn can_mount() -> bool {
     root
 }
 
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.file_name().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out
-}
-
 /// Waits until the node's `/api/info` says volume `path` is `present`.
 fn wait_volume(api: &str, path: &Path, present: bool) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -198,10 +183,7 @@ async fn an_unplugged_disk_is_reported_lost_and_the_node_serves_the_rest() {
         client.put_shard(&addr, id, &data, None).await.unwrap();
         stored.push((id, data));
     }
-    let (on_a, on_b) = (
-        files_under(&disk_a.join("shards")),
-        files_under(&disk_b.join("shards")),
-    );
+    let (on_a, on_b) = (shard_files(&disk_a).1, shard_files(&disk_b).1);
     assert_eq!(on_a.len() + on_b.len(), 16, "a {on_a:?} b {on_b:?}");
     assert!(
         on_a.len() >= 4 && on_b.len() >= 4,
@@ -209,7 +191,7 @@ async fn an_unplugged_disk_is_reported_lost_and_the_node_serves_the_rest() {
         on_a.len(),
         on_b.len()
     );
-    assert!(files_under(&miner.path.join("shards")).is_empty());
+    assert!(shard_files(&miner.path).1.is_empty());
     assert!(disk_a.join(cairn_node::VOLUME_MARKER).is_file());
     let doctor = doctor_volume_findings(&miner.path, &api, &env);
     assert!(
@@ -242,7 +224,7 @@ async fn an_unplugged_disk_is_reported_lost_and_the_node_serves_the_rest() {
         let data = bytes(150_000, i);
         let (id, _) = shard_id_and_outboard(&data);
         client.put_shard(&addr, id, &data, None).await.unwrap();
-        assert!(files_under(&disk_a.join("shards")).contains(&id.to_hex()));
+        assert!(shard_files(&disk_a).1.contains(&id.to_hex()));
     }
     // A repair puts a lost shard back: it lands on disk a and is served.
     let (lost_id, lost_data) = stored
@@ -347,7 +329,7 @@ async fn an_unplugged_disk_is_reported_lost_and_the_node_serves_the_rest() {
     assert!(inventory.iter().all(|e| e.state == ShardState::Present));
     // The reconcile after the disk came back removed the replaced copy.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while files_under(&disk_b.join("shards")).contains(&lost_id.to_hex()) {
+    while shard_files(&disk_b).1.contains(&lost_id.to_hex()) {
         assert!(
             Instant::now() < deadline,
             "the replaced copy on disk b was never removed"
@@ -355,8 +337,7 @@ async fn an_unplugged_disk_is_reported_lost_and_the_node_serves_the_rest() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let info = client.info(&addr).await.unwrap();
-    let on_disks =
-        files_under(&disk_a.join("shards")).len() + files_under(&disk_b.join("shards")).len();
+    let on_disks = shard_files(&disk_a).1.len() + shard_files(&disk_b).1.len();
     assert_eq!(info.shards as usize, on_disks, "records and files agree");
     d.terminate();
 }

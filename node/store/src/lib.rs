@@ -1021,23 +1021,9 @@ mod tests {
         assert!(s.open_shard(&a).is_err());
     }
 
-    fn files_under(dir: &Path) -> usize {
-        let mut n = 0;
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                if e.file_type().unwrap().is_dir() {
-                    stack.push(e.path());
-                } else {
-                    n += 1;
-                }
-            }
-        }
-        n
-    }
-
-    fn bytes_under(dir: &Path) -> u64 {
-        let mut n = 0;
+    /// Files under `dir` and their bytes.
+    fn files_under(dir: &Path) -> (usize, u64) {
+        let (mut n, mut bytes) = (0, 0);
         let mut stack = vec![dir.to_path_buf()];
         while let Some(d) = stack.pop() {
             for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
@@ -1045,11 +1031,12 @@ mod tests {
                 if m.is_dir() {
                     stack.push(e.path());
                 } else {
-                    n += m.len();
+                    n += 1;
+                    bytes += m.len();
                 }
             }
         }
-        n
+        (n, bytes)
     }
 
     fn spec(path: &Path, capacity: u64) -> VolumeSpec {
@@ -1098,18 +1085,18 @@ mod tests {
         let v = s.volumes().unwrap();
         assert_eq!(v.len(), 3);
         assert_eq!(v[0].used_bytes, 0, "data directory has capacity 0");
-        assert_eq!(files_under(&d.path().join("shards")), 0);
+        assert_eq!(files_under(&d.path().join("shards")).0, 0);
         let (on_a, on_b) = (
-            files_under(&a.path().join("shards")),
-            files_under(&b.path().join("shards")),
+            files_under(&a.path().join("shards")).0,
+            files_under(&b.path().join("shards")).0,
         );
         assert_eq!(on_a + on_b, 12);
         // Most room first: a takes the first 5 (to 100k used, b's size),
         // then they alternate (a 200k cap gets ~8, b ~4).
         assert!(on_a > on_b && on_b >= 3, "a {on_a}, b {on_b}");
         // Each volume's counter is the bytes of its files.
-        assert_eq!(v[1].used_bytes, bytes_under(&a.path().join("shards")));
-        assert_eq!(v[2].used_bytes, bytes_under(&b.path().join("shards")));
+        assert_eq!(v[1].used_bytes, files_under(&a.path().join("shards")).1);
+        assert_eq!(v[2].used_bytes, files_under(&b.path().join("shards")).1);
         assert!(a.path().join(MARKER).is_file() && b.path().join(MARKER).is_file());
         // The counters agree with the records.
         assert!(!s.reconcile().unwrap().counter_fixed);
@@ -1202,8 +1189,8 @@ mod tests {
             (1, 0, false)
         );
         let v = s.volumes().unwrap();
-        assert_eq!(v[1].used_bytes, bytes_under(&a.path().join("shards")));
-        assert_eq!(v[2].used_bytes, bytes_under(&b.join("shards")));
+        assert_eq!(v[1].used_bytes, files_under(&a.path().join("shards")).1);
+        assert_eq!(v[2].used_bytes, files_under(&b.join("shards")).1);
         assert!(
             s.inventory(None, 100)
                 .unwrap()
