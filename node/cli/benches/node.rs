@@ -197,11 +197,12 @@ fn dataset_round_trip(total: u64) -> (f64, f64, RangedReads, CpuPerGib) {
         std::fs::write(data.join(format!("part-{i}.bin")), bytes(len, i as u64 + 7)).unwrap();
         written += len as u64;
     }
-    let (g0, m0) = (cpu("gateway"), miners_cpu());
+    let cli_cpu = cairn_testkit::bench::children_cpu_secs;
+    let (g0, m0, c0) = (cpu("gateway"), miners_cpu(), cli_cpu());
     let t = Instant::now();
     let pin = net.cli(&["pin", data.to_str().unwrap(), "--json"]);
     let pin_secs = t.elapsed().as_secs_f64();
-    let (g1, m1) = (cpu("gateway"), miners_cpu());
+    let (g1, m1, c1) = (cpu("gateway"), miners_cpu(), cli_cpu());
     assert!(pin.status.success(), "pin: {}", stderr(&pin));
     let v: serde_json::Value = serde_json::from_slice(&pin.stdout).unwrap();
     let cid = v["cid"].as_str().unwrap().to_string();
@@ -209,11 +210,13 @@ fn dataset_round_trip(total: u64) -> (f64, f64, RangedReads, CpuPerGib) {
     let t = Instant::now();
     let get = net.cli(&["get", &cid, "-o", out.to_str().unwrap()]);
     let get_secs = t.elapsed().as_secs_f64();
-    let (g2, m2) = (cpu("gateway"), miners_cpu());
+    let (g2, m2, c2) = (cpu("gateway"), miners_cpu(), cli_cpu());
     let gib = written as f64 / (1u64 << 30) as f64;
     let cpu_per_gib = CpuPerGib {
+        pin_cli: (c1 - c0) / gib,
         pin_gateway: (g1 - g0) / gib,
         pin_miners: (m1 - m0) / gib,
+        get_cli: (c2 - c1) / gib,
         get_gateway: (g2 - g1) / gib,
         get_miners: (m2 - m1) / gib,
     };
@@ -366,11 +369,13 @@ fn epochs(total: u64) -> Epochs {
     })
 }
 
-/// CPU seconds per GiB of dataset bytes, by process (the `cairn` CLI
-/// process only reads or writes files and is not counted).
+/// CPU seconds per GiB of dataset bytes, by process.
 struct CpuPerGib {
+    /// The `cairn` command (reads or writes the files, talks HTTP to the gateway).
+    pin_cli: f64,
     pin_gateway: f64,
     pin_miners: f64,
+    get_cli: f64,
     get_gateway: f64,
     get_miners: f64,
 }
@@ -426,6 +431,13 @@ async fn bench() {
         .await
         .unwrap();
     let buf = vec![1u8; 1 << 20];
+    let raw_cpu = || {
+        (
+            cairn_testkit::bench::own_cpu_secs(),
+            cairn_testkit::bench::cpu_secs(sink.id()),
+        )
+    };
+    let up0 = raw_cpu();
     let raw_up = {
         let t = Instant::now();
         let (mut s, mut r) = conn.open_bi().await.unwrap();
@@ -441,6 +453,7 @@ async fn bench() {
         assert_eq!(u64::from_le_bytes(got), total);
         total as f64 / t.elapsed().as_secs_f64() / 1e6
     };
+    let up1 = raw_cpu();
     let raw_down = {
         let t = Instant::now();
         let (mut s, mut r) = conn.open_bi().await.unwrap();
@@ -455,6 +468,12 @@ async fn bench() {
         assert_eq!(got, total);
         total as f64 / t.elapsed().as_secs_f64() / 1e6
     };
+    let down1 = raw_cpu();
+    // CPU s per GiB of the bare stream: the transport's own cost, which the
+    // dataset rows below pay on every byte too.
+    let raw_gib = total as f64 / (1u64 << 30) as f64;
+    let raw_up_cpu = ((up1.0 - up0.0) / raw_gib, (up1.1 - up0.1) / raw_gib);
+    let raw_down_cpu = ((down1.1 - up1.1) / raw_gib, (down1.0 - up1.0) / raw_gib);
     // A bare 16 KiB request/response round trip: what a ranged read is
     // measured against.
     let mut rt = Vec::new();
@@ -485,6 +504,13 @@ async fn bench() {
         "raw QUIC stream, download (1 stream)".into(),
         format!("{raw_down:.0} MB/s"),
     ));
+    rows.push(Row(
+        "  CPU s per GiB, raw stream: sender / receiver (up; down)".into(),
+        format!(
+            "{:.2} / {:.2}; {:.2} / {:.2}",
+            raw_up_cpu.0, raw_up_cpu.1, raw_down_cpu.0, raw_down_cpu.1
+        ),
+    ));
 
     // --- a dataset pinned and fetched through a devnet -------------------------
     // 6 miner processes + the gateway daemon, k = 4, m = 2, 8 MiB segments:
@@ -508,12 +534,18 @@ async fn bench() {
     ));
 
     rows.push(Row(
-        "  CPU s per GiB, pin: gateway / 6 miners together".into(),
-        format!("{:.2} / {:.2}", cpu.pin_gateway, cpu.pin_miners),
+        "  CPU s per GiB of data, pin: cairn / gateway / 6 miners together".into(),
+        format!(
+            "{:.2} / {:.2} / {:.2}",
+            cpu.pin_cli, cpu.pin_gateway, cpu.pin_miners
+        ),
     ));
     rows.push(Row(
-        "  CPU s per GiB, get: gateway / 6 miners together".into(),
-        format!("{:.2} / {:.2}", cpu.get_gateway, cpu.get_miners),
+        "  CPU s per GiB of data, get: cairn / gateway / 6 miners together".into(),
+        format!(
+            "{:.2} / {:.2} / {:.2}",
+            cpu.get_cli, cpu.get_gateway, cpu.get_miners
+        ),
     ));
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     rows.push(Row(

@@ -22,14 +22,34 @@ pub fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
-pub fn cpu_secs(pid: u32) -> f64 {
+/// Clock ticks of fields `a` and `b` of `/proc/<pid>/stat`, in seconds.
+fn stat_secs(pid: &str, a: usize, b: usize) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let Some((_, rest)) = stat.rsplit_once(") ") else {
         return 0.0;
     };
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields 14 and 15 of the stat line (utime, stime), counted from the state (field 3).
-    (ticks(11) + ticks(12)) / 100.0
+    // Fields are counted from the state (field 3).
+    let ticks = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(a) + ticks(b)) / 100.0
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
+pub fn cpu_secs(pid: u32) -> f64 {
+    stat_secs(&pid.to_string(), 14, 15)
+}
+
+/// CPU seconds (user + system) of this process.
+pub fn own_cpu_secs() -> f64 {
+    stat_secs("self", 14, 15)
+}
+
+/// CPU seconds (user + system) of this process's children that ended and
+/// were waited for (a CLI run with `Command::output`, say).
+pub fn children_cpu_secs() -> f64 {
+    stat_secs("self", 16, 17)
 }
