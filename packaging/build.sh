@@ -52,12 +52,14 @@ else
   fi
   # bindgen (RocksDB's bindings) must parse the target's headers.
   export "BINDGEN_EXTRA_CLANG_ARGS_${low}=--sysroot=/usr/${prefix} --target=${target/armv7/armv7a}"
-  bindir="$target_dir/$target/release"
+  # CAIRN_CROSS_PROFILE: the cargo profile of the target binaries.
+  profile="${CAIRN_CROSS_PROFILE:-release}"
+  bindir="$target_dir/$target/$profile"
   # The x86-64 -march setting of the Reed-Solomon SIMD code is for x86 only.
   # CI lints in its host builds (clippy-driver as RUSTC_WORKSPACE_WRAPPER,
   # see .ci/run); the target build is plain rustc.
   env -u RUST_REED_SOLOMON_ERASURE_ARCH -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS \
-    cargo build --release --locked --target "$target" -p cairn-cli -p cairn-validator
+    cargo build --profile "$profile" --locked --target "$target" -p cairn-cli -p cairn-validator
   # The host binaries generate man pages and completions: the same build as
   # the native packages (and CI's), so nothing is recompiled.
   RUST_REED_SOLOMON_ERASURE_ARCH="${RUST_REED_SOLOMON_ERASURE_ARCH:-x86-64-v2}" \
