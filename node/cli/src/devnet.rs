@@ -264,9 +264,7 @@ impl Devnet {
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         for n in &nodes {
-            while alive(n.pid.expect("running")) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            wait_gone(n.pid.expect("running"), &n.dir, deadline);
             let _ = std::fs::remove_file(n.dir.join("pid"));
         }
         let _ = std::fs::remove_file(self.dir.join("api"));
@@ -286,9 +284,7 @@ impl Devnet {
             .filter(|p| alive(*p))
             .ok_or_else(|| anyhow!("{name} is not running"))?;
         signal(pid, rustix::process::Signal::KILL);
-        while alive(pid) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_gone(pid, &n.dir, Instant::now() + Duration::from_secs(60));
         let _ = std::fs::remove_file(n.dir.join("pid"));
         Ok(pid)
     }
@@ -319,6 +315,23 @@ impl Devnet {
             bail!("no {name} in this devnet");
         }
         self.start(&name)
+    }
+}
+
+/// Waits (until `deadline`) for process `pid` to be gone and to have let go
+/// of its data directory `dir`: a killed process shows as a zombie while its
+/// other threads still exit, and its store lock is released with the last
+/// of them, so a node started at once in the same directory could find it
+/// "in use".
+fn wait_gone(pid: u32, dir: &std::path::Path, deadline: Instant) {
+    let lock = std::fs::File::open(dir.join("store.lock")).ok();
+    while Instant::now() < deadline
+        && (alive(pid) || lock.as_ref().is_some_and(|l| l.try_lock().is_err()))
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if let Some(l) = lock {
+        let _ = l.unlock();
     }
 }
 
