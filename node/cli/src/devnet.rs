@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use cairn_node::sdnotify::{alive, spawn_and_wait_ready};
+use cairn_node::sdnotify::{alive, spawn_and_wait_ready, wait_gone};
 
 /// The default devnet directory: `$XDG_DATA_HOME/cairn/devnet` or `~/.local/share/cairn/devnet`.
 pub fn default_dir() -> PathBuf {
@@ -315,23 +315,6 @@ impl Devnet {
             bail!("no {name} in this devnet");
         }
         self.start(&name)
-    }
-}
-
-/// Waits (until `deadline`) for process `pid` to be gone and to have let go
-/// of its data directory `dir`: a killed process shows as a zombie while its
-/// other threads still exit, and its store lock is released with the last
-/// of them, so a node started at once in the same directory could find it
-/// "in use".
-fn wait_gone(pid: u32, dir: &std::path::Path, deadline: Instant) {
-    let lock = std::fs::File::open(dir.join("store.lock")).ok();
-    while Instant::now() < deadline
-        && (alive(pid) || lock.as_ref().is_some_and(|l| l.try_lock().is_err()))
-    {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    if let Some(l) = lock {
-        let _ = l.unlock();
     }
 }
 

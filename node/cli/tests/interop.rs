@@ -99,11 +99,31 @@ fn write_dataset(root: &Path, seed: u64) {
     std::fs::write(root.join("empty"), b"").unwrap();
 }
 
-fn same_files(a: &Path, b: &Path) {
+/// `program get <cid>` through the gateway at `api` into a new directory
+/// named `into`, and the files compared with those pinned from `pinned`.
+fn get_and_compare(
+    what: &str,
+    program: &Path,
+    net: &CliDevnet,
+    api: &str,
+    cid: &str,
+    pinned: &Path,
+    into: &str,
+) {
+    let back = net.dir.path().join(into);
+    ok(
+        what,
+        cli(
+            program,
+            net,
+            api,
+            &["get", cid, "-o", back.to_str().unwrap()],
+        ),
+    );
     for f in ["big.bin", "small.txt", "empty"] {
         assert!(
-            std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(),
-            "{f} differs after the round trip"
+            std::fs::read(pinned.join(f)).unwrap() == std::fs::read(back.join(f)).unwrap(),
+            "{what}: {f} differs after the round trip"
         );
     }
 }
@@ -115,16 +135,11 @@ fn kill(net: &CliDevnet, name: &str) {
     let pid = net.pid(name);
     let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     let dir = net.path().join(name);
-    let lock = std::fs::File::open(dir.join("store.lock")).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while cairn_node::sdnotify::alive(pid) || lock.try_lock().is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name} ({pid}) did not let go of its data directory"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    lock.unlock().unwrap();
+    assert!(
+        cairn_node::sdnotify::wait_gone(pid, &dir, deadline),
+        "{name} ({pid}) did not let go of its data directory"
+    );
     std::fs::remove_file(dir.join("pid")).unwrap();
 }
 
@@ -208,12 +223,15 @@ fn the_previous_release_and_this_one_interoperate() {
         let (n, _) = shard_files(&net.path().join(format!("miner-{m}")));
         assert!(n > 0, "miner-{m} (version N) got no shard");
     }
-    let back = net.dir.path().join("a-back");
-    ok(
+    get_and_compare(
         "get (N+1 from N and N+1)",
-        net.cli(&["get", &cid_a, "-o", back.to_str().unwrap()]),
+        &new,
+        &net,
+        &net.api,
+        &cid_a,
+        &a,
+        "a-back",
     );
-    same_files(&a, &back);
     // A ranged read comes from its data shard's holder alone: one read in
     // each data shard of every segment (2 MiB each), so the N miners among
     // the holders serve some of them, and one across a segment's end.
@@ -339,34 +357,30 @@ fn the_previous_release_and_this_one_interoperate() {
     );
     let api = gateway_api(&net);
     let r1 = net.report();
-    let back = net.dir.path().join("a-back-old");
-    ok(
+    get_and_compare(
         "get (N gateway from N and N+1)",
-        cli(
-            &old,
-            &net,
-            &api,
-            &["get", &cid_a, "-o", back.to_str().unwrap()],
-        ),
+        &old,
+        &net,
+        &api,
+        &cid_a,
+        &a,
+        "a-back-old",
     );
-    same_files(&a, &back);
     let b = net.dir.path().join("b");
     write_dataset(&b, 2);
     let cid_b = ok(
         "pin (N gateway onto N and N+1 miners)",
         cli(&old, &net, &api, &["pin", b.to_str().unwrap()]),
     );
-    let back = net.dir.path().join("b-back");
-    ok(
+    get_and_compare(
         "get (N+1 client, N gateway)",
-        cli(
-            &new,
-            &net,
-            &api,
-            &["get", &cid_b, "-o", back.to_str().unwrap()],
-        ),
+        &new,
+        &net,
+        &api,
+        &cid_b,
+        &b,
+        "b-back",
     );
-    same_files(&b, &back);
     audited(&net, &new_miners, &r1, 3);
     println!("N gateway and validator: version N+1 miners store, serve and pass challenges");
 
@@ -379,15 +393,5 @@ fn the_previous_release_and_this_one_interoperate() {
         &FAST_VALIDATOR,
     );
     let api = gateway_api(&net);
-    let back = net.dir.path().join("b-back-new");
-    ok(
-        "get (all N+1)",
-        cli(
-            &new,
-            &net,
-            &api,
-            &["get", &cid_b, "-o", back.to_str().unwrap()],
-        ),
-    );
-    same_files(&b, &back);
+    get_and_compare("get (all N+1)", &new, &net, &api, &cid_b, &b, "b-back-new");
 }

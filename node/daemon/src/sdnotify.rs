@@ -166,6 +166,28 @@ pub fn spawn_and_wait_ready(
     result
 }
 
+/// Waits (until `deadline`) for process `pid` to be gone and to have let go
+/// of its data directory `dir`: a killed process shows as a zombie while its
+/// other threads still exit, and its store lock is released with the last
+/// of them, so a node started at once in the same directory could find it
+/// "in use". Whether it was let go before the deadline.
+pub fn wait_gone(pid: u32, dir: &Path, deadline: Instant) -> bool {
+    let lock = std::fs::File::open(dir.join("store.lock")).ok();
+    loop {
+        let held = lock.as_ref().is_some_and(|l| l.try_lock().is_err());
+        if !alive(pid) && !held {
+            if let Some(l) = lock {
+                let _ = l.unlock();
+            }
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Whether a process is alive (and not a zombie).
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
