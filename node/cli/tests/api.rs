@@ -64,6 +64,16 @@ fn the_local_api_admits_only_its_own_host_origin_and_token() {
         !o.status.success(),
         "an unpin without the token went through"
     );
+    // The token file named by the environment, as `--help` offers.
+    let token = net.path().join("gateway").join("api.token");
+    let o = cairn_env(
+        &["unpin", &cid],
+        &[
+            ("CAIRN_API", net.api.as_str()),
+            ("CAIRN_API_TOKEN_FILE", token.to_str().unwrap()),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
 }
 
 /// A pin named like markup shows as text on the dashboard, in a real browser.

@@ -464,6 +464,11 @@ const SECTIONS: [&str; 8] = [
 /// Top-level keys settable from the environment (`CAIRN_CAPACITY`).
 const TOP_LEVEL: [&str; 3] = ["data_dir", "role", "capacity"];
 
+/// The `cairn` command's own variables (its `--api-token-file` and
+/// `--config` flags), not config keys, although `API_TOKEN_FILE` starts like
+/// the `[api]` section.
+const CLI_VARIABLES: [&str; 2] = ["api_token_file", "config"];
+
 /// `NETWORK_LISTEN` -> `network.listen`; the value is read as TOML when it
 /// parses as such (numbers, booleans, arrays), else as a string. Variables
 /// that name no section or top-level key belong to other tools (the CLI's
@@ -475,6 +480,9 @@ fn apply_env(
     value: &str,
 ) -> std::result::Result<bool, String> {
     let lower = name.to_ascii_lowercase();
+    if CLI_VARIABLES.contains(&lower.as_str()) {
+        return Ok(false);
+    }
     for section in SECTIONS {
         if let Some(key) = lower
             .strip_prefix(section)
@@ -604,6 +612,8 @@ mod tests {
                 ("HOME", "/root"),
                 ("CAIRN_REQUIRE_EXTERNAL", "1"),
                 ("CAIRN_API", "127.0.0.1:1"),
+                ("CAIRN_API_TOKEN_FILE", "/run/cairn/api.token"),
+                ("CAIRN_CONFIG", "/etc/cairn/node.toml"),
             ],
         )
         .unwrap();

@@ -45,7 +45,7 @@ pub fn init(level: &str, format: &str) -> LogTarget {
         let layer = JournaldLayer { journal }.with_filter(filter());
         if tracing_subscriber::registry()
             .with(layer)
-            .with(ProblemsLayer)
+            .with(problems_layer())
             .try_init()
             .is_ok()
         {
@@ -60,7 +60,7 @@ pub fn init(level: &str, format: &str) -> LogTarget {
         .with_filter(filter());
     let _ = tracing_subscriber::registry()
         .with(layer)
-        .with(ProblemsLayer)
+        .with(problems_layer())
         .try_init();
     LogTarget::Terminal
 }
@@ -170,6 +170,19 @@ fn clipped(mut s: String) -> String {
 /// Keeps warnings and errors of cairn's crates in [`PROBLEMS`].
 struct ProblemsLayer;
 
+/// [`ProblemsLayer`] with its own filter. Unfiltered, a layer is interested
+/// in every callsite, so every span and event of every library at every
+/// level (the QUIC stack's per-packet trace spans) would be built and
+/// dispatched although no layer keeps them: a tenth of a miner's CPU.
+fn problems_layer<S>() -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    ProblemsLayer.with_filter(
+        tracing_subscriber::filter::Targets::new().with_target("cairn", tracing::Level::WARN),
+    )
+}
+
 impl<S: tracing::Subscriber> Layer<S> for ProblemsLayer {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
@@ -227,10 +240,39 @@ impl<S: tracing::Subscriber> Layer<S> for ProblemsLayer {
 mod tests {
     use super::*;
 
+    /// The subscriber `init` installs on a terminal, writing nowhere.
+    fn terminal_subscriber(level: &str) -> impl tracing::Subscriber {
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::sink)
+            .with_filter(EnvFilter::new(default_filter(level)));
+        tracing_subscriber::registry()
+            .with(layer)
+            .with(problems_layer())
+    }
+
+    #[test]
+    fn library_spans_below_the_filter_are_not_built() {
+        tracing::subscriber::with_default(terminal_subscriber("info"), || {
+            assert!(
+                !tracing::span_enabled!(target: "noq_proto::connection", tracing::Level::TRACE)
+            );
+            assert!(!tracing::enabled!(target: "iroh::socket", tracing::Level::DEBUG));
+            assert!(!tracing::enabled!(target: "cairn_node::server", tracing::Level::DEBUG));
+            assert!(tracing::enabled!(target: "cairn_node::server", tracing::Level::INFO));
+            assert!(tracing::enabled!(target: "iroh::socket", tracing::Level::WARN));
+        });
+        tracing::subscriber::with_default(terminal_subscriber("debug"), || {
+            assert!(tracing::enabled!(target: "cairn_node::server", tracing::Level::DEBUG));
+            assert!(
+                !tracing::span_enabled!(target: "noq_proto::connection", tracing::Level::TRACE)
+            );
+        });
+    }
+
     // One test: the ring is process-wide.
     #[test]
     fn problems_are_kept_by_kind_newest_first_bounded_with_their_advice() {
-        let subscriber = tracing_subscriber::registry().with(ProblemsLayer);
+        let subscriber = tracing_subscriber::registry().with(problems_layer());
         tracing::subscriber::with_default(subscriber, || {
             tracing::error!(shard = "ab", advice = "check the disk", "read failed");
         });
@@ -243,7 +285,7 @@ mod tests {
             "advice is kept apart from the fields"
         );
 
-        let subscriber = tracing_subscriber::registry().with(ProblemsLayer);
+        let subscriber = tracing_subscriber::registry().with(problems_layer());
         tracing::subscriber::with_default(subscriber, || {
             tracing::warn!(peer = "a", "registry lookup failed");
             tracing::warn!(peer = "b", "registry lookup failed");
@@ -260,7 +302,7 @@ mod tests {
         assert_eq!(p[1].message, "kind 4");
         assert!(p.iter().all(|p| p.message != "not a problem"));
 
-        let subscriber = tracing_subscriber::registry().with(ProblemsLayer);
+        let subscriber = tracing_subscriber::registry().with(problems_layer());
         tracing::subscriber::with_default(subscriber, || {
             for i in 0..MAX_PROBLEMS {
                 tracing::warn!("flood {i}");
