@@ -385,13 +385,6 @@ impl Datasets {
         }
         self.wait_for_read_ahead(ds, s).await;
         let sl = seg.len.div_ceil(u64::from(m.data_shards));
-        if a / sl == (b - 1) / sl {
-            // In one data shard (a small read): no task to hand it to.
-            let i = a / sl;
-            return self
-                .fetch_data_piece(ds, s, i as usize, a - i * sl, b - i * sl)
-                .await;
-        }
         let mut out = Vec::with_capacity((b - a) as usize);
         let mut set: JoinSet<(u64, Result<Vec<u8>>)> = JoinSet::new();
         for i in a / sl..=(b - 1) / sl {
@@ -698,47 +691,6 @@ impl Datasets {
         Ok(piece[(lo - g0) as usize..(hi - g0) as usize].to_vec())
     }
 
-    /// Notes a read of packed-stream bytes `[start, end)` for read-ahead,
-    /// and starts reading ahead when the reader is sequential.
-    fn observe_read(self: &Arc<Self>, ds: &Dataset, start: u64, end: u64) {
-        if self.groups.enabled() || self.disk.is_some() {
-            let m = &ds.manifest;
-            let ahead = self.trails.lock().expect("lock").observe(
-                ds.cid,
-                start,
-                end,
-                m.segment_size,
-                m.segments.len(),
-            );
-            self.read_ahead(ds, ahead);
-        }
-    }
-
-    /// Bytes `[start, end)` of the packed stream when they lie in one
-    /// segment: fetched by the caller's task, so a small ranged read costs
-    /// no reader task and no channel (what [`Datasets::stream_range`] needs
-    /// for reads of many segments).
-    pub async fn read_in_segment(
-        self: &Arc<Self>,
-        ds: &Dataset,
-        start: u64,
-        end: u64,
-    ) -> Result<Bytes> {
-        let seg_size = ds.manifest.segment_size;
-        let s = start / seg_size;
-        if start >= end || (end - 1) / seg_size != s {
-            return Err(Error::Internal(format!(
-                "bytes {start}..{end} do not lie in one segment"
-            )));
-        }
-        self.observe_read(ds, start, end);
-        let seg_start = s * seg_size;
-        let bytes = self
-            .fetch_segment_range(ds, s as usize, start - seg_start, end - seg_start)
-            .await?;
-        Ok(Bytes::from(bytes))
-    }
-
     /// Streams bytes `[start, end)` of the packed stream to `tx`, a segment at a
     /// time, fetching the next segment while the current one is sent.
     pub async fn stream_range(
@@ -756,7 +708,16 @@ impl Datasets {
         let seg_size = m.segment_size;
         let first = (start / seg_size) as usize;
         let last = ((end - 1) / seg_size) as usize;
-        ctx.observe_read(&ds, start, end);
+        if ctx.groups.enabled() || ctx.disk.is_some() {
+            let ahead = ctx.trails.lock().expect("lock").observe(
+                ds.cid,
+                start,
+                end,
+                seg_size,
+                m.segments.len(),
+            );
+            ctx.read_ahead(&ds, ahead);
+        }
         // A whole segment is fetched as k shards; part of one as the
         // groups that hold it. Either way `bytes` starts at `offset` of
         // the segment.

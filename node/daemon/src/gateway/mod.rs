@@ -498,10 +498,6 @@ fn dataset_view(ds: &Dataset) -> DatasetView {
 /// sends it all before it reads a reply, gets the reason.
 /// Largest JSON body of a small API request.
 const MAX_JSON_BODY: usize = 64 << 10;
-/// A read of at most this many bytes within one segment is fetched by the
-/// request's own task and answered in one piece (a data loader's sample);
-/// longer ones stream segment by segment.
-const SMALL_READ: u64 = 1 << 20;
 
 /// Reads a small JSON body, bounded before it is buffered.
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Resp> {
@@ -683,40 +679,31 @@ async fn gateway(req: &Request<Incoming>, state: &ApiState, rest: &str, head: bo
             return r;
         }
     };
-    let tracked = || {
-        state.transfers.start(
-            "read",
-            if path.is_empty() {
-                cid.to_string()
-            } else {
-                format!("{cid}/{path}")
-            },
-            Some(end - start),
-        )
-    };
-    let (a, b) = (entry.offset + start, entry.offset + end);
-    let seg_size = m.segment_size;
     let body = if head || start == end {
         ChannelBody::empty()
-    } else if b - a <= SMALL_READ && a / seg_size == (b - 1) / seg_size {
-        match state.datasets.read_in_segment(&ds, a, b).await {
-            Ok(bytes) => ChannelBody {
-                rx: None,
-                once: Some(bytes),
-                tracked: Some(tracked()),
-            },
-            Err(e) => return failed(&e),
-        }
     } else {
         let (tx, mut rx) = mpsc::channel(4);
-        tokio::spawn(Arc::clone(&state.datasets).stream_range(ds.clone(), a, b, tx));
+        tokio::spawn(Arc::clone(&state.datasets).stream_range(
+            ds.clone(),
+            entry.offset + start,
+            entry.offset + end,
+            tx,
+        ));
         // The first segment decides the status: a dataset that cannot be read
         // gets an error reply, not a 200 that breaks off.
         match rx.recv().await {
             Some(Ok(first)) => ChannelBody {
                 rx: Some(rx),
                 once: Some(first),
-                tracked: Some(tracked()),
+                tracked: Some(state.transfers.start(
+                    "read",
+                    if path.is_empty() {
+                        cid.to_string()
+                    } else {
+                        format!("{cid}/{path}")
+                    },
+                    Some(end - start),
+                )),
             },
             Some(Err(e)) => return failed(&e),
             None => return error(StatusCode::INTERNAL_SERVER_ERROR, "the reader stopped"),
