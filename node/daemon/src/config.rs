@@ -168,7 +168,8 @@ pub struct CacheConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// `error`, `warn`, `info`, `debug`, `trace` or a tracing filter.
+    /// `error`, `warn`, `info`, `debug`, `trace` (for cairn's own crates) or
+    /// `target=level` directives (`warn,cairn_node=debug,iroh=info`).
     pub level: String,
     /// `auto` (journald under systemd, terminal otherwise), `journald` or `terminal`.
     pub format: String,
@@ -336,6 +337,7 @@ impl Config {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
+        crate::logging::parse_filter(&self.log.level).map_err(|e| format!("log.level: {e}"))?;
         if self.limits.max_shard_size.0 == 0
             || self.limits.max_shard_size.0 > cairn_proof::MAX_SHARD_LEN
         {
@@ -599,6 +601,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("capacity"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_log_filter_is_a_config_error() {
+        let e = load_str("[log]\nlevel = \"loud\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("log.level") && e.contains("target=level"), "{e}");
+        assert!(load_str("[log]\nlevel = \"warn,iroh=debug\"\n", &[]).is_ok());
     }
 
     #[test]

@@ -15,9 +15,10 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use tracing::field::{Field, Visit};
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
 
 /// Where log output goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,15 +27,20 @@ pub enum LogTarget {
     Terminal,
 }
 
-/// Installs the global subscriber. `level` is a level or a tracing filter;
-/// `RUST_LOG` wins when set. `format` is `auto`, `journald` or `terminal`.
+/// Installs the global subscriber. `level` is a level or a filter of
+/// `target=level` directives ([`parse_filter`]); `RUST_LOG` wins when set
+/// and valid. `format` is `auto`, `journald` or `terminal`.
 pub fn init(level: &str, format: &str) -> LogTarget {
-    let filter = || {
-        std::env::var("RUST_LOG")
+    let from_env = std::env::var("RUST_LOG").ok().and_then(|f| {
+        parse_filter(&f)
+            .map_err(|e| eprintln!("RUST_LOG ignored: {e}"))
             .ok()
-            .and_then(|f| EnvFilter::try_new(f).ok())
-            .or_else(|| EnvFilter::try_new(default_filter(level)).ok())
-            .unwrap_or_else(|| EnvFilter::new("info"))
+    });
+    let filter = || {
+        from_env
+            .clone()
+            .or_else(|| parse_filter(level).ok())
+            .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO))
     };
     let want_journal = match format {
         "journald" => true,
@@ -63,6 +69,19 @@ pub fn init(level: &str, format: &str) -> LogTarget {
         .with(problems_layer())
         .try_init();
     LogTarget::Terminal
+}
+
+/// A log filter: a bare level (`debug`) applies to cairn's crates, library
+/// chatter staying at warn; else comma-separated `target=level` directives
+/// and at most one bare default level (`warn,cairn_node=debug,iroh=info`).
+/// Directives by target only, not by span or field: `Targets` rather than
+/// `EnvFilter`, whose regex engine was a fifth of a megabyte of every binary.
+pub fn parse_filter(level: &str) -> Result<Targets, String> {
+    default_filter(level).parse::<Targets>().map_err(|e| {
+        format!(
+            "{level:?} is not a log filter ({e}): give a level (error, warn, info, debug, trace) or target=level directives, e.g. warn,cairn_node=debug"
+        )
+    })
 }
 
 /// A bare level applies to cairn's crates; library chatter stays at warn.
@@ -244,7 +263,7 @@ mod tests {
     fn terminal_subscriber(level: &str) -> impl tracing::Subscriber {
         let layer = tracing_subscriber::fmt::layer()
             .with_writer(std::io::sink)
-            .with_filter(EnvFilter::new(default_filter(level)));
+            .with_filter(parse_filter(level).unwrap());
         tracing_subscriber::registry()
             .with(layer)
             .with(problems_layer())
@@ -261,12 +280,25 @@ mod tests {
             assert!(tracing::enabled!(target: "cairn_node::server", tracing::Level::INFO));
             assert!(tracing::enabled!(target: "iroh::socket", tracing::Level::WARN));
         });
+        tracing::subscriber::with_default(terminal_subscriber("warn,iroh=debug"), || {
+            assert!(tracing::enabled!(target: "iroh::socket", tracing::Level::DEBUG));
+            assert!(!tracing::enabled!(target: "cairn_node::server", tracing::Level::INFO));
+        });
         tracing::subscriber::with_default(terminal_subscriber("debug"), || {
             assert!(tracing::enabled!(target: "cairn_node::server", tracing::Level::DEBUG));
             assert!(
                 !tracing::span_enabled!(target: "noq_proto::connection", tracing::Level::TRACE)
             );
         });
+    }
+
+    #[test]
+    fn a_bad_filter_is_refused_with_what_to_give() {
+        for bad in ["loud", "cairn_node=loud", "warn,iroh=verbose"] {
+            let e = parse_filter(bad).unwrap_err();
+            assert!(e.contains(bad) && e.contains("target=level"), "{e}");
+        }
+        assert!(parse_filter("trace").is_ok());
     }
 
     // One test: the ring is process-wide.
