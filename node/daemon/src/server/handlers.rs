@@ -222,14 +222,21 @@ impl Handler<'_> {
         })
         .await?;
         let server: &Server = self.server;
-        server.bandwidth.up.take(outboard.len()).await;
-        self.send.write_all(&outboard).await.map_err(write_err)?;
+        // Owned buffers go to the stream as they are (`write_chunk`), not
+        // copied into its send buffer.
+        let outboard_len = outboard.len();
+        server.bandwidth.up.take(outboard_len).await;
+        self.send
+            .write_chunk(outboard.into())
+            .await
+            .map_err(write_err)?;
         let metrics = &server.metrics;
-        metrics.transfer("out", "shard", outboard.len() as u64);
+        metrics.transfer("out", "shard", outboard_len as u64);
         if let Some(buf) = head {
-            server.bandwidth.up.take(buf.len()).await;
-            self.send.write_all(&buf).await.map_err(write_err)?;
-            metrics.transfer("out", "shard", buf.len() as u64);
+            let n = buf.len();
+            server.bandwidth.up.take(n).await;
+            self.send.write_chunk(buf.into()).await.map_err(write_err)?;
+            metrics.transfer("out", "shard", n as u64);
             return Ok(());
         }
         // A blocking reader feeds a bounded channel; the stream drains it.
@@ -251,9 +258,10 @@ impl Handler<'_> {
         while let Some(chunk) = rx.recv().await {
             match chunk {
                 Ok(buf) => {
-                    server.bandwidth.up.take(buf.len()).await;
-                    self.send.write_all(&buf).await.map_err(write_err)?;
-                    metrics.transfer("out", "shard", buf.len() as u64);
+                    let n = buf.len();
+                    server.bandwidth.up.take(n).await;
+                    self.send.write_chunk(buf.into()).await.map_err(write_err)?;
+                    metrics.transfer("out", "shard", n as u64);
                 }
                 Err(e) => {
                     // Mid-stream: the header is out, so reset the stream; the reader sees a short body.
