@@ -531,6 +531,11 @@ mod tests {
         )
     }
 
+    /// The error text of a config that must not load.
+    fn load_err(text: &str, env: &[(&str, &str)]) -> String {
+        load_str(text, env).unwrap_err().to_string()
+    }
+
     #[test]
     fn the_shipped_commented_config_loads() {
         let c = load_str(Config::commented_default(), &[]).unwrap();
@@ -540,33 +545,21 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let e = load_str("capacty = \"1GiB\"\n", &[])
-            .unwrap_err()
-            .to_string();
+        let e = load_err("capacty = \"1GiB\"\n", &[]);
         assert!(e.contains("capacty"), "{e}");
-        let e = load_str("[network]\nlisten_addr = \"1.2.3.4:5\"\n", &[])
-            .unwrap_err()
-            .to_string();
+        let e = load_err("[network]\nlisten_addr = \"1.2.3.4:5\"\n", &[]);
         assert!(e.contains("listen_addr"), "{e}");
     }
 
     #[test]
     fn bad_values_are_named() {
-        let e = load_str("capacity = \"12XB\"\n", &[])
-            .unwrap_err()
-            .to_string();
+        let e = load_err("capacity = \"12XB\"\n", &[]);
         assert!(e.contains("12XB") && e.contains("unit"), "{e}");
-        let e = load_str("role = \"farmer\"\n", &[])
-            .unwrap_err()
-            .to_string();
+        let e = load_err("role = \"farmer\"\n", &[]);
         assert!(e.contains("farmer"), "{e}");
-        let e = load_str("[network]\nrelay = \"maybe\"\n", &[])
-            .unwrap_err()
-            .to_string();
+        let e = load_err("[network]\nrelay = \"maybe\"\n", &[]);
         assert!(e.contains("network.relay"), "{e}");
-        let e = load_str("[network]\nlisten = \"nowhere\"\n", &[])
-            .unwrap_err()
-            .to_string();
+        let e = load_err("[network]\nlisten = \"nowhere\"\n", &[]);
         assert!(e.contains("nowhere") || e.contains("address"), "{e}");
     }
 
@@ -590,24 +583,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.storage.volume[0].path, PathBuf::from("/mnt/c"));
-        let e = load_str(
+        let e = load_err(
             "[[storage.volume]]\npath = \"mnt/a\"\ncapacity = \"1GiB\"\n",
             &[],
-        )
-        .unwrap_err()
-        .to_string();
+        );
         assert!(e.contains("must be absolute"), "{e}");
-        let e = load_str("[[storage.volume]]\npath = \"/mnt/a\"\n", &[])
-            .unwrap_err()
-            .to_string();
+        let e = load_err("[[storage.volume]]\npath = \"/mnt/a\"\n", &[]);
         assert!(e.contains("capacity"), "{e}");
     }
 
     #[test]
     fn a_bad_log_filter_is_a_config_error() {
-        let e = load_str("[log]\nlevel = \"loud\"\n", &[])
-            .unwrap_err()
-            .to_string();
+        let e = load_err("[log]\nlevel = \"loud\"\n", &[]);
         assert!(e.contains("log.level") && e.contains("target=level"), "{e}");
         assert!(load_str("[log]\nlevel = \"warn,iroh=debug\"\n", &[]).is_ok());
     }
@@ -631,13 +618,9 @@ mod tests {
         assert_eq!(c.capacity.0, 2 << 30);
         assert_eq!(c.network.listen.port(), 9000);
         assert_eq!(c.limits.max_concurrent_puts, 3);
-        let e = load_str("", &[("CAIRN_LIMITS_MAX_CONCURRENT_PUTS", "lots")])
-            .unwrap_err()
-            .to_string();
+        let e = load_err("", &[("CAIRN_LIMITS_MAX_CONCURRENT_PUTS", "lots")]);
         assert!(e.contains("CAIRN_LIMITS_MAX_CONCURRENT_PUTS"), "{e}");
-        let e = load_str("", &[("CAIRN_NETWORK_LISTN", "1.2.3.4:5")])
-            .unwrap_err()
-            .to_string();
+        let e = load_err("", &[("CAIRN_NETWORK_LISTN", "1.2.3.4:5")]);
         assert!(e.contains("listn"), "a typo inside a section is named: {e}");
     }
 

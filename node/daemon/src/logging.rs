@@ -186,7 +186,8 @@ fn clipped(mut s: String) -> String {
     s
 }
 
-/// Keeps warnings and errors of cairn's crates in [`PROBLEMS`].
+/// Keeps warnings and errors in [`PROBLEMS`]; which ones (cairn's crates')
+/// is its filter's choice, [`problems_layer`].
 struct ProblemsLayer;
 
 /// [`ProblemsLayer`] with its own filter. Unfiltered, a layer is interested
@@ -197,9 +198,7 @@ fn problems_layer<S>() -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    ProblemsLayer.with_filter(
-        tracing_subscriber::filter::Targets::new().with_target("cairn", tracing::Level::WARN),
-    )
+    ProblemsLayer.with_filter(Targets::new().with_target("cairn", tracing::Level::WARN))
 }
 
 impl<S: tracing::Subscriber> Layer<S> for ProblemsLayer {
@@ -210,9 +209,6 @@ impl<S: tracing::Subscriber> Layer<S> for ProblemsLayer {
             tracing::Level::WARN => "warn",
             _ => return,
         };
-        if !meta.target().starts_with("cairn") {
-            return;
-        }
         let mut f = Fields::default();
         event.record(&mut f);
         let mut advice = String::new();
