@@ -35,6 +35,11 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// 4 round trips) before it also decodes the piece from other shards.
 const MIN_RANGE_HEDGE: Duration = Duration::from_millis(50);
 
+/// A read of at most this many bytes inside one segment is fetched by the
+/// request's own task and answered in one piece (a data loader's sample);
+/// longer ones stream segment by segment.
+pub const SMALL_READ: u64 = 1 << 20;
+
 /// Segment bytes waiting for the disk tier, in 64 KiB units (4 MiB; a
 /// bigger segment waits alone).
 pub const DISK_WRITE_PERMITS: usize = 64;
@@ -385,6 +390,13 @@ impl Datasets {
         }
         self.wait_for_read_ahead(ds, s).await;
         let sl = seg.len.div_ceil(u64::from(m.data_shards));
+        if a / sl == (b - 1) / sl {
+            // In one data shard (a small read): no task to hand it to.
+            let i = a / sl;
+            return self
+                .fetch_data_piece(ds, s, i as usize, a - i * sl, b - i * sl)
+                .await;
+        }
         let mut out = Vec::with_capacity((b - a) as usize);
         let mut set: JoinSet<(u64, Result<Vec<u8>>)> = JoinSet::new();
         for i in a / sl..=(b - 1) / sl {
@@ -691,6 +703,63 @@ impl Datasets {
         Ok(piece[(lo - g0) as usize..(hi - g0) as usize].to_vec())
     }
 
+    /// Notes a read of packed-stream bytes `[start, end)` for read-ahead,
+    /// and starts reading ahead when the reader is sequential.
+    fn observe_read(self: &Arc<Self>, ds: &Dataset, start: u64, end: u64) {
+        if self.groups.enabled() || self.disk.is_some() {
+            let m = &ds.manifest;
+            let ahead = self.trails.lock().expect("lock").observe(
+                ds.cid,
+                start,
+                end,
+                m.segment_size,
+                m.segments.len(),
+            );
+            self.read_ahead(ds, ahead);
+        }
+    }
+
+    /// Whether bytes `[start, end)` of the packed stream are a small read:
+    /// at most [`SMALL_READ`] bytes inside one segment and not all of it
+    /// (a whole segment is fetched as k shards, by [`Datasets::stream_range`]).
+    pub fn is_small_read(ds: &Dataset, start: u64, end: u64) -> bool {
+        let m = &ds.manifest;
+        let s = start / m.segment_size;
+        let Some(seg) = m.segments.get(s as usize) else {
+            return false;
+        };
+        let seg_start = s * m.segment_size;
+        start < end
+            && end - start <= SMALL_READ
+            && (end - 1) / m.segment_size == s
+            && !(start == seg_start && end - seg_start >= seg.len)
+    }
+
+    /// Bytes `[start, end)` of the packed stream when they are a small read
+    /// ([`Datasets::is_small_read`]): fetched by the caller's task, so a data
+    /// loader's sample costs no reader task and no channel (what
+    /// [`Datasets::stream_range`] needs for reads of many segments).
+    pub async fn read_in_segment(
+        self: &Arc<Self>,
+        ds: &Dataset,
+        start: u64,
+        end: u64,
+    ) -> Result<Bytes> {
+        let seg_size = ds.manifest.segment_size;
+        let s = start / seg_size;
+        if !Self::is_small_read(ds, start, end) {
+            return Err(Error::Internal(format!(
+                "bytes {start}..{end} are not a small read"
+            )));
+        }
+        self.observe_read(ds, start, end);
+        let seg_start = s * seg_size;
+        let bytes = self
+            .fetch_segment_range(ds, s as usize, start - seg_start, end - seg_start)
+            .await?;
+        Ok(Bytes::from(bytes))
+    }
+
     /// Streams bytes `[start, end)` of the packed stream to `tx`, a segment at a
     /// time, fetching the next segment while the current one is sent.
     pub async fn stream_range(
@@ -708,16 +777,7 @@ impl Datasets {
         let seg_size = m.segment_size;
         let first = (start / seg_size) as usize;
         let last = ((end - 1) / seg_size) as usize;
-        if ctx.groups.enabled() || ctx.disk.is_some() {
-            let ahead = ctx.trails.lock().expect("lock").observe(
-                ds.cid,
-                start,
-                end,
-                seg_size,
-                m.segments.len(),
-            );
-            ctx.read_ahead(&ds, ahead);
-        }
+        ctx.observe_read(&ds, start, end);
         // A whole segment is fetched as k shards; part of one as the
         // groups that hold it. Either way `bytes` starts at `offset` of
         // the segment.

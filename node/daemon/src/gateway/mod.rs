@@ -679,31 +679,39 @@ async fn gateway(req: &Request<Incoming>, state: &ApiState, rest: &str, head: bo
             return r;
         }
     };
+    let tracked = || {
+        state.transfers.start(
+            "read",
+            if path.is_empty() {
+                cid.to_string()
+            } else {
+                format!("{cid}/{path}")
+            },
+            Some(end - start),
+        )
+    };
+    let (a, b) = (entry.offset + start, entry.offset + end);
     let body = if head || start == end {
         ChannelBody::empty()
+    } else if Datasets::is_small_read(&ds, a, b) {
+        match state.datasets.read_in_segment(&ds, a, b).await {
+            Ok(bytes) => ChannelBody {
+                rx: None,
+                once: Some(bytes),
+                tracked: Some(tracked()),
+            },
+            Err(e) => return failed(&e),
+        }
     } else {
         let (tx, mut rx) = mpsc::channel(4);
-        tokio::spawn(Arc::clone(&state.datasets).stream_range(
-            ds.clone(),
-            entry.offset + start,
-            entry.offset + end,
-            tx,
-        ));
+        tokio::spawn(Arc::clone(&state.datasets).stream_range(ds.clone(), a, b, tx));
         // The first segment decides the status: a dataset that cannot be read
         // gets an error reply, not a 200 that breaks off.
         match rx.recv().await {
             Some(Ok(first)) => ChannelBody {
                 rx: Some(rx),
                 once: Some(first),
-                tracked: Some(state.transfers.start(
-                    "read",
-                    if path.is_empty() {
-                        cid.to_string()
-                    } else {
-                        format!("{cid}/{path}")
-                    },
-                    Some(end - start),
-                )),
+                tracked: Some(tracked()),
             },
             Some(Err(e)) => return failed(&e),
             None => return error(StatusCode::INTERNAL_SERVER_ERROR, "the reader stopped"),
