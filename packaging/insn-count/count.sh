@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Guest instructions per unit of the boards' hot paths, per cargo profile:
+# the speed cost of a size-first profile, measured without the noise of
+# timing an emulator on a shared machine.
+#
+#   packaging/insn-count/count.sh aarch64-unknown-linux-gnu [PROFILE ...]
+#
+# PROFILEs default to `release dist`. Builds cairn-insn-count for TARGET in
+# each profile (the same cross environment as packaging/build.sh), runs each
+# workload under qemu-user with plugin.c, twice (N and 4N units), and prints
+# (count(4N) - count(N)) / 3N per workload and profile, then each profile's
+# counts as a ratio of the first's. Needs gcc, qemu-user and the cross
+# toolchain (`.ci/setup.sh` installs them).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+target="${1:?usage: packaging/insn-count/count.sh TARGET [PROFILE ...]}"
+shift
+if [ $# -gt 0 ]; then profiles=("$@"); else profiles=(release dist); fi
+case "$target" in
+  aarch64-unknown-linux-gnu) prefix=aarch64-linux-gnu; qemu=qemu-aarch64 ;;
+  armv7-unknown-linux-gnueabihf) prefix=arm-linux-gnueabihf; qemu=qemu-arm ;;
+  *) echo "count.sh: not a cross target: $target" >&2; exit 2 ;;
+esac
+target_dir="${CARGO_TARGET_DIR:-target}"
+. packaging/cross-env.sh
+cross_env "$target" "$prefix" "$target_dir"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+gcc -shared -fPIC -O2 -o "$work/insn.so" packaging/insn-count/plugin.c
+
+# Erasure coding and hashing only: the crate does not link RocksDB, so a
+# profile builds in a minute or two and no C++ is compiled.
+for p in "${profiles[@]}"; do
+  env -u RUST_REED_SOLOMON_ERASURE_ARCH -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS \
+    cargo build --profile "$p" --locked --target "$target" -p cairn-insn-count
+done
+
+# count PROFILE WORKLOAD N: guest instructions of one run.
+count() {
+  "$qemu" -L "/usr/$prefix" -plugin "$work/insn.so" \
+    "$target_dir/$target/$1/cairn-insn-count" "$2" "$3" 2>&1 >/dev/null \
+    | sed -n 's/^guest instructions: //p'
+}
+
+printf '%-14s %-8s' workload unit
+for p in "${profiles[@]}"; do printf ' %16s' "$p"; done
+printf '\n'
+for w in encode decode hash outboard verify_shard prove verify; do
+  case "$w" in
+    encode|decode) n=1; unit="8 MiB" ;;
+    *) n=1; unit="2 MiB" ;;
+  esac
+  printf '%-14s %-8s' "$w" "$unit"
+  first=
+  for p in "${profiles[@]}"; do
+    a=$(count "$p" "$w" "$n")
+    b=$(count "$p" "$w" $((4 * n)))
+    per=$(( (b - a) / (3 * n) ))
+    if [ -z "$first" ]; then
+      first=$per
+      printf ' %16s' "$per"
+    else
+      printf ' %9s (%3s%%)' "$per" "$(( (per * 100 + first / 2) / first ))"
+    fi
+  done
+  printf '\n'
+done
