@@ -16,6 +16,11 @@ cd "$(dirname "$0")/../.."
 target="${1:?usage: packaging/insn-count/count.sh TARGET [PROFILE ...]}"
 shift
 if [ $# -gt 0 ]; then profiles=("$@"); else profiles=(release dist); fi
+for p in "${profiles[@]}"; do
+  case "$p" in
+    dev|test) echo "count.sh: profile $p builds into debug/; give release, dist or a profile of your own" >&2; exit 2 ;;
+  esac
+done
 case "$target" in
   aarch64-unknown-linux-gnu) prefix=aarch64-linux-gnu; qemu=qemu-aarch64 ;;
   armv7-unknown-linux-gnueabihf) prefix=arm-linux-gnueabihf; qemu=qemu-arm ;;
@@ -36,11 +41,23 @@ for p in "${profiles[@]}"; do
     cargo build --profile "$p" --locked --target "$target" -p cairn-insn-count
 done
 
-# count PROFILE WORKLOAD N: guest instructions of one run.
+# count PROFILE WORKLOAD N: guest instructions of one run; a run that fails
+# or prints no count stops the script with what qemu and the program said.
 count() {
-  "$qemu" -L "/usr/$prefix" -plugin "$work/insn.so" \
-    "$target_dir/$target/$1/cairn-insn-count" "$2" "$3" 2>&1 >/dev/null \
-    | sed -n 's/^guest instructions: //p'
+  local log="$work/run.log" n
+  if ! "$qemu" -L "/usr/$prefix" -plugin "$work/insn.so" \
+    "$target_dir/$target/$1/cairn-insn-count" "$2" "$3" >/dev/null 2>"$log"; then
+    echo "count.sh: cairn-insn-count $2 $3 ($1) failed:" >&2
+    cat "$log" >&2
+    exit 1
+  fi
+  n=$(sed -n 's/^guest instructions: \([0-9][0-9]*\)$/\1/p' "$log")
+  if [ -z "$n" ]; then
+    echo "count.sh: the plugin printed no count for $2 $3 ($1):" >&2
+    cat "$log" >&2
+    exit 1
+  fi
+  echo "$n"
 }
 
 printf '%-14s %-8s' workload unit
@@ -48,9 +65,10 @@ for p in "${profiles[@]}"; do printf ' %16s' "$p"; done
 printf '\n'
 for w in encode decode hash outboard verify_shard prove verify; do
   case "$w" in
-    encode|decode) n=1; unit="8 MiB" ;;
-    *) n=1; unit="2 MiB" ;;
+    encode|decode) unit="8 MiB" ;;
+    *) unit="2 MiB" ;;
   esac
+  n=1
   printf '%-14s %-8s' "$w" "$unit"
   first=
   for p in "${profiles[@]}"; do

@@ -3,7 +3,9 @@
  * counts the guest instructions a program executes and prints the total on
  * exit. Debian's qemu-user can load plugins but ships none; this is the
  * part of qemu's contrib/plugins/insn.c that count.sh needs, declared here
- * because the plugin header is not packaged either.
+ * because the plugin header is not packaged either. Later qemu versions
+ * changed the inline-counter calls; there the plugin fails to load and
+ * count.sh prints qemu's message.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -26,8 +28,8 @@ void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id,
 
 __attribute__((visibility("default"))) int qemu_plugin_version = 1;
 
-/* Added to by every vCPU thread without a lock: RocksDB's background
- * threads may lose a few counts; the workloads' own loops run on one. */
+/* Added to by every vCPU thread without a lock: a program with several
+ * threads may lose a few counts; cairn-insn-count runs on one. */
 static uint64_t executed;
 
 static void translated(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
