@@ -3,7 +3,8 @@
 //! every holder up, with a holder serving corrupted bytes, and with two
 //! holders killed; and a small range fetches only the groups that hold it.
 //! The edge cache: a second read is served without the miners, its budget
-//! holds, and bytes decoded around a bad holder never enter it.
+//! holds, and bytes decoded around a bad holder never enter it. Read-ahead
+//! serves sequential readers without fetching a byte twice.
 
 use cairn_testkit::bytes;
 use cairn_testkit::net::*;
@@ -419,5 +420,45 @@ fn read_ahead_is_bounded_for_the_whole_node() {
     assert!(
         started + skipped >= 12.0,
         "{started} started, {skipped} skipped"
+    );
+}
+
+#[test]
+fn a_reader_of_file_after_file_fetches_each_byte_once() {
+    // `cairn get` reads a dataset file after file; each read continues the
+    // last, so the segments after it are read ahead. Asked for when a long
+    // read starts, they went into the cache ahead of that read's own
+    // segments and were evicted by them before the next file's read came:
+    // fetched twice. Asked for when the read reaches its last segment, they
+    // are still there.
+    let net = CliDevnet::with(6, 0, &[("CAIRN_CACHE_MEMORY", "8MiB")]);
+    let files: Vec<(String, Vec<u8>)> = (0..4u8)
+        .map(|i| {
+            (
+                format!("f{i}.bin"),
+                bytes((8 * SEG) as usize, 40 + u64::from(i)),
+            )
+        })
+        .collect();
+    let named: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let cid = pin_files(&net, &named);
+    let before = counter(&net, "cairn_shard_bytes_received_total");
+    for (name, want) in &files {
+        let (status, body) = http_bytes(&net.api, &format!("/d/{cid}/{name}"), None);
+        assert_eq!(status, 200);
+        assert!(body == *want, "{name}: not the file's bytes");
+    }
+    let received = counter(&net, "cairn_shard_bytes_received_total") - before;
+    let data = (files.len() as u64 * 8 * SEG) as f64;
+    let ahead = counter(&net, "cairn_prefetch_segments_total");
+    assert!(ahead >= 4.0, "{ahead} segments read ahead");
+    // Each data byte once, plus the shards' outboards (0.4%).
+    assert!(
+        received <= data * 1.02,
+        "{received} shard bytes fetched for {data} bytes of files ({:.3}x)",
+        received / data
     );
 }

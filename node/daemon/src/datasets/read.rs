@@ -703,20 +703,22 @@ impl Datasets {
         Ok(piece[(lo - g0) as usize..(hi - g0) as usize].to_vec())
     }
 
-    /// Notes a read of packed-stream bytes `[start, end)` for read-ahead,
-    /// and starts reading ahead when the reader is sequential.
-    fn observe_read(self: &Arc<Self>, ds: &Dataset, start: u64, end: u64) {
-        if self.groups.enabled() || self.disk.is_some() {
-            let m = &ds.manifest;
-            let ahead = self.trails.lock().expect("lock").observe(
-                ds.cid,
-                start,
-                end,
-                m.segment_size,
-                m.segments.len(),
-            );
-            self.read_ahead(ds, ahead);
+    /// Notes a read of packed-stream bytes `[start, end)` for read-ahead;
+    /// returns the segments to read ahead (none when the reader is not
+    /// sequential or there is no cache to read into), for the caller to
+    /// start with [`Datasets::read_ahead`] when the read nears its end.
+    fn observe_read(&self, ds: &Dataset, start: u64, end: u64) -> Vec<usize> {
+        if !self.groups.enabled() && self.disk.is_none() {
+            return Vec::new();
         }
+        let m = &ds.manifest;
+        self.trails.lock().expect("lock").observe(
+            ds.cid,
+            start,
+            end,
+            m.segment_size,
+            m.segments.len(),
+        )
     }
 
     /// Whether bytes `[start, end)` of the packed stream are a small read:
@@ -752,7 +754,8 @@ impl Datasets {
                 "bytes {start}..{end} are not a small read"
             )));
         }
-        self.observe_read(ds, start, end);
+        let ahead = self.observe_read(ds, start, end);
+        self.read_ahead(ds, ahead);
         let seg_start = s * seg_size;
         let bytes = self
             .fetch_segment_range(ds, s as usize, start - seg_start, end - seg_start)
@@ -777,7 +780,12 @@ impl Datasets {
         let seg_size = m.segment_size;
         let first = (start / seg_size) as usize;
         let last = ((end - 1) / seg_size) as usize;
-        ctx.observe_read(&ds, start, end);
+        // Read-ahead starts when this read reaches its last segment: asked
+        // for now, a long read's own segments would pass through the cache
+        // after it and evict it before the next read came for it (a
+        // `cairn get` of file after file fetched an eighth of its bytes
+        // twice).
+        let mut ahead = Some(ctx.observe_read(&ds, start, end));
         // A whole segment is fetched as k shards; part of one as the
         // groups that hold it. Either way `bytes` starts at `offset` of
         // the segment.
@@ -801,6 +809,11 @@ impl Datasets {
             let current = next.take().expect("prefetched");
             if s < last {
                 next = Some(fetch(s + 1));
+            }
+            if s + 1 >= last
+                && let Some(ahead) = ahead.take()
+            {
+                ctx.read_ahead(&ds, ahead);
             }
             let (offset, bytes) = match current.await {
                 Ok(Ok(b)) => b,
