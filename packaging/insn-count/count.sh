@@ -3,9 +3,14 @@
 # the speed cost of a size-first profile, measured without the noise of
 # timing an emulator on a shared machine.
 #
-#   packaging/insn-count/count.sh aarch64-unknown-linux-gnu [PROFILE ...]
+#   packaging/insn-count/count.sh aarch64-unknown-linux-gnu [--metadata] [PROFILE ...]
 #
-# PROFILEs default to `release dist`. Builds cairn-insn-count for TARGET in
+# PROFILEs default to `release dist`. --metadata adds RocksDB's write, read
+# and reopen paths per record; it links RocksDB, so it is built beside the
+# packaged binaries (the same selection as packaging/build.sh, which gives
+# every dependency the same features and so reuses that build's RocksDB; a
+# profile whose RocksDB is not built yet compiles its C++ first, most of an
+# hour). Builds cairn-insn-count for TARGET in
 # each profile (the same cross environment as packaging/build.sh), runs each
 # workload under qemu-user with plugin.c, twice (N and 4N units), and prints
 # (count(4N) - count(N)) / 3N per workload and profile, then each profile's
@@ -13,8 +18,10 @@
 # toolchain (`.ci/setup.sh` installs them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-target="${1:?usage: packaging/insn-count/count.sh TARGET [PROFILE ...]}"
+target="${1:?usage: packaging/insn-count/count.sh TARGET [--metadata] [PROFILE ...]}"
 shift
+metadata=
+if [ "${1:-}" = --metadata ]; then metadata=1; shift; fi
 if [ $# -gt 0 ]; then profiles=("$@"); else profiles=(release dist); fi
 for p in "${profiles[@]}"; do
   case "$p" in
@@ -34,11 +41,18 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 gcc -shared -fPIC -O2 -o "$work/insn.so" packaging/insn-count/plugin.c
 
-# Erasure coding and hashing only: the crate does not link RocksDB, so a
-# profile builds in a minute or two and no C++ is compiled.
+# Without --metadata the crate does not link RocksDB: a profile builds in a
+# minute or two and no C++ is compiled.
+if [ -n "$metadata" ]; then
+  select=(-p cairn-cli -p cairn-validator -p cairn-insn-count --features cairn-insn-count/metadata)
+  workloads=(encode decode hash outboard verify_shard prove verify metadata)
+else
+  select=(-p cairn-insn-count)
+  workloads=(encode decode hash outboard verify_shard prove verify)
+fi
 for p in "${profiles[@]}"; do
   env -u RUST_REED_SOLOMON_ERASURE_ARCH -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS \
-    cargo build --profile "$p" --locked --target "$target" -p cairn-insn-count
+    cargo build --profile "$p" --locked --target "$target" "${select[@]}"
 done
 
 # count PROFILE WORKLOAD N: guest instructions of one run; a run that fails
@@ -63,12 +77,12 @@ count() {
 printf '%-14s %-8s' workload unit
 for p in "${profiles[@]}"; do printf ' %16s' "$p"; done
 printf '\n'
-for w in encode decode hash outboard verify_shard prove verify; do
+for w in "${workloads[@]}"; do
   case "$w" in
-    encode|decode) unit="8 MiB" ;;
-    *) unit="2 MiB" ;;
+    encode|decode) n=1; unit="8 MiB" ;;
+    metadata) n=250; unit=record ;;
+    *) n=1; unit="2 MiB" ;;
   esac
-  n=1
   printf '%-14s %-8s' "$w" "$unit"
   first=
   for p in "${profiles[@]}"; do

@@ -103,6 +103,8 @@ fn run(workload: &str, n: usize) -> Result<(), String> {
                 }
             }
         }
+        #[cfg(feature = "metadata")]
+        "metadata" => metadata(n).map_err(|e| err(&e))?,
         other => return Err(format!("no workload {other:?}; one of: {WORKLOADS}")),
     }
     Ok(())
@@ -112,4 +114,38 @@ fn outboard(shard: &[u8]) -> Result<(ShardId, Vec<u8>), String> {
     let mut b = OutboardBuilder::new(shard.len() as u64).map_err(|e| e.to_string())?;
     b.update(shard).map_err(|e| e.to_string())?;
     b.finalize().map_err(|e| e.to_string())
+}
+
+/// `n` records of a shard record's size written (each synced, as the node
+/// writes them), read back, and read again after a reopen of the store:
+/// RocksDB's write, read and recovery paths, in a fresh directory under the
+/// system's temporary directory.
+#[cfg(feature = "metadata")]
+fn metadata(n: usize) -> Result<(), cairn_store::StoreError> {
+    let dir = std::env::temp_dir().join(format!("cairn-insn-count-{}", std::process::id()));
+    let result = metadata_in(&dir, n);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+#[cfg(feature = "metadata")]
+fn metadata_in(dir: &std::path::Path, n: usize) -> Result<(), cairn_store::StoreError> {
+    let key = |i: usize| blake3::hash(&i.to_le_bytes()).as_bytes().to_vec();
+    let value = [0x5a; 160];
+    {
+        let store = cairn_store::Store::open(dir, 1 << 30)?;
+        let kv = store.kv("insn")?;
+        for i in 0..n {
+            kv.put(&key(i), &value)?;
+        }
+        for i in 0..n {
+            black_box(kv.get(&key(i))?);
+        }
+    }
+    let store = cairn_store::Store::open(dir, 1 << 30)?;
+    let kv = store.kv("insn")?;
+    for i in 0..n {
+        black_box(kv.get(&key(i))?);
+    }
+    Ok(())
 }
