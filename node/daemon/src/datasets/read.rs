@@ -35,11 +35,6 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// 4 round trips) before it also decodes the piece from other shards.
 const MIN_RANGE_HEDGE: Duration = Duration::from_millis(50);
 
-/// A read of at most this many bytes inside one segment is fetched by the
-/// request's own task and answered in one piece (a data loader's sample);
-/// longer ones stream segment by segment.
-pub const SMALL_READ: u64 = 1 << 20;
-
 /// Segment bytes waiting for the disk tier, in 64 KiB units (4 MiB; a
 /// bigger segment waits alone).
 pub const DISK_WRITE_PERMITS: usize = 64;
@@ -719,48 +714,6 @@ impl Datasets {
             m.segment_size,
             m.segments.len(),
         )
-    }
-
-    /// Whether bytes `[start, end)` of the packed stream are a small read:
-    /// at most [`SMALL_READ`] bytes inside one segment and not all of it
-    /// (a whole segment is fetched as k shards, by [`Datasets::stream_range`]).
-    pub fn is_small_read(ds: &Dataset, start: u64, end: u64) -> bool {
-        let m = &ds.manifest;
-        let s = start / m.segment_size;
-        let Some(seg) = m.segments.get(s as usize) else {
-            return false;
-        };
-        let seg_start = s * m.segment_size;
-        start < end
-            && end - start <= SMALL_READ
-            && (end - 1) / m.segment_size == s
-            && !(start == seg_start && end - seg_start >= seg.len)
-    }
-
-    /// Bytes `[start, end)` of the packed stream when they are a small read
-    /// ([`Datasets::is_small_read`]): fetched by the caller's task, so a data
-    /// loader's sample costs no reader task and no channel (what
-    /// [`Datasets::stream_range`] needs for reads of many segments).
-    pub async fn read_in_segment(
-        self: &Arc<Self>,
-        ds: &Dataset,
-        start: u64,
-        end: u64,
-    ) -> Result<Bytes> {
-        let seg_size = ds.manifest.segment_size;
-        let s = start / seg_size;
-        if !Self::is_small_read(ds, start, end) {
-            return Err(Error::Internal(format!(
-                "bytes {start}..{end} are not a small read"
-            )));
-        }
-        let ahead = self.observe_read(ds, start, end);
-        self.read_ahead(ds, ahead);
-        let seg_start = s * seg_size;
-        let bytes = self
-            .fetch_segment_range(ds, s as usize, start - seg_start, end - seg_start)
-            .await?;
-        Ok(Bytes::from(bytes))
     }
 
     /// Streams bytes `[start, end)` of the packed stream to `tx`, a segment at a
