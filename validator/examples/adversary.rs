@@ -14,6 +14,12 @@
 //!                                     a placement of another's dataset at VERSION,
 //!                                     naming itself or the real owner, signed by itself
 //!   hostile-manifest                  a manifest (its own) asking readers for 64 GiB
+//!   shadow-shard FILE READER          a dataset (its own, one 1 MiB segment, k=4 m=2)
+//!                                     whose data shard 0 is named by the id of
+//!                                     FILE's first 256 KiB (another's shard) but
+//!                                     holds other bytes, decodable from its parity;
+//!                                     stored on the peer with no holder for shard 0;
+//!                                     reports a read grant for READER (a gateway)
 //!   audit CID N                       N audit requests for CID
 //!   release CID                       tell a validator CID was unpinned
 //!   stall-placements N LEN SECS       N placements announcing LEN bytes, none sent, held SECS
@@ -72,6 +78,10 @@ enum Attack {
         name: String,
     },
     HostileManifest,
+    ShadowShard {
+        file: PathBuf,
+        reader: NodeId,
+    },
     Audit {
         cid: Cid,
         n: usize,
@@ -135,6 +145,7 @@ fn main() -> Result<()> {
             Attack::DeleteManifest { .. } => "delete-manifest",
             Attack::PutPlacement { .. } => "put-placement",
             Attack::HostileManifest => "hostile-manifest",
+            Attack::ShadowShard { .. } => "shadow-shard",
             Attack::Audit { .. } => "audit",
             Attack::Release { .. } => "release",
             Attack::StallPlacements { .. } => "stall-placements",
@@ -193,6 +204,70 @@ fn main() -> Result<()> {
                 let cid = Cid(*blake3::hash(&bytes).as_bytes());
                 extra.insert("cid".into(), cid.to_string().into());
                 let r = client.put_manifest(&addr, cid.0, &bytes).await;
+                *codes.entry(code_of(&r)).or_default() += 1;
+            }
+            Attack::ShadowShard { file, reader } => {
+                let (k, m, seg) = (4usize, 2usize, 1usize << 20);
+                let sl = seg / k;
+                let victim =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                let Some(victims_first) = victim.get(..sl) else {
+                    bail!("{} is shorter than one shard ({sl} bytes)", file.display());
+                };
+                let target = cairn_proof::shard_id_and_outboard(victims_first).0;
+                let segment: Vec<u8> = (0..seg).map(|i| (i * 7 + 13) as u8).collect();
+                let mut encoder =
+                    cairn_erasure::Encoder::new(cairn_erasure::Params::new(k, m, seg)?)?;
+                let encoded = encoder.encode(&segment)?;
+                let shards: Vec<Vec<u8>> = encoded.shards().map(<[u8]>::to_vec).collect();
+                let mut ids: Vec<ShardId> = shards
+                    .iter()
+                    .map(|s| cairn_proof::shard_id_and_outboard(s).0)
+                    .collect();
+                ids[0] = target;
+                let hash = *blake3::hash(&segment).as_bytes();
+                let manifest = Manifest {
+                    owner: key.public(),
+                    data_shards: k as u16,
+                    parity_shards: m as u16,
+                    segment_size: seg as u64,
+                    total_len: seg as u64,
+                    single_file: true,
+                    entries: vec![cairn_proto::Entry {
+                        path: "shadow.bin".into(),
+                        kind: cairn_proto::EntryKind::File,
+                        size: seg as u64,
+                        offset: 0,
+                        blake3: hash,
+                        executable: false,
+                    }],
+                    segments: vec![SegmentRecord {
+                        len: seg as u64,
+                        blake3: hash,
+                        shards: ids.clone(),
+                    }],
+                };
+                let bytes = manifest.encode();
+                let cid = Cid(*blake3::hash(&bytes).as_bytes());
+                extra.insert("cid".into(), cid.to_string().into());
+                extra.insert("shard".into(), target.to_string().into());
+                // What the owner of a public dataset hands its readers.
+                let expires = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs()
+                    + 3600;
+                let grant = cairn_proto::Grant::signed(&key, reader, expires, None);
+                extra.insert("grant".into(), grant.to_token().into());
+                for (id, shard) in ids.iter().zip(&shards).skip(1) {
+                    let r = client.put_shard(&addr, *id, shard, None).await;
+                    *codes.entry(code_of(&r)).or_default() += 1;
+                }
+                let r = client.put_manifest(&addr, cid.0, &bytes).await;
+                *codes.entry(code_of(&r)).or_default() += 1;
+                let mut holders = vec![Some(cli.peer); k + m];
+                holders[0] = None;
+                let placement = Placement::signed(cid, 1, key.public(), &holders, &key);
+                let r = client.put_placement(&addr, &placement).await;
                 *codes.entry(code_of(&r)).or_default() += 1;
             }
             Attack::Audit { cid, n } => {

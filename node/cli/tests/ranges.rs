@@ -323,16 +323,28 @@ fn sequential_readers_are_read_ahead_and_the_disk_tier_serves_the_next_epoch() {
     let hits =
         || counter(&net, "cairn_cache_hits_total") + counter(&net, "cairn_cache_disk_hits_total");
     let before = hits();
+    let received_before = counter(&net, "cairn_shard_bytes_received_total");
     for at in (0..b.len() as u64).step_by(step) {
         check(&net, &cid, "b.bin", &b, at, at + step as u64);
     }
     let steps = (b.len() / step) as f64;
     let ahead = counter(&net, "cairn_prefetch_segments_total");
     assert!(ahead >= 6.0, "{ahead} segments read ahead");
+    assert_eq!(counter(&net, "cairn_prefetch_skipped_total"), 0.0);
     assert!(
         hits() - before >= steps * 0.75,
         "{} of {steps} steps found their bytes read ahead",
         hits() - before
+    );
+    // A step that misses fetches its groups from a miner besides the
+    // segment's read-ahead (each about 3% of the file): the bytes fetched
+    // stay near the file's own (whole shards, their outboards, the first
+    // steps before the reader counts as sequential).
+    let fetched = counter(&net, "cairn_shard_bytes_received_total") - received_before;
+    assert!(
+        fetched <= 1.3 * b.len() as f64,
+        "{fetched} shard bytes fetched for a {}-byte file",
+        b.len()
     );
     // The disk tier is written behind the reads: wait until all 8
     // segments' data shards (and outboards) are there.
@@ -461,4 +473,63 @@ fn a_reader_of_file_after_file_fetches_each_byte_once() {
         "{received} shard bytes fetched for {data} bytes of files ({:.3}x)",
         received / data
     );
+}
+
+/// A manifest may name another dataset's shard id for bytes of its own
+/// that decode from its own parity (the segment's hash is its own too): a
+/// gateway that read that dataset and cached what it decoded under the id
+/// would serve those bytes to every reader of the other dataset. Only
+/// shards that hash to their id enter the cache.
+#[test]
+fn a_manifest_naming_anothers_shard_id_cannot_fill_the_cache_under_it() {
+    let net = CliDevnet::up(6);
+    let victim = bytes((2 * SEG) as usize, 41);
+    let file = net.path().join("victim.bin");
+    std::fs::write(&file, &victim).unwrap();
+    let pin = net.cli(&["pin", file.to_str().unwrap(), "--segment-size", "1MiB"]);
+    assert!(pin.status.success(), "{}", text(&pin));
+    let cid = stdout(&pin).trim().to_string();
+
+    let evil = net.identity("mallory", "client");
+    let file = file.to_str().unwrap();
+    let gateway = net.node_id("gateway").to_string();
+    let r = adversary(
+        &evil,
+        &net.member("miner-0"),
+        &["shadow-shard", file, &gateway],
+    )
+    .unwrap();
+    assert_eq!(
+        count(&r, "ok"),
+        7,
+        "5 shards, the manifest, the placement: {r}"
+    );
+    let shadow = r["cid"].as_str().unwrap();
+    // Its owner hands out read grants, as for a public dataset; the
+    // gateway's operator takes one and reads it.
+    let add = net.cli(&["grant", "add", r["grant"].as_str().unwrap()]);
+    assert!(add.status.success(), "{}", text(&add));
+    // The gateway reads the shadow dataset; its shard 0 has no holder, so
+    // the segment is decoded from the parity (and is the attacker's).
+    let (status, body) = http_bytes(&net.api, &format!("/d/{shadow}"), None);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let want: Vec<u8> = (0..SEG as usize).map(|i| (i * 7 + 13) as u8).collect();
+    assert!(
+        body == want,
+        "the shadow dataset reads back as its owner made it"
+    );
+
+    // The victim's first shard, read in pieces: its own bytes, every time.
+    for (a, b) in [(1000, 5000), (0, 16384), (200_000, 262_144)] {
+        let (status, body) = http_bytes(
+            &net.api,
+            &format!("/d/{cid}"),
+            Some(&format!("bytes={a}-{}", b - 1)),
+        );
+        assert_eq!(status, 206, "{}", String::from_utf8_lossy(&body));
+        assert!(
+            body == victim[a..b],
+            "bytes {a}..{b} of the victim's file came from the shadow dataset"
+        );
+    }
 }

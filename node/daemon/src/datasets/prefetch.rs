@@ -93,6 +93,15 @@ impl Trails {
         }
         ahead
     }
+
+    /// Forgets that segment `s` of `cid` was asked for (its read-ahead was
+    /// skipped for want of a slot, or failed), so that the next read into
+    /// it may ask again.
+    pub fn forget(&mut self, cid: Cid, s: usize) {
+        if let Some(trail) = self.datasets.get_mut(&cid) {
+            trail.prefetched.retain(|&p| p != s);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -120,6 +129,17 @@ mod tests {
         assert!(t.observe(cid, 300, 310, SEG, 10).is_empty());
         // the last segment has nothing after it
         assert_eq!(t.observe(cid, 510, 990, SEG, 10), vec![9]);
+    }
+
+    #[test]
+    fn a_segment_forgotten_is_asked_for_again() {
+        let cid = Cid([3; 32]);
+        let mut t = Trails::default();
+        t.observe(cid, 0, 30, SEG, 10);
+        assert_eq!(t.observe(cid, 30, 60, SEG, 10), vec![0, 1]);
+        t.forget(cid, 1);
+        t.forget(Cid([4; 32]), 0); // an unknown dataset: nothing to forget
+        assert_eq!(t.observe(cid, 60, 90, SEG, 10), vec![1]);
     }
 
     #[test]

@@ -35,6 +35,11 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// 4 round trips) before it also decodes the piece from other shards.
 const MIN_RANGE_HEDGE: Duration = Duration::from_millis(50);
 
+/// A read of at most this many bytes inside one segment is fetched by the
+/// request's own task and answered in one piece (a data loader's sample);
+/// longer ones stream segment by segment.
+pub const SMALL_READ: u64 = 1 << 20;
+
 /// Segment bytes waiting for the disk tier, in 64 KiB units (4 MiB; a
 /// bigger segment waits alone).
 pub const DISK_WRITE_PERMITS: usize = 64;
@@ -162,10 +167,12 @@ impl Datasets {
     /// hedged (or from the cache, or from a read-ahead already under way).
     pub async fn fetch_segment(&self, ds: &Dataset, s: usize) -> Result<SegmentBytes> {
         self.wait_for_read_ahead(ds, s).await;
-        self.fetch_segment_now(ds, s).await
+        self.fetch_segment_now(ds, s, false).await
     }
 
-    async fn fetch_segment_now(&self, ds: &Dataset, s: usize) -> Result<SegmentBytes> {
+    /// Segment `s`, from the cache or fetched (and then cached); `ahead`
+    /// when it is read ahead of its reader.
+    async fn fetch_segment_now(&self, ds: &Dataset, s: usize, ahead: bool) -> Result<SegmentBytes> {
         let m = &ds.manifest;
         let seg = m
             .segments
@@ -181,13 +188,18 @@ impl Datasets {
             .fetch_any_k(ds, s, 0..m.total_shards(), 0, u64::MAX, shard_len as usize)
             .await?;
         got.sort_by_key(|(i, _)| *i);
+        // The data shards that may be cached: each checked against its own
+        // id in the manifest (the id is the cache's key, shared by every
+        // dataset that names it).
+        let verified: Vec<(cairn_proof::ShardId, Bytes)>;
         let bytes = if got.iter().enumerate().all(|(n, (i, _))| n == *i) {
             // Every data shard came: the segment is those shards, no
             // decoding. Each was verified against its id in the manifest as
             // it streamed in, so they are the bytes the manifest names;
             // hashing the segment again would be a second BLAKE3 pass over
             // every byte read (a fifth of the gateway's CPU on `get`).
-            let shards = got.into_iter().map(|(_, b)| Bytes::from(b)).collect();
+            let shards: Vec<Bytes> = got.into_iter().map(|(_, b)| Bytes::from(b)).collect();
+            verified = seg.shards.iter().copied().zip(shards.clone()).collect();
             SegmentBytes::from_data_shards(shards, seg.len)
         } else {
             let mut decoder = Decoder::new(m.decoder_params()?)?;
@@ -201,27 +213,42 @@ impl Datasets {
                     "segment {s} decoded to bytes that do not match the manifest"
                 )));
             }
+            // The segment's hash vouches for the segment, not for the ids
+            // the manifest gives its shards: a manifest may name another
+            // dataset's shard id for bytes of its own. Each data shard cut
+            // from a decoded segment (padded as the encoder padded it)
+            // enters the cache only under the id it hashes to. Decoded
+            // segments are the rare case, so this hashing is too.
+            verified = (0..k)
+                .map(|i| (seg.shards[i], bytes.data_shard(i, shard_len as usize)))
+                .filter(|(id, shard)| *blake3::hash(shard).as_bytes() == id.0)
+                .collect();
             bytes
         };
-        // Every data shard cut from the segment is verified, fetched or
-        // decoded (the last ones padded with zeros, as the encoder padded
-        // them). Whole segments are what scans read:
-        // with a disk tier they are kept there, and memory stays for the
-        // groups of small ranges, which a scan would only push out.
+        // Whole segments are what scans read: with a disk tier they are
+        // kept there, and memory stays for the groups of small ranges,
+        // which a scan would only push out.
         if self.disk.is_some() {
-            self.keep_on_disk(ds, s, &bytes).await;
+            self.keep_on_disk(verified).await;
         } else {
-            for i in 0..k {
-                let shard = bytes.data_shard(i, shard_len as usize);
-                self.groups.insert(&seg.shards[i], shard_len, 0, &shard);
+            for (id, shard) in &verified {
+                self.groups.insert(id, shard_len, 0, shard);
+                if ahead {
+                    // Wanted soon: kept over the reader's own segments,
+                    // which enter after it and are not read again (a few
+                    // groups pushed out cost the whole segment again).
+                    self.groups.mark_wanted(id, shard_len);
+                }
             }
         }
         Ok(bytes)
     }
 
     /// Segment `s` from the cache (memory, then disk), when every data
-    /// shard of it is there; checked against the segment's hash like a
-    /// fetched one.
+    /// shard of it is there. Cached shards entered under the id they hash
+    /// to; the disk tier checks each again as it reads it (files rot), so
+    /// the segment is the bytes the manifest's shard ids name, as a fetched
+    /// one is.
     async fn segment_from_cache(&self, ds: &Dataset, s: usize) -> Option<SegmentBytes> {
         let seg = &ds.manifest.segments[s];
         let k = u64::from(ds.manifest.data_shards);
@@ -230,7 +257,6 @@ impl Datasets {
             .iter()
             .map(|id| self.groups.get(id, sl, 0, sl))
             .collect();
-        let mut from_disk = Vec::new();
         if parts.iter().any(Option::is_none) {
             let disk = Arc::clone(self.disk.as_ref()?);
             let ids = seg.shards[..k as usize].to_vec();
@@ -241,15 +267,14 @@ impl Datasets {
             {
                 return None;
             }
-            // Whole shards are read unchecked (the segment's hash below
-            // checks them all at once), all at the same time: a cold disk
-            // gives more with several reads queued.
+            // All read (and hashed) at the same time: a cold disk gives
+            // more with several reads queued, and the hashing spreads over
+            // the cores.
             let mut reads = JoinSet::new();
             for (i, id) in ids.into_iter().enumerate() {
                 if parts[i].is_none() {
                     let disk = Arc::clone(&disk);
                     reads.spawn_blocking(move || (i, disk.read_whole(&id, sl)));
-                    from_disk.push(id);
                 }
             }
             while let Some(r) = reads.join_next().await {
@@ -261,53 +286,40 @@ impl Datasets {
             .into_iter()
             .map(|p| p.map(Bytes::from))
             .collect::<Option<Vec<_>>>()?;
-        let bytes = SegmentBytes::from_data_shards(shards, seg.len);
-        if bytes.hash() == seg.blake3 {
-            return Some(bytes);
-        }
-        if let Some(disk) = self.disk.as_ref().filter(|_| !from_disk.is_empty()) {
-            // A file went bad: find it (each checked group by group, the
-            // bad ones dropped); the segment is fetched from the miners.
-            let disk = Arc::clone(disk);
-            let _ = tokio::task::spawn_blocking(move || {
-                for id in from_disk {
-                    disk.get(&id, sl, 0, sl);
-                }
-            })
-            .await;
-        }
-        None
+        Some(SegmentBytes::from_data_shards(shards, seg.len))
     }
 
-    /// Writes the data shards of verified segment `s` to the disk tier, in
-    /// the background; waits only while more than [`DISK_WRITE_PERMITS`]
-    /// x 64 KiB of segments are still waiting to be written.
-    async fn keep_on_disk(&self, ds: &Dataset, s: usize, bytes: &SegmentBytes) {
+    /// Writes data shards, each verified against its id, to the disk tier
+    /// in the background; waits only while more than [`DISK_WRITE_PERMITS`]
+    /// x 64 KiB of shards are still waiting to be written. The shards are
+    /// staged before this returns, so a reader that waited for this
+    /// segment's read-ahead finds them whether or not the files are written
+    /// yet.
+    async fn keep_on_disk(&self, shards: Vec<(cairn_proof::ShardId, Bytes)>) {
         let Some(disk) = self.disk.as_ref() else {
             return;
         };
-        let seg = &ds.manifest.segments[s];
-        let k = usize::from(ds.manifest.data_shards);
-        let ids = seg.shards[..k].to_vec();
-        if ids.iter().all(|id| disk.contains(id)) {
+        let shards: Vec<_> = shards
+            .into_iter()
+            .filter(|(id, _)| !disk.contains(id))
+            .collect();
+        if shards.is_empty() {
             return;
         }
-        let units = (bytes.len() >> 16).clamp(1, DISK_WRITE_PERMITS) as u32;
+        let len: usize = shards.iter().map(|(_, b)| b.len()).sum();
+        let units = (len >> 16).clamp(1, DISK_WRITE_PERMITS) as u32;
         let Ok(permit) = Arc::clone(&self.disk_writes)
             .acquire_many_owned(units)
             .await
         else {
             return;
         };
-        let (disk, bytes) = (Arc::clone(disk), bytes.clone());
-        let sl = seg.len.div_ceil(k as u64) as usize;
+        // The staged bytes are the ones the write holds until it is done,
+        // under the same permit (not copied).
+        let staged = disk.stage(shards);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            for (i, id) in ids.iter().enumerate() {
-                if let Err(e) = disk.insert(id, &bytes.data_shard(i, sl)) {
-                    tracing::warn!(shard = %id, error = %e, "not kept in the disk cache");
-                }
-            }
+            staged.write();
         });
     }
 
@@ -336,6 +348,9 @@ impl Datasets {
                 // fetch for themselves.
                 let Ok(slot) = Arc::clone(&self.read_ahead_slots).try_acquire_owned() else {
                     self.read_ahead_skipped.fetch_add(1, Ordering::Relaxed);
+                    drop(map);
+                    // Asked again by the next read into it.
+                    self.trails.lock().expect("lock").forget(ds.cid, s);
                     continue;
                 };
                 map.insert((ds.cid, s), rx);
@@ -346,7 +361,9 @@ impl Datasets {
             tokio::spawn(async move {
                 let _slot = slot;
                 // Bounded as a whole, so a slot and its waiters are always freed.
-                match tokio::time::timeout(FETCH_TIMEOUT, ctx.fetch_segment_now(&ds, s)).await {
+                let fetched =
+                    tokio::time::timeout(FETCH_TIMEOUT, ctx.fetch_segment_now(&ds, s, true)).await;
+                match &fetched {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => {
                         tracing::debug!(cid = %ds.cid, segment = s, error = %e, "read-ahead failed")
@@ -356,6 +373,9 @@ impl Datasets {
                         segment = s,
                         "read-ahead took over {FETCH_TIMEOUT:?}; given up"
                     ),
+                }
+                if !matches!(fetched, Ok(Ok(_))) {
+                    ctx.trails.lock().expect("lock").forget(ds.cid, s);
                 }
                 ctx.ahead.lock().expect("lock").remove(&(ds.cid, s));
                 let _ = tx.send(true);
@@ -716,6 +736,49 @@ impl Datasets {
         )
     }
 
+    /// Whether bytes `[start, end)` of the packed stream are a small read:
+    /// at most [`SMALL_READ`] bytes inside one segment and not all of it
+    /// (a whole segment is fetched as k shards, by [`Datasets::stream_range`]).
+    pub fn is_small_read(ds: &Dataset, start: u64, end: u64) -> bool {
+        let m = &ds.manifest;
+        let s = start / m.segment_size;
+        let Some(seg) = m.segments.get(s as usize) else {
+            return false;
+        };
+        let seg_start = s * m.segment_size;
+        start < end
+            && end - start <= SMALL_READ
+            && (end - 1) / m.segment_size == s
+            && !(start == seg_start && end - seg_start >= seg.len)
+    }
+
+    /// Bytes `[start, end)` of the packed stream when they are a small read
+    /// ([`Datasets::is_small_read`]): fetched by the caller's task, so a data
+    /// loader's sample costs no reader task and no channel (what
+    /// [`Datasets::stream_range`] needs for reads of many segments).
+    pub async fn read_in_segment(
+        self: &Arc<Self>,
+        ds: &Dataset,
+        start: u64,
+        end: u64,
+    ) -> Result<Bytes> {
+        if !Self::is_small_read(ds, start, end) {
+            return Err(Error::Internal(format!(
+                "bytes {start}..{end} are not a small read"
+            )));
+        }
+        // A small read ends where it starts: its read-ahead starts now.
+        let ahead = self.observe_read(ds, start, end);
+        self.read_ahead(ds, ahead);
+        let seg_size = ds.manifest.segment_size;
+        let s = start / seg_size;
+        let seg_start = s * seg_size;
+        let bytes = self
+            .fetch_segment_range(ds, s as usize, start - seg_start, end - seg_start)
+            .await?;
+        Ok(Bytes::from(bytes))
+    }
+
     /// Streams bytes `[start, end)` of the packed stream to `tx`, a segment at a
     /// time, fetching the next segment while the current one is sent.
     pub async fn stream_range(
@@ -757,16 +820,22 @@ impl Datasets {
                 }
             })
         };
-        let mut next = Some(fetch(first));
-        for s in first..=last {
-            let current = next.take().expect("prefetched");
-            if s < last {
-                next = Some(fetch(s + 1));
-            }
-            if s + 1 >= last
+        // The read-ahead covers the segment holding the end: it is started
+        // before that segment's own fetch, which then waits for it instead
+        // of fetching it a second time beside it.
+        let mut fetch_next = |s: usize| {
+            if s == last
                 && let Some(ahead) = ahead.take()
             {
                 ctx.read_ahead(&ds, ahead);
+            }
+            fetch(s)
+        };
+        let mut next = Some(fetch_next(first));
+        for s in first..=last {
+            let current = next.take().expect("prefetched");
+            if s < last {
+                next = Some(fetch_next(s + 1));
             }
             let (offset, bytes) = match current.await {
                 Ok(Ok(b)) => b,

@@ -693,6 +693,15 @@ async fn gateway(req: &Request<Incoming>, state: &ApiState, rest: &str, head: bo
     let (a, b) = (entry.offset + start, entry.offset + end);
     let body = if head || start == end {
         ChannelBody::empty()
+    } else if Datasets::is_small_read(&ds, a, b) {
+        match state.datasets.read_in_segment(&ds, a, b).await {
+            Ok(bytes) => ChannelBody {
+                rx: None,
+                once: Some(bytes),
+                tracked: Some(tracked()),
+            },
+            Err(e) => return failed(&e),
+        }
     } else {
         let (tx, mut rx) = mpsc::channel(4);
         tokio::spawn(Arc::clone(&state.datasets).stream_range(ds.clone(), a, b, tx));

@@ -3,10 +3,17 @@
 //! it, so a dataset bigger than the memory tier (a training set read epoch
 //! after epoch) is served from the local disk instead of the miners.
 //!
-//! A file is checked against its shard id every time it is read, group by
-//! group, exactly as bytes from a miner are: an SD card that rots, or a file
-//! someone edits, yields a miss (and the file is dropped), never wrong bytes.
+//! A file is checked against its shard id every time it is read (group by
+//! group for a range, exactly as bytes from a miner are; in one pass when
+//! read whole): an SD card that rots, or a file someone edits, yields a
+//! miss (and the file is dropped), never wrong bytes.
 //! Writes are not synced: a file a crash cut short fails that check.
+//!
+//! Files are written behind the reads that fetched them. Until its file is
+//! written, a shard is *staged*: its verified bytes are served from memory
+//! (they are held for the write anyway), so a reader right behind a
+//! read-ahead finds the segment here, never in neither tier. The caller
+//! bounds what is staged (the bytes waiting to be written).
 //!
 //! The index of what is on disk lives in memory, so the tier starts empty:
 //! at start the old directory is renamed aside in one step and deleted by a
@@ -17,11 +24,15 @@
 //! Everything here blocks (file I/O and hashing): callers run it on
 //! tokio's blocking pool.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 
 use cairn_proof::{GROUP_LEN, ShardId, ShardVerifier, group_range, outboard_len};
 use quick_cache::sync::Cache;
@@ -74,6 +85,8 @@ pub struct DiskStats {
 pub struct DiskTier {
     dir: PathBuf,
     index: Cache<ShardId, u64, FileWeight, DefaultHashBuilder, Evictions>,
+    /// Verified shards whose files are being written ([`DiskTier::stage`]).
+    staged: Mutex<HashMap<ShardId, Bytes>>,
     budget: u64,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -130,6 +143,7 @@ impl DiskTier {
                 DefaultHashBuilder::default(),
                 Evictions,
             ),
+            staged: Mutex::new(HashMap::new()),
             budget,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -143,14 +157,46 @@ impl DiskTier {
         self.dir.join(&hex[..2]).join(&hex)
     }
 
-    /// Whether shard `id` is on disk (no hit or miss counted).
+    /// Whether shard `id` is on disk or staged for it (no hit or miss
+    /// counted).
     pub fn contains(&self, id: &ShardId) -> bool {
-        self.index.peek(id).is_some()
+        self.index.peek(id).is_some() || self.staged.lock().expect("lock").contains_key(id)
+    }
+
+    /// Holds `shards` (whole, each verified by the caller against its id:
+    /// they are served as they are) until [`Staged::write`] has written
+    /// them (or failed to, or the `Staged` is dropped): reads in between are
+    /// served these bytes.
+    pub fn stage(self: &Arc<Self>, shards: Vec<(ShardId, Bytes)>) -> Staged {
+        let mut staged = self.staged.lock().expect("lock");
+        for (id, shard) in &shards {
+            if self.index.peek(id).is_none() && !shard.is_empty() {
+                staged.insert(*id, shard.clone());
+            }
+        }
+        Staged {
+            tier: Arc::clone(self),
+            shards,
+        }
+    }
+
+    /// The staged bytes `[from, to)` of shard `id`, counted as a hit.
+    fn staged_range(&self, id: &ShardId, shard_len: u64, from: u64, to: u64) -> Option<Vec<u8>> {
+        // Cloned under the lock, copied after it.
+        let shard = self.staged.lock().expect("lock").get(id).cloned()?;
+        if shard.len() as u64 != shard_len || from >= to || to > shard_len {
+            return None;
+        }
+        self.hits.fetch_add(1, Relaxed);
+        Some(shard[from as usize..to as usize].to_vec())
     }
 
     /// Bytes `[from, to)` of shard `id` (`shard_len` bytes long), read and
     /// checked against the id; `None` when it is not here or fails.
     pub fn get(&self, id: &ShardId, shard_len: u64, from: u64, to: u64) -> Option<Vec<u8>> {
+        if let Some(bytes) = self.staged_range(id, shard_len, from, to) {
+            return Some(bytes);
+        }
         match self.index.get(id) {
             Some(len) if len == shard_len && from < to && to <= shard_len => {}
             _ => {
@@ -174,27 +220,42 @@ impl DiskTier {
         }
     }
 
-    /// All of shard `id` (`shard_len` bytes), read without checking it:
-    /// for a caller that checks a whole segment's hash and then calls
-    /// [`DiskTier::get`] on each shard it read if that fails.
+    /// All of shard `id` (`shard_len` bytes), checked against the id in
+    /// one pass (a shard id is the BLAKE3 hash of the shard): for a whole
+    /// segment, whose shards are read (and hashed) side by side. A file
+    /// that fails is dropped, as in [`DiskTier::get`].
     pub fn read_whole(&self, id: &ShardId, shard_len: u64) -> Option<Vec<u8>> {
+        if let Some(bytes) = self.staged_range(id, shard_len, 0, shard_len) {
+            return Some(bytes);
+        }
         if self.index.get(id) != Some(shard_len) {
             self.misses.fetch_add(1, Relaxed);
             return None;
         }
-        let mut buf = vec![0u8; shard_len as usize];
-        let read = File::open(self.path(id)).and_then(|f| f.read_exact_at(&mut buf, 0));
-        match read {
-            Ok(()) => {
+        let path = self.path(id);
+        // Read into spare capacity: no 2 MiB of zeros written first.
+        let mut buf = Vec::with_capacity(shard_len as usize);
+        let read = File::open(&path).and_then(|f| {
+            use std::io::Read;
+            f.take(shard_len).read_to_end(&mut buf)
+        });
+        let why = match read {
+            Ok(n) if n as u64 != shard_len => format!("{n} bytes, not {shard_len}"),
+            Ok(_) if *blake3::hash(&buf).as_bytes() != id.0 => {
+                "its bytes hash to another id".into()
+            }
+            Ok(_) => {
                 self.hits.fetch_add(1, Relaxed);
-                Some(buf)
+                return Some(buf);
             }
-            Err(_) => {
-                self.misses.fetch_add(1, Relaxed);
-                self.index.remove(id);
-                None
-            }
-        }
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(shard = %id, error = %why, "dropping a cached shard that failed its check");
+        self.misses.fetch_add(1, Relaxed);
+        self.dropped.fetch_add(1, Relaxed);
+        self.index.remove(id);
+        let _ = std::fs::remove_file(path);
+        None
     }
 
     fn read_verified(&self, id: &ShardId, shard_len: u64, from: u64, to: u64) -> Result<Vec<u8>> {
@@ -228,7 +289,7 @@ impl DiskTier {
     /// outboard is computed here; bytes whose hash is not `id` are not
     /// kept). Files of shards this evicts are deleted.
     pub fn insert(&self, id: &ShardId, shard: &[u8]) -> Result<()> {
-        if self.contains(id) || shard.is_empty() {
+        if self.index.peek(id).is_some() || shard.is_empty() {
             return Ok(());
         }
         let (computed, outboard) = cairn_proof::shard_id_and_outboard(shard);
@@ -273,6 +334,36 @@ impl DiskTier {
     }
 }
 
+/// Shards staged by [`DiskTier::stage`]: written by [`Staged::write`];
+/// whatever is still staged when this is dropped (written, failed, or
+/// never run) is unstaged.
+pub struct Staged {
+    tier: Arc<DiskTier>,
+    shards: Vec<(ShardId, Bytes)>,
+}
+
+impl Staged {
+    /// Writes each shard's file (blocking), unstaging each once its file is
+    /// in the index: never in neither place while the file is good.
+    pub fn write(mut self) {
+        for (id, shard) in std::mem::take(&mut self.shards) {
+            if let Err(e) = self.tier.insert(&id, &shard) {
+                tracing::warn!(shard = %id, error = %e, "not kept in the disk cache");
+            }
+            self.tier.staged.lock().expect("lock").remove(&id);
+        }
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let mut staged = self.tier.staged.lock().expect("lock");
+        for (id, _) in &self.shards {
+            staged.remove(id);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,8 +403,47 @@ mod tests {
         assert!(tier.get(&id, len, 0, 10).is_some(), "group 0 is intact");
         assert!(tier.get(&id, len, 19_000, 21_000).is_none());
         assert!(!path.exists() && !tier.contains(&id));
+        // read whole: checked in one pass, a damaged or short file dropped
+        tier.insert(&id, &bytes).unwrap();
+        assert_eq!(tier.read_whole(&id, len).unwrap(), bytes);
+        std::fs::write(&path, &on_disk).unwrap();
+        assert!(tier.read_whole(&id, len).is_none());
+        assert!(!path.exists() && !tier.contains(&id));
+        tier.insert(&id, &bytes).unwrap();
+        std::fs::write(&path, &bytes[..100]).unwrap();
+        assert!(tier.read_whole(&id, len).is_none());
         let s = tier.stats();
-        assert_eq!((s.hits, s.misses, s.dropped), (5, 2, 1), "{s:?}");
+        assert_eq!((s.hits, s.misses, s.dropped), (6, 4, 3), "{s:?}");
+    }
+
+    #[test]
+    fn a_staged_shard_is_served_until_its_file_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = Arc::new(DiskTier::open(dir.path(), 64 << 20).unwrap());
+        let (id, bytes) = shard(40_000, 4);
+        let len = bytes.len() as u64;
+        let staged = tier.stage(vec![(id, Bytes::from(bytes.clone()))]);
+        assert!(tier.contains(&id) && !tier.path(&id).exists());
+        assert_eq!(tier.get(&id, len, 100, 20_000).unwrap(), bytes[100..20_000]);
+        assert_eq!(tier.read_whole(&id, len).unwrap(), bytes);
+        // a wrong length or range is a miss, not a panic
+        assert!(tier.get(&id, len + 1, 0, 1).is_none());
+        assert!(tier.get(&id, len, 10, len + 1).is_none());
+        staged.write();
+        assert!(tier.staged.lock().unwrap().is_empty());
+        assert!(tier.path(&id).exists());
+        assert_eq!(tier.get(&id, len, 0, len).unwrap(), bytes);
+        // a write that fails (bytes that are not the id's) ends the staging
+        let (other, _) = shard(40_000, 5);
+        tier.stage(vec![(other, Bytes::from(bytes.clone()))])
+            .write();
+        assert!(!tier.contains(&other));
+        // and so does a write that never runs
+        let (third, third_bytes) = shard(1000, 6);
+        drop(tier.stage(vec![(third, Bytes::from(third_bytes))]));
+        assert!(!tier.contains(&third));
+        let s = tier.stats();
+        assert_eq!((s.hits, s.misses), (3, 2), "{s:?}");
     }
 
     #[test]

@@ -139,6 +139,18 @@ impl GroupCache {
         }
     }
 
+    /// Marks the cached groups of shard `id` as read once (no hit counted),
+    /// as a read-ahead does for the reader it expects: the policy then
+    /// keeps them over groups inserted after them that nobody reads, where
+    /// it evicts new groups first in first out.
+    pub fn mark_wanted(&self, id: &ShardId, shard_len: u64) {
+        if let Some(cache) = self.cache.as_ref() {
+            for group in 0..cairn_proof::group_count(shard_len) {
+                let _ = cache.get(&(*id, group));
+            }
+        }
+    }
+
     pub fn stats(&self) -> CacheStats {
         let bytes = self.cache.as_ref().map_or(0, |c| {
             let w = c.weight();
@@ -183,6 +195,30 @@ mod tests {
         assert_eq!(c.get(&id(2), len, 16_384, 16_400), None);
         let s = c.stats();
         assert_eq!((s.hits, s.misses), (5, 2));
+    }
+
+    #[test]
+    fn groups_wanted_soon_outlast_a_scan_inserted_after_them() {
+        let shard = vec![7u8; 256 << 10];
+        let len = shard.len() as u64;
+        for wanted in [false, true] {
+            let c = GroupCache::new(1 << 20);
+            // a scan has filled the cache
+            for n in 0..8 {
+                c.insert(&id(n), len, 0, &shard);
+            }
+            // a read-ahead, then more of the scan before its reader comes
+            c.insert(&id(100), len, 0, &shard);
+            if wanted {
+                c.mark_wanted(&id(100), len);
+                assert_eq!(c.stats().hits, 0, "marking counts no hit");
+            }
+            for n in 8..12 {
+                c.insert(&id(n), len, 0, &shard);
+            }
+            assert_eq!(c.get(&id(100), len, 0, len).is_some(), wanted);
+            assert!(c.stats().bytes <= 1 << 20);
+        }
     }
 
     #[test]
