@@ -246,6 +246,9 @@ struct Epochs {
     /// MB/s reading the local file (1 MiB reads), warm and cold.
     local: f64,
     local_cold: Option<f64>,
+    /// MB/s of the same bytes from a server that only writes them to a
+    /// loopback HTTP connection: the most any gateway could give here.
+    bare_http: f64,
     /// MB/s of epoch 1 (from the miners), epoch 2 (from the cache, warm)
     /// and epoch 3 (from the cache after the page cache was dropped).
     first: f64,
@@ -346,6 +349,16 @@ fn epochs(total: u64) -> Epochs {
         }
         let before = received();
         let local_warm = local();
+        let bare_http = {
+            let api = serve_once(&want);
+            let (t, mut pos) = (Instant::now(), 0usize);
+            let (status, n) = http.stream(&api, "/", 1 << 20, |b| {
+                assert!(b == &want[pos..pos + b.len()]);
+                pos += b.len();
+            });
+            assert_eq!((status, n), (200, total));
+            total as f64 / t.elapsed().as_secs_f64() / 1e6
+        };
         let second = epoch();
         let (local_cold, third_cold) = if drop_page_cache() {
             let l = local();
@@ -359,6 +372,7 @@ fn epochs(total: u64) -> Epochs {
         Epochs {
             local: local_warm,
             local_cold,
+            bare_http,
             first,
             second,
             third_cold,
@@ -367,6 +381,36 @@ fn epochs(total: u64) -> Epochs {
             memory_tier,
         }
     })
+}
+
+/// Answers one HTTP GET on a loopback port with `body` (written from
+/// memory, 1 MiB at a time, nothing else done): the transport's ceiling for
+/// the epoch rows. A measuring instrument, not a server: one fixed reply.
+fn serve_once(body: &[u8]) -> String {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let body = body.to_vec();
+    std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 2 {
+            line.clear();
+        }
+        let mut conn = conn;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).unwrap();
+        for piece in body.chunks(1 << 20) {
+            if conn.write_all(piece).is_err() {
+                return;
+            }
+        }
+    });
+    addr
 }
 
 /// CPU seconds per GiB of dataset bytes, by process.
@@ -385,11 +429,13 @@ async fn bench() {
         let mib = env_num("CAIRN_BENCH_EPOCH_MIB", 1024);
         let e = epochs(mib << 20);
         println!(
-            "epoch 1 {:.0} MB/s, epoch 2 {:.0} MB/s vs local {:.0} MB/s ({:.2}x), cold: epoch 3 {:?} vs local {:?}, {} bytes from miners after epoch 1, gateway RSS max {:.0} MiB",
+            "epoch 1 {:.0} MB/s, epoch 2 {:.0} MB/s vs local {:.0} MB/s ({:.2}x) and bare loopback HTTP {:.0} MB/s ({:.2}x), cold: epoch 3 {:?} vs local {:?}, {} bytes from miners after epoch 1, gateway RSS max {:.0} MiB",
             e.first,
             e.second,
             e.local,
             e.second / e.local,
+            e.bare_http,
+            e.second / e.bare_http,
             e.third_cold,
             e.local_cold,
             e.later_received,
@@ -595,6 +641,15 @@ async fn bench() {
             e.second,
             e.second / e.local,
             e.local,
+        ),
+    ));
+    rows.push(Row(
+        "  the same bytes from a bare loopback HTTP server (memory, no work)".into(),
+        format!(
+            "{:.0} MB/s = {:.2} x a local file; epoch 2 = {:.2} x this",
+            e.bare_http,
+            e.bare_http / e.local,
+            e.second / e.bare_http,
         ),
     ));
     rows.push(Row(
