@@ -215,7 +215,7 @@ fn main() -> Result<()> {
                     bail!("{} is shorter than one shard ({sl} bytes)", file.display());
                 };
                 let target = cairn_proof::shard_id_and_outboard(victims_first).0;
-                let segment: Vec<u8> = (0..seg).map(|i| (i * 7 + 13) as u8).collect();
+                let segment: Vec<u8> = (0..seg).map(|i| (i * 7 + i / 1000 + 13) as u8).collect();
                 let mut encoder =
                     cairn_erasure::Encoder::new(cairn_erasure::Params::new(k, m, seg)?)?;
                 let encoded = encoder.encode(&segment)?;

@@ -350,7 +350,7 @@ fn epochs(total: u64) -> Epochs {
         let before = received();
         let local_warm = local();
         let bare_http = {
-            let api = serve_once(&want);
+            let api = serve_once(s, &want);
             let (t, mut pos) = (Instant::now(), 0usize);
             let (status, n) = http.stream(&api, "/", 1 << 20, |b| {
                 assert!(b == &want[pos..pos + b.len()]);
@@ -386,12 +386,11 @@ fn epochs(total: u64) -> Epochs {
 /// Answers one HTTP GET on a loopback port with `body` (written from
 /// memory, 1 MiB at a time, nothing else done): the transport's ceiling for
 /// the epoch rows. A measuring instrument, not a server: one fixed reply.
-fn serve_once(body: &[u8]) -> String {
+fn serve_once<'s>(scope: &'s std::thread::Scope<'s, '_>, body: &'s [u8]) -> String {
     use std::io::{BufRead, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let body = body.to_vec();
-    std::thread::spawn(move || {
+    scope.spawn(move || {
         let (conn, _) = listener.accept().unwrap();
         let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
         let mut line = String::new();

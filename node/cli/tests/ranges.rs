@@ -479,57 +479,83 @@ fn a_reader_of_file_after_file_fetches_each_byte_once() {
 /// that decode from its own parity (the segment's hash is its own too): a
 /// gateway that read that dataset and cached what it decoded under the id
 /// would serve those bytes to every reader of the other dataset. Only
-/// shards that hash to their id enter the cache.
+/// shards that hash to their id enter the cache, in either tier.
 #[test]
 fn a_manifest_naming_anothers_shard_id_cannot_fill_the_cache_under_it() {
-    let net = CliDevnet::up(6);
-    let victim = bytes((2 * SEG) as usize, 41);
-    let file = net.path().join("victim.bin");
-    std::fs::write(&file, &victim).unwrap();
-    let pin = net.cli(&["pin", file.to_str().unwrap(), "--segment-size", "1MiB"]);
-    assert!(pin.status.success(), "{}", text(&pin));
-    let cid = stdout(&pin).trim().to_string();
+    for disk in [false, true] {
+        let env: &[(&str, &str)] = if disk {
+            &[("CAIRN_CACHE_DISK", "64MiB")]
+        } else {
+            &[]
+        };
+        let net = CliDevnet::with(6, 0, env);
+        let victim = bytes((2 * SEG) as usize, 41);
+        let file = net.path().join("victim.bin");
+        std::fs::write(&file, &victim).unwrap();
+        let pin = net.cli(&["pin", file.to_str().unwrap(), "--segment-size", "1MiB"]);
+        assert!(pin.status.success(), "{}", text(&pin));
+        let cid = stdout(&pin).trim().to_string();
 
-    let evil = net.identity("mallory", "client");
-    let file = file.to_str().unwrap();
-    let gateway = net.node_id("gateway").to_string();
-    let r = adversary(
-        &evil,
-        &net.member("miner-0"),
-        &["shadow-shard", file, &gateway],
-    )
-    .unwrap();
-    assert_eq!(
-        count(&r, "ok"),
-        7,
-        "5 shards, the manifest, the placement: {r}"
-    );
-    let shadow = r["cid"].as_str().unwrap();
-    // Its owner hands out read grants, as for a public dataset; the
-    // gateway's operator takes one and reads it.
-    let add = net.cli(&["grant", "add", r["grant"].as_str().unwrap()]);
-    assert!(add.status.success(), "{}", text(&add));
-    // The gateway reads the shadow dataset; its shard 0 has no holder, so
-    // the segment is decoded from the parity (and is the attacker's).
-    let (status, body) = http_bytes(&net.api, &format!("/d/{shadow}"), None);
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let want: Vec<u8> = (0..SEG as usize).map(|i| (i * 7 + 13) as u8).collect();
-    assert!(
-        body == want,
-        "the shadow dataset reads back as its owner made it"
-    );
-
-    // The victim's first shard, read in pieces: its own bytes, every time.
-    for (a, b) in [(1000, 5000), (0, 16384), (200_000, 262_144)] {
-        let (status, body) = http_bytes(
-            &net.api,
-            &format!("/d/{cid}"),
-            Some(&format!("bytes={a}-{}", b - 1)),
+        let evil = net.identity("mallory", "client");
+        let file = file.to_str().unwrap();
+        let gateway = net.node_id("gateway").to_string();
+        let r = adversary(
+            &evil,
+            &net.member("miner-0"),
+            &["shadow-shard", file, &gateway],
+        )
+        .unwrap();
+        assert_eq!(
+            count(&r, "ok"),
+            7,
+            "5 shards, the manifest, the placement: {r}"
         );
-        assert_eq!(status, 206, "{}", String::from_utf8_lossy(&body));
+        let shadow = r["cid"].as_str().unwrap();
+        // Its owner hands out read grants, as for a public dataset; the
+        // gateway's operator takes one and reads it.
+        let add = net.cli(&["grant", "add", r["grant"].as_str().unwrap()]);
+        assert!(add.status.success(), "{}", text(&add));
+        // The gateway reads the shadow dataset; its shard 0 has no holder,
+        // so the segment is decoded from the parity (and is the attacker's).
+        let (status, body) = http_bytes(&net.api, &format!("/d/{shadow}"), None);
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let want: Vec<u8> = (0..SEG as usize)
+            .map(|i| (i * 7 + i / 1000 + 13) as u8)
+            .collect();
         assert!(
-            body == victim[a..b],
-            "bytes {a}..{b} of the victim's file came from the shadow dataset"
+            body == want,
+            "the shadow dataset reads back as its owner made it"
         );
+        if disk {
+            // Its three data shards that are what they claim are written
+            // behind the read (a shard offered under another id would be
+            // staged first, served until its write refused it, and logged).
+            let three = 3.0 * (SEG / K + 15 * 64) as f64;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while counter(&net, "cairn_cache_disk_bytes") < three {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{} bytes in the disk tier, {three} expected",
+                    counter(&net, "cairn_cache_disk_bytes")
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let refused = net.log_lines("gateway", "not kept in the disk cache");
+            assert!(refused.is_empty(), "staged under another id: {refused}");
+        }
+
+        // The victim's first shard, read in pieces: its own bytes, every time.
+        for (a, b) in [(1000, 5000), (0, 16384), (200_000, 262_144)] {
+            let (status, body) = http_bytes(
+                &net.api,
+                &format!("/d/{cid}"),
+                Some(&format!("bytes={a}-{}", b - 1)),
+            );
+            assert_eq!(status, 206, "{}", String::from_utf8_lossy(&body));
+            assert!(
+                body == victim[a..b],
+                "disk tier {disk}: bytes {a}..{b} of the victim's file came from the shadow dataset"
+            );
+        }
     }
 }

@@ -95,8 +95,8 @@ impl Trails {
     }
 
     /// Forgets that segment `s` of `cid` was asked for (its read-ahead was
-    /// skipped for want of a slot, or failed), so that the next read into
-    /// it may ask again.
+    /// skipped for want of a slot), so that the next read into it may ask
+    /// again.
     pub fn forget(&mut self, cid: Cid, s: usize) {
         if let Some(trail) = self.datasets.get_mut(&cid) {
             trail.prefetched.retain(|&p| p != s);

@@ -361,6 +361,9 @@ impl Datasets {
             tokio::spawn(async move {
                 let _slot = slot;
                 // Bounded as a whole, so a slot and its waiters are always freed.
+                // A failed read-ahead is not asked again: the reads behind
+                // it would each wait for another whole-segment fetch that
+                // fails the same way.
                 let fetched =
                     tokio::time::timeout(FETCH_TIMEOUT, ctx.fetch_segment_now(&ds, s, true)).await;
                 match &fetched {
@@ -373,9 +376,6 @@ impl Datasets {
                         segment = s,
                         "read-ahead took over {FETCH_TIMEOUT:?}; given up"
                     ),
-                }
-                if !matches!(fetched, Ok(Ok(_))) {
-                    ctx.trails.lock().expect("lock").forget(ds.cid, s);
                 }
                 ctx.ahead.lock().expect("lock").remove(&(ds.cid, s));
                 let _ = tx.send(true);
