@@ -20,7 +20,7 @@ pub mod disk;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use bytes::Bytes;
-use cairn_proof::{GROUP_LEN, ShardId, group_range};
+use cairn_proof::{GROUP_LEN, ShardId, group_count, group_range};
 use quick_cache::sync::{Cache, DefaultLifecycle};
 use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter};
 
@@ -145,7 +145,7 @@ impl GroupCache {
     /// it evicts new groups first in first out.
     pub fn mark_wanted(&self, id: &ShardId, shard_len: u64) {
         if let Some(cache) = self.cache.as_ref() {
-            for group in 0..cairn_proof::group_count(shard_len) {
+            for group in 0..group_count(shard_len) {
                 let _ = cache.get(&(*id, group));
             }
         }
