@@ -174,11 +174,21 @@ impl ShardFile {
 
     /// Reads the outboard.
     pub fn outboard(&self) -> Result<Vec<u8>> {
-        let mut ob = vec![0u8; outboard_len(self.len) as usize];
-        self.file
-            .read_exact_at(&mut ob, self.len)
-            .map_err(|e| StoreError::io("read outboard", e))?;
-        Ok(ob)
+        read_exact_vec(&self.file, self.len, outboard_len(self.len) as usize)
+            .map_err(|e| StoreError::io("read outboard", e))
+    }
+
+    /// Reads `len` shard bytes at `offset` into a new buffer (not zeroed
+    /// first: a served shard's bytes are written once, by the read).
+    pub fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        if offset.saturating_add(len as u64) > self.len {
+            return Err(StoreError::PastEnd {
+                offset,
+                len: len as u64,
+                shard_len: self.len,
+            });
+        }
+        read_exact_vec(&self.file, offset, len).map_err(|e| StoreError::io("read shard", e))
     }
 
     /// Reads shard bytes at `offset` (within the shard, not the outboard).
@@ -230,4 +240,21 @@ impl ReadAt for Region<'_> {
         }
         self.file.read_exact_at(buf, self.start + offset)
     }
+}
+
+/// `len` bytes of `file` at `offset`, read into a buffer's spare capacity.
+fn read_exact_vec(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let at = offset + buf.len() as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // The capacity may exceed `len`; a read may have filled past it.
+    buf.truncate(len);
+    Ok(buf)
 }

@@ -922,6 +922,15 @@ mod tests {
         let mut buf = vec![0; 100];
         f.read_at(&mut buf, 20_000).unwrap();
         assert_eq!(buf, data[20_000..20_100]);
+        // Reads into fresh buffers end at the shard, never in its outboard.
+        assert_eq!(f.read_vec(20_000, 100).unwrap(), data[20_000..20_100]);
+        assert_eq!(f.read_vec(0, data.len()).unwrap(), data);
+        assert_eq!(f.read_vec(50_000, 0).unwrap(), b"");
+        assert!(matches!(
+            f.read_vec(49_990, 11),
+            Err(StoreError::PastEnd { .. })
+        ));
+        assert_eq!(f.outboard().unwrap(), shard_id_and_outboard(&data).1);
         // second owner, then deletes
         put(&s, &data, peer(2)).unwrap();
         assert_eq!(s.used_bytes().unwrap(), disk, "stored once");

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use cairn_proof::{Challenge, GROUP_LEN, ShardId, ShardVerifier, outboard_len};
 use cairn_proto::wire::{
     self, DialBackReport, InventoryEntry, MAX_CONTROL_FRAME, MAX_MANIFEST_LEN, MAX_PLACEMENT_LEN,
@@ -354,6 +355,22 @@ impl Client {
             .begin_put(addr, id, bytes.len() as u64, on_behalf)
             .await?;
         p.write(bytes).await?;
+        p.finish().await
+    }
+
+    /// [`Client::put_shard`] of bytes the stream may keep as they are:
+    /// handed to the QUIC stream without a copy into its send buffer.
+    pub async fn put_shard_owned(
+        &self,
+        addr: &EndpointAddr,
+        id: ShardId,
+        bytes: Bytes,
+        on_behalf: Option<NodeId>,
+    ) -> Result<()> {
+        let mut p = self
+            .begin_put(addr, id, bytes.len() as u64, on_behalf)
+            .await?;
+        p.write_owned(bytes).await?;
         p.finish().await
     }
 
@@ -806,6 +823,26 @@ impl PutStream {
             }
             self.bandwidth.up.take(piece.len()).await;
             match self.send.write_all(piece).await {
+                Ok(()) => {}
+                Err(iroh::endpoint::WriteError::Stopped(_)) => self.stopped = true,
+                Err(e) => return Err(peer_err(&self.peer, format!("sending shard: {e}"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// [`PutStream::write`] of owned bytes: each piece is a view of
+    /// `bytes`, handed to the stream without a copy.
+    pub async fn write_owned(&mut self, bytes: Bytes) -> Result<()> {
+        let mut at = 0;
+        while at < bytes.len() {
+            if self.stopped {
+                return Ok(());
+            }
+            let piece = bytes.slice(at..(at + CAPPED_PIECE).min(bytes.len()));
+            at += piece.len();
+            self.bandwidth.up.take(piece.len()).await;
+            match self.send.write_chunk(piece).await {
                 Ok(()) => {}
                 Err(iroh::endpoint::WriteError::Stopped(_)) => self.stopped = true,
                 Err(e) => return Err(peer_err(&self.peer, format!("sending shard: {e}"))),

@@ -203,9 +203,7 @@ impl Handler<'_> {
             let span = shard_span(file.len(), offset, length)?;
             let outboard = file.outboard()?;
             let head = if span.1 - span.0 <= IO_CHUNK as u64 {
-                let mut buf = vec![0u8; (span.1 - span.0) as usize];
-                file.read_at(&mut buf, span.0)?;
-                Some(buf)
+                Some(file.read_vec(span.0, (span.1 - span.0) as usize)?)
             } else {
                 None
             };
@@ -246,8 +244,7 @@ impl Handler<'_> {
             let mut pos = start;
             while pos < end {
                 let n = ((end - pos) as usize).min(IO_CHUNK);
-                let mut buf = vec![0u8; n];
-                let r = f.read_at(&mut buf, pos).map(|_| buf);
+                let r = f.read_vec(pos, n);
                 let failed = r.is_err();
                 if tx.blocking_send(r).is_err() || failed {
                     return;
