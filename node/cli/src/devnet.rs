@@ -121,10 +121,11 @@ impl Devnet {
             .and_then(|s| s.trim().parse().ok())
     }
 
-    fn init(&self, name: &str, role: &str, api: &str, capacity: &str) -> Result<()> {
+    /// Creates node `name` unless it exists; true when it was created.
+    fn init(&self, name: &str, role: &str, api: &str, capacity: &str) -> Result<bool> {
         let dir = self.node_dir(name);
         if dir.join("node.toml").exists() {
-            return Ok(());
+            return Ok(false);
         }
         let registry = self.registry();
         // Fixed ports, chosen once: a restarted miner is found where it was.
@@ -158,7 +159,44 @@ impl Devnet {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Starts a node `init` just created. Its QUIC port was free when
+    /// chosen, but any process may bind it before the node does: then the
+    /// node gets another free port and is started again (it has never run,
+    /// so nothing knows the old one).
+    fn start_created(&self, name: &str) -> Result<u32> {
+        let mut tries = 1;
+        loop {
+            match self.start(name) {
+                Ok(pid) => return Ok(pid),
+                Err(e) if tries < 3 => {
+                    tries += 1;
+                    let config = self.node_dir(name).join("node.toml");
+                    let text = std::fs::read_to_string(&config)
+                        .with_context(|| format!("read {}", config.display()))?;
+                    let taken = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("listen = \"127.0.0.1:"))
+                        .and_then(|rest| rest.strip_suffix('"'))
+                        .ok_or_else(|| anyhow!("no QUIC listen address in {}", config.display()))?
+                        .to_string();
+                    let port = free_udp_port()?;
+                    eprintln!(
+                        "{name} did not start ({e:#}); trying UDP port {port} instead of {taken}"
+                    );
+                    let text = text.replacen(
+                        &format!("listen = \"127.0.0.1:{taken}\""),
+                        &format!("listen = \"127.0.0.1:{port}\""),
+                        1,
+                    );
+                    std::fs::write(&config, text)
+                        .with_context(|| format!("write {}", config.display()))?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Starts node `name` (if not running) and waits until it is ready.
@@ -210,13 +248,29 @@ impl Devnet {
             None if std::net::TcpListener::bind("127.0.0.1:7441").is_ok() => "127.0.0.1:7441",
             None => "127.0.0.1:0",
         };
+        let mut created = std::collections::HashSet::new();
         for i in 0..miners {
-            self.init(&format!("miner-{i}"), "miner", "127.0.0.1:0", capacity)?;
+            let name = format!("miner-{i}");
+            if self.init(&name, "miner", "127.0.0.1:0", capacity)? {
+                created.insert(name);
+            }
         }
         for i in 0..validators {
-            self.init(&format!("validator-{i}"), "validator", "127.0.0.1:0", "0")?;
+            let name = format!("validator-{i}");
+            if self.init(&name, "validator", "127.0.0.1:0", "0")? {
+                created.insert(name);
+            }
         }
-        self.init("gateway", "client", gateway_api, "64MiB")?;
+        if self.init("gateway", "client", gateway_api, "64MiB")? {
+            created.insert("gateway".to_string());
+        }
+        let start = |n: &String| {
+            if created.contains(n) {
+                self.start_created(n)
+            } else {
+                self.start(n)
+            }
+        };
         let names: Vec<String> = self
             .nodes()
             .into_iter()
@@ -233,10 +287,10 @@ impl Devnet {
             .collect();
         // Miners first, so the gateway and validators find them.
         for n in names.iter().filter(|n| n.starts_with("miner-")) {
-            self.start(n)?;
+            start(n)?;
         }
         for n in names.iter().filter(|n| !n.starts_with("miner-")) {
-            self.start(n)?;
+            start(n)?;
         }
         let api = self.gateway_api()?;
         std::fs::write(self.dir.join("api"), api.to_string()).context("write api")?;
@@ -303,8 +357,11 @@ impl Devnet {
             .map(|m| m + 1)
             .unwrap_or(0);
         let name = format!("miner-{i}");
-        self.init(&name, "miner", "127.0.0.1:0", capacity)?;
-        self.start(&name)?;
+        if self.init(&name, "miner", "127.0.0.1:0", capacity)? {
+            self.start_created(&name)?;
+        } else {
+            self.start(&name)?;
+        }
         Ok(i)
     }
 
