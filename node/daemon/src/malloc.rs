@@ -16,9 +16,10 @@
 /// tier freed a shard-sized buffer at the top, the heap shrank and the
 /// next read's buffer was faulted in and zeroed again, 18,000 page faults
 /// and a tenth of its CPU per 512 MiB read (`perf stat -e page-faults`;
-/// none with it). A validator without these settings
-/// it plateaued at 162-176 MiB after its first repairs, with it at 105-118
-/// MiB (the soak, docs/ROBUSTNESS.md).
+/// none with it). A validator without the first two settings plateaued at
+/// 162-176 MiB after its first repairs, with them at 105-118 MiB (the soak,
+/// docs/ROBUSTNESS.md, before the trim threshold, which may keep up to 16
+/// MiB more).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 pub fn tune() {

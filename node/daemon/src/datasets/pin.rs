@@ -10,11 +10,11 @@
 //!
 //! Memory: exactly [`SEGMENTS_IN_FLIGHT`] segment buffers exist (segment
 //! plus parity, O(segment x (k+m)/k) each), handed round a pool: the stage
-//! waits for a free one before it reads on. Never O(dataset). Shards go to
-//! the QUIC streams as views of their segment's buffer, not copies; a view
-//! the stream still holds (a dead miner's unacknowledged bytes, until its
-//! connection times out) keeps that buffer from the pool, which slows the
-//! stage but never grows memory.
+//! waits for a free one before it reads on. Never O(dataset). A shard is
+//! copied into its QUIC stream's send buffer, not handed over as a view of
+//! the segment: the QUIC stack keeps a stream's unacknowledged bytes until
+//! the connection's state is dropped, so a dead miner's views would keep
+//! segment buffers from the pool and stall the pin (docs/PERFORMANCE.md).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,17 +71,6 @@ impl EncodedSegment {
             let j = i - self.data_shards;
             &b.parity[j * sl..(j + 1) * sl]
         }
-    }
-}
-
-/// Shard `i` of a shared segment as bytes the QUIC stream may keep: the
-/// segment's buffer returns to the pool only when the last view of it is
-/// dropped, so no shard is copied on its way out.
-struct ShardView(Arc<EncodedSegment>, usize);
-
-impl AsRef<[u8]> for ShardView {
-    fn as_ref(&self) -> &[u8] {
-        self.0.shard(self.1)
     }
 }
 
@@ -315,12 +304,7 @@ async fn upload_segment(
                 let m = &live[c].member;
                 match ds
                     .client
-                    .put_shard_owned(
-                        &m.endpoint_addr(),
-                        id,
-                        Bytes::from_owner(ShardView(Arc::clone(&seg), i)),
-                        None,
-                    )
+                    .put_shard(&m.endpoint_addr(), id, seg.shard(i), None)
                     .await
                 {
                     Ok(()) => return Ok((i, m.node_id)),

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use cairn_proof::{Challenge, GROUP_LEN, ShardId, ShardVerifier, outboard_len};
 use cairn_proto::wire::{
     self, DialBackReport, InventoryEntry, MAX_CONTROL_FRAME, MAX_MANIFEST_LEN, MAX_PLACEMENT_LEN,
@@ -164,11 +163,13 @@ impl Client {
     async fn connection(&self, addr: &EndpointAddr) -> Result<Connection> {
         let id = addr.id;
         {
-            let conns = self.conns.lock().await;
-            if let Some(c) = conns.get(&id)
-                && c.close_reason().is_none()
-            {
-                return Ok(c.clone());
+            let mut conns = self.conns.lock().await;
+            match conns.get(&id) {
+                Some(c) if c.close_reason().is_none() => return Ok(c.clone()),
+                // Closed: dropped now, not when a new dial succeeds (a dead
+                // peer's connection keeps its unacknowledged stream bytes).
+                Some(_) => drop(conns.remove(&id)),
+                None => {}
             }
         }
         let addrs: Vec<String> = addr.ip_addrs().map(|a| a.to_string()).collect();
@@ -355,22 +356,6 @@ impl Client {
             .begin_put(addr, id, bytes.len() as u64, on_behalf)
             .await?;
         p.write(bytes).await?;
-        p.finish().await
-    }
-
-    /// [`Client::put_shard`] of bytes the stream may keep as they are:
-    /// handed to the QUIC stream without a copy into its send buffer.
-    pub async fn put_shard_owned(
-        &self,
-        addr: &EndpointAddr,
-        id: ShardId,
-        bytes: Bytes,
-        on_behalf: Option<NodeId>,
-    ) -> Result<()> {
-        let mut p = self
-            .begin_put(addr, id, bytes.len() as u64, on_behalf)
-            .await?;
-        p.write_owned(bytes).await?;
         p.finish().await
     }
 
@@ -823,26 +808,6 @@ impl PutStream {
             }
             self.bandwidth.up.take(piece.len()).await;
             match self.send.write_all(piece).await {
-                Ok(()) => {}
-                Err(iroh::endpoint::WriteError::Stopped(_)) => self.stopped = true,
-                Err(e) => return Err(peer_err(&self.peer, format!("sending shard: {e}"))),
-            }
-        }
-        Ok(())
-    }
-
-    /// [`PutStream::write`] of owned bytes: each piece is a view of
-    /// `bytes`, handed to the stream without a copy.
-    pub async fn write_owned(&mut self, bytes: Bytes) -> Result<()> {
-        let mut at = 0;
-        while at < bytes.len() {
-            if self.stopped {
-                return Ok(());
-            }
-            let piece = bytes.slice(at..(at + CAPPED_PIECE).min(bytes.len()));
-            at += piece.len();
-            self.bandwidth.up.take(piece.len()).await;
-            match self.send.write_chunk(piece).await {
                 Ok(()) => {}
                 Err(iroh::endpoint::WriteError::Stopped(_)) => self.stopped = true,
                 Err(e) => return Err(peer_err(&self.peer, format!("sending shard: {e}"))),
