@@ -178,8 +178,9 @@ impl ShardFile {
             .map_err(|e| StoreError::io("read outboard", e))
     }
 
-    /// Reads `len` shard bytes at `offset` into a new buffer (not zeroed
-    /// first: a served shard's bytes are written once, by the read).
+    /// Reads `len` shard bytes at `offset` (within the shard, not the
+    /// outboard) into a new buffer, not zeroed first: a served shard's
+    /// bytes are written once, by the read.
     pub fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
         if offset.saturating_add(len as u64) > self.len {
             return Err(StoreError::PastEnd {
@@ -189,20 +190,6 @@ impl ShardFile {
             });
         }
         read_exact_vec(&self.file, offset, len).map_err(|e| StoreError::io("read shard", e))
-    }
-
-    /// Reads shard bytes at `offset` (within the shard, not the outboard).
-    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        if offset.saturating_add(buf.len() as u64) > self.len {
-            return Err(StoreError::PastEnd {
-                offset,
-                len: buf.len() as u64,
-                shard_len: self.len,
-            });
-        }
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|e| StoreError::io("read shard", e))
     }
 
     /// Random access to the shard bytes, for proofs.
