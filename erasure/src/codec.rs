@@ -124,34 +124,39 @@ impl Encoder {
 }
 
 impl Encoder {
-    /// Encodes a segment the caller owns, without copying it: `segment`
-    /// holds the segment's bytes (1..=segment_size) and is zero-padded in
-    /// place to k shards of `ceil(len / k)` bytes (never past the segment
-    /// size), so data shard i is `segment[i * sl..(i + 1) * sl]`; the m
-    /// parity shards are written to `parity`, resized to `m * sl`. Returns
-    /// the shard length `sl`. The shards are those [`Encoder::encode`] gives.
-    pub fn encode_in_place(
+    /// Encodes a segment the caller holds as its k data shards, each a
+    /// buffer of its own (`data[i]` is bytes `[i * sl, (i + 1) * sl)` of
+    /// the `segment_len`-byte segment, zero-padded past its end, where `sl`
+    /// is [`Params::shard_len`]), and returns its m parity shards, each a
+    /// buffer of its own: nothing of the segment is copied, and every shard
+    /// can be handed on (and freed) alone. The shards are those
+    /// [`Encoder::encode`] gives.
+    pub fn encode_shards(
         &mut self,
-        segment: &mut Vec<u8>,
-        parity: &mut Vec<u8>,
-    ) -> Result<usize, Error> {
-        self.params.check_segment_len(segment.len())?;
+        segment_len: usize,
+        data: &[&[u8]],
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        self.params.check_segment_len(segment_len)?;
         let k = self.params.data_shards();
         let m = self.params.parity_shards();
-        let sl = self.params.shard_len(segment.len());
-        segment.resize(k * sl, 0);
-        parity.clear();
-        parity.resize(m * sl, 0);
-        let mut data: [&[u8]; MAX_TOTAL_SHARDS] = [&[]; MAX_TOTAL_SHARDS];
-        for (slot, chunk) in data.iter_mut().zip(segment.chunks_exact(sl)) {
-            *slot = chunk;
+        let sl = self.params.shard_len(segment_len);
+        if data.len() != k {
+            return Err(Error::DataShardCount { got: data.len(), k });
         }
+        if let Some((index, d)) = data.iter().enumerate().find(|(_, d)| d.len() != sl) {
+            return Err(Error::ShardLengthMismatch {
+                index,
+                got: d.len(),
+                expected: sl,
+            });
+        }
+        let mut parity: Vec<Vec<u8>> = (0..m).map(|_| vec![0; sl]).collect();
         let mut par: [&mut [u8]; MAX_TOTAL_SHARDS] = std::array::from_fn(|_| &mut [][..]);
-        for (slot, chunk) in par.iter_mut().zip(parity.chunks_exact_mut(sl)) {
-            *slot = chunk;
+        for (slot, shard) in par.iter_mut().zip(parity.iter_mut()) {
+            *slot = shard;
         }
-        self.rs.encode_sep(&data[..k], &mut par[..m])?;
-        Ok(sl)
+        self.rs.encode_sep(data, &mut par[..m])?;
+        Ok(parity)
     }
 }
 

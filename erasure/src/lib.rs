@@ -47,6 +47,8 @@ pub enum Error {
     SegmentTooLarge { segment_size: usize },
     #[error("segment of {len} bytes is not between 1 and the segment size {segment_size}")]
     BadSegmentLength { len: usize, segment_size: usize },
+    #[error("a segment is encoded from k = {k} data shards; {got} were given")]
+    DataShardCount { got: usize, k: usize },
     #[error("shard index {index} is out of range: this code has {total} shards (0..{total})")]
     ShardIndexOutOfRange { index: usize, total: usize },
     #[error("shard {index} was given twice")]

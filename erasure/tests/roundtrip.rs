@@ -82,7 +82,7 @@ proptest! {
     /// data shards left where they are (no copy) and nothing past the
     /// segment size.
     #[test]
-    fn in_place_encoding_gives_the_same_shards(
+    fn encoding_separate_shards_gives_the_same_shards(
         params in params_strategy(),
         len_fraction in 0.0f64..=1.0,
         seed in any::<u64>(),
@@ -91,22 +91,32 @@ proptest! {
         let data = bytes(len, seed);
         let mut encoder = Encoder::new(params).unwrap();
         let expected: Vec<Vec<u8>> = encoder.encode(&data).unwrap().shards().map(|s| s.to_vec()).collect();
-        let mut segment = Vec::with_capacity(params.segment_size());
-        segment.extend_from_slice(&data);
-        let data_ptr = segment.as_ptr();
-        let mut parity = Vec::new();
-        let sl = encoder.encode_in_place(&mut segment, &mut parity).unwrap();
-        prop_assert_eq!(segment.as_ptr(), data_ptr, "the segment buffer moved");
-        prop_assert!(segment.len() <= params.segment_size());
-        let k = params.data_shards();
-        let got: Vec<Vec<u8>> = segment
-            .chunks_exact(sl)
-            .chain(parity.chunks_exact(sl))
-            .map(|s| s.to_vec())
+        let (k, sl) = (params.data_shards(), params.shard_len(len));
+        let shards: Vec<Vec<u8>> = (0..k)
+            .map(|i| {
+                let mut s = data[(i * sl).min(len)..((i + 1) * sl).min(len)].to_vec();
+                s.resize(sl, 0);
+                s
+            })
             .collect();
+        let views: Vec<&[u8]> = shards.iter().map(Vec::as_slice).collect();
+        let parity = encoder.encode_shards(len, &views).unwrap();
+        let got: Vec<Vec<u8>> = shards.iter().cloned().chain(parity).collect();
         prop_assert_eq!(got.len(), params.total_shards());
-        prop_assert_eq!(&got[..k], &expected[..k]);
         prop_assert_eq!(got, expected);
+        // The wrong number of data shards, or one of the wrong length, is named.
+        let few = matches!(
+            encoder.encode_shards(len, &views[1..]),
+            Err(cairn_erasure::Error::DataShardCount { .. })
+        );
+        prop_assert!(few, "too few data shards were not named");
+        let mut short = views.clone();
+        short[k - 1] = &views[k - 1][..sl - 1];
+        let short_named = matches!(
+            encoder.encode_shards(len, &short),
+            Err(cairn_erasure::Error::ShardLengthMismatch { .. })
+        );
+        prop_assert!(short_named, "a short data shard was not named");
     }
 }
 

@@ -318,3 +318,54 @@ fn another_node_reads_a_dataset_with_the_owners_grant() {
     assert!(o.status.success(), "{}", text(&o));
     same_tree(&data, &out);
 }
+
+/// A miner that goes silent in the middle of a pin (SIGSTOP: its
+/// connection stays open, nothing is acknowledged) costs the pin its idle
+/// timeout, not the pin: the shards it held up go to other miners, and the
+/// bytes the QUIC stack keeps for it hold back no segment of the pipeline.
+#[test]
+fn a_miner_silent_mid_pin_does_not_stall_it() {
+    let net = CliDevnet::up(7);
+    let data = net.dir.path().join("big");
+    std::fs::create_dir_all(&data).unwrap();
+    let want = bytes(256 << 20, 77);
+    std::fs::write(data.join("train.bin"), &want).unwrap();
+    let silent = net.pid("miner-3");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _ = done_tx.send(net.cli(&["pin", data.to_str().unwrap()]));
+        });
+        // The event: the miner has a shard of this pin on disk.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while net.miner_usage(7)[3] == 0 {
+            assert!(std::time::Instant::now() < deadline, "miner-3 got no shard");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let stop = std::process::Command::new("kill")
+            .args(["-STOP", &silent.to_string()])
+            .status()
+            .unwrap();
+        assert!(stop.success());
+        let pin = done_rx
+            .recv_timeout(std::time::Duration::from_secs(180))
+            .expect("the pin stalled behind a silent miner");
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &silent.to_string()])
+            .status();
+        assert!(pin.status.success(), "{}", stderr(&pin));
+        // It was mid-pin: the gateway gave up on that miner and went on.
+        let failed = net.log_lines("gateway", "upload failed; trying the next miner");
+        assert!(!failed.is_empty(), "the pin never met the silent miner");
+        let cid = stdout(&pin).trim().to_string();
+        let out = net.dir.path().join("back.bin");
+        let get = net.cli(&[
+            "get",
+            &format!("{cid}/train.bin"),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(get.status.success(), "{}", stderr(&get));
+        assert!(std::fs::read(&out).unwrap() == want, "the bytes differ");
+    });
+}

@@ -8,13 +8,18 @@
 //! the placement rule picks for it, falling back along the rule's order when
 //! one fails, never two shards of a segment on one miner.
 //!
-//! Memory: exactly [`SEGMENTS_IN_FLIGHT`] segment buffers exist (segment
-//! plus parity, O(segment x (k+m)/k) each), handed round a pool: the stage
-//! waits for a free one before it reads on. Never O(dataset). A shard is
-//! copied into its QUIC stream's send buffer, not handed over as a view of
-//! the segment: the QUIC stack keeps a stream's unacknowledged bytes until
-//! the connection's state is dropped, so a dead miner's views would keep
-//! segment buffers from the pool and stall the pin (docs/PERFORMANCE.md).
+//! Memory: at most [`SEGMENTS_IN_FLIGHT`] segments are in the pipeline
+//! (their k + m shards, O(segment x (k+m)/k) each): the stage takes one of
+//! that many tokens before it reads a segment, and a segment gives its
+//! token back when the last upload of it is done. Never O(dataset).
+//!
+//! Each shard is a buffer of its own, read into (data) or encoded into
+//! (parity) once and handed to its QUIC stream as it is, not copied into
+//! the stream's send buffer. The QUIC stack keeps a stream's
+//! unacknowledged bytes until the connection's state is dropped (a dead
+//! miner's, until its connection is closed and let go): what it keeps is
+//! that one shard, the same bytes a copy would be, never a segment, and
+//! the pin's tokens do not wait for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,46 +46,31 @@ const UPLOADS_IN_FLIGHT: usize = 12;
 /// Miners tried for one shard before the pin gives up on it.
 const TRIES_PER_SHARD: usize = 4;
 
-/// A segment's bytes (zero-padded to k shards once encoded) and its parity.
-struct SegmentBuf {
-    data: Vec<u8>,
-    parity: Vec<u8>,
-}
-
-/// A segment cut, hashed and encoded, waiting for upload. Its buffer goes
-/// back to the pool when the last upload of it is done.
+/// A segment cut, hashed and encoded, waiting for upload. Its token goes
+/// back to the stage when the last upload of it is done.
 struct EncodedSegment {
     index: usize,
     len: u64,
     hash: [u8; 32],
-    shard_len: usize,
-    data_shards: usize,
     ids: Vec<ShardId>,
-    buf: Option<SegmentBuf>,
-    pool: std::sync::mpsc::SyncSender<SegmentBuf>,
-}
-
-impl EncodedSegment {
-    /// Shard `i`: a slice of the segment (data) or of the parity.
-    fn shard(&self, i: usize) -> &[u8] {
-        let b = self.buf.as_ref().expect("held until dropped");
-        let sl = self.shard_len;
-        if i < self.data_shards {
-            &b.data[i * sl..(i + 1) * sl]
-        } else {
-            let j = i - self.data_shards;
-            &b.parity[j * sl..(j + 1) * sl]
-        }
-    }
+    /// Data shards, then parity; each a buffer of its own.
+    shards: Vec<Bytes>,
+    tokens: std::sync::mpsc::SyncSender<()>,
 }
 
 impl Drop for EncodedSegment {
     fn drop(&mut self) {
-        if let Some(b) = self.buf.take() {
-            // The pool has room for every buffer; a closed pool means the stage ended.
-            let _ = self.pool.try_send(b);
-        }
+        // There is room for every token; a closed channel means the stage ended.
+        let _ = self.tokens.try_send(());
     }
+}
+
+/// A segment being read: its data shards so far, each filled to the
+/// full-segment shard length before the next starts.
+#[derive(Default)]
+struct SegmentFill {
+    shards: Vec<Vec<u8>>,
+    len: usize,
 }
 
 /// A segment's length, BLAKE3 and shard ids, as the manifest will record them.
@@ -172,8 +162,8 @@ fn check_files(files: &[FileSpec]) -> Result<()> {
     Ok(())
 }
 
-/// The blocking stage: body chunks in, encoded segments out, each in a
-/// buffer taken from the pool.
+/// The blocking stage: body chunks in, encoded segments out, each under a
+/// token taken from the [`SEGMENTS_IN_FLIGHT`] there are.
 fn segment_stage(
     params: Params,
     files: Vec<FileSpec>,
@@ -181,38 +171,57 @@ fn segment_stage(
     out: mpsc::Sender<EncodedSegment>,
 ) -> Result<Vec<[u8; 32]>> {
     let seg_size = params.segment_size();
-    let (pool_tx, pool) = std::sync::mpsc::sync_channel::<SegmentBuf>(SEGMENTS_IN_FLIGHT);
+    let k = params.data_shards();
+    // A whole segment's shard length (segment sizes are multiples of k).
+    let full = seg_size / k;
+    let (tokens_tx, tokens) = std::sync::mpsc::sync_channel::<()>(SEGMENTS_IN_FLIGHT);
     for _ in 0..SEGMENTS_IN_FLIGHT {
-        pool_tx
-            .try_send(SegmentBuf {
-                data: Vec::new(),
-                parity: Vec::new(),
-            })
-            .expect("the pool has room for every buffer");
+        tokens_tx
+            .try_send(())
+            .expect("there is room for every token");
     }
     let mut encoder = Encoder::new(params)?;
     let mut hashes = FileHasher::new(&files);
     let mut index = 0usize;
-    let mut current: Option<SegmentBuf> = None;
-    let mut emit = |mut buf: SegmentBuf, index: usize| -> Result<()> {
-        let len = buf.data.len() as u64;
-        let hash = *blake3::hash(&buf.data).as_bytes();
-        let shard_len = encoder.encode_in_place(&mut buf.data, &mut buf.parity)?;
-        let ids = buf
-            .data
-            .chunks_exact(shard_len)
-            .chain(buf.parity.chunks_exact(shard_len))
+    let mut current: Option<SegmentFill> = None;
+    let mut emit = |fill: SegmentFill, index: usize| -> Result<()> {
+        let len = fill.len;
+        let sl = params.shard_len(len);
+        let mut hasher = blake3::Hasher::new();
+        let data: Vec<Vec<u8>> = if len == seg_size {
+            for shard in &fill.shards {
+                hasher.update(shard);
+            }
+            fill.shards
+        } else {
+            // The short last segment: cut again into k shards of its own
+            // (shorter) length, zero-padded (one copy, once per pin).
+            let bytes = fill.shards.concat();
+            hasher.update(&bytes);
+            (0..k)
+                .map(|i| {
+                    let mut shard = Vec::with_capacity(sl);
+                    shard.extend_from_slice(&bytes[(i * sl).min(len)..((i + 1) * sl).min(len)]);
+                    shard.resize(sl, 0);
+                    shard
+                })
+                .collect()
+        };
+        let hash = *hasher.finalize().as_bytes();
+        let views: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        let parity = encoder.encode_shards(len, &views)?;
+        let shards: Vec<Bytes> = data.into_iter().chain(parity).map(Bytes::from).collect();
+        let ids = shards
+            .iter()
             .map(|s| ShardId(*blake3::hash(s).as_bytes()))
             .collect();
         out.blocking_send(EncodedSegment {
             index,
-            len,
+            len: len as u64,
             hash,
-            shard_len,
-            data_shards: params.data_shards(),
             ids,
-            buf: Some(buf),
-            pool: pool_tx.clone(),
+            shards,
+            tokens: tokens_tx.clone(),
         })
         .map_err(|_| Error::Internal("the upload stage stopped".into()))
     };
@@ -220,31 +229,35 @@ fn segment_stage(
         hashes.update(&chunk)?;
         let mut rest: &[u8] = &chunk;
         while !rest.is_empty() {
-            let buf = match current.as_mut() {
-                Some(b) => b,
+            let fill = match current.as_mut() {
+                Some(f) => f,
                 None => {
-                    // Waits until an upload gives a buffer back.
-                    let mut b = pool
+                    // Waits until an upload gives a token back.
+                    tokens
                         .recv()
-                        .map_err(|_| Error::Internal("the segment pool closed".into()))?;
-                    b.data.clear();
-                    b.data.reserve_exact(seg_size);
-                    current.insert(b)
+                        .map_err(|_| Error::Internal("the segment tokens are gone".into()))?;
+                    current.insert(SegmentFill::default())
                 }
             };
-            let n = (seg_size - buf.data.len()).min(rest.len());
-            buf.data.extend_from_slice(&rest[..n]);
+            let i = fill.len / full;
+            if fill.shards.len() == i {
+                fill.shards.push(Vec::with_capacity(full));
+            }
+            let shard = &mut fill.shards[i];
+            let n = (full - shard.len()).min(rest.len());
+            shard.extend_from_slice(&rest[..n]);
+            fill.len += n;
             rest = &rest[n..];
-            if buf.data.len() == seg_size {
+            if fill.len == seg_size {
                 emit(current.take().expect("filled"), index)?;
                 index += 1;
             }
         }
     }
-    if let Some(b) = current.take()
-        && !b.data.is_empty()
+    if let Some(fill) = current.take()
+        && fill.len > 0
     {
-        emit(b, index)?;
+        emit(fill, index)?;
     }
     hashes.finish()
 }
@@ -296,20 +309,37 @@ async fn upload_segment(
                 .map_err(|_| Error::Internal("upload slots closed".into()))?;
             let id = seg.ids[i];
             let mut errors = Vec::new();
+            // Miners that failed lately are tried last: a silent one would
+            // cost every shard it is first choice for a timeout. A first
+            // choice moved back gives up the domain claimed for it.
+            let suspect = |c: &usize| ds.client.is_suspect(&live[*c].member.node_id);
+            let mut order = order;
+            let mut first_claimed = true;
+            if order.first().is_some_and(suspect) && order.len() > 1 {
+                used.lock().expect("lock").release(&candidates[order[0]].domain);
+                first_claimed = false;
+            }
+            order.sort_by_key(suspect);
             for (attempt, &c) in order.iter().enumerate() {
                 let domain = candidates[c].domain;
-                if attempt > 0 && !used.lock().expect("lock").claim(domain) {
+                if (attempt > 0 || !first_claimed) && !used.lock().expect("lock").claim(domain) {
                     continue;
                 }
                 let m = &live[c].member;
                 match ds
                     .client
-                    .put_shard(&m.endpoint_addr(), id, seg.shard(i), None)
+                    .put_shard_bytes(&m.endpoint_addr(), id, seg.shards[i].clone(), None)
                     .await
                 {
                     Ok(()) => return Ok((i, m.node_id)),
                     Err(e) => {
                         used.lock().expect("lock").release(&domain);
+                        // Not an answer from a live miner (a refusal): its
+                        // connection goes, and with it whatever of this
+                        // pin's shards the QUIC stack still held for it.
+                        if !matches!(e, Error::Remote { .. }) {
+                            ds.client.mark_failed(&m.node_id).await;
+                        }
                         tracing::warn!(miner = %m.node_id.fmt_short(), shard = %id, error = %e, "upload failed; trying the next miner");
                         errors.push(format!("{}: {e}", m.node_id.fmt_short()));
                         if errors.len() >= TRIES_PER_SHARD {
@@ -441,7 +471,7 @@ impl Datasets {
                 Arc::clone(&candidates),
                 Arc::clone(&uploads),
             ));
-            // A finished upload gives its buffer back to the stage at once;
+            // A finished upload gives its token back to the stage at once;
             // collect the results as they come so a failure stops the pin.
             while let Some(r) = in_flight.try_join_next() {
                 settle(r, &mut holders, &mut failure);
@@ -612,31 +642,35 @@ mod tests {
         assert!(check_files(&[spec("../x", 1)]).is_err());
     }
 
-    /// The stage never holds more than the pool's buffers, whatever the
+    /// The stage never holds more than its tokens' segments, whatever the
     /// uploads do: with the uploads stalled, it stops reading after
-    /// SEGMENTS_IN_FLIGHT segments; and every data shard is a slice of the
-    /// segment buffer it was read into (no copy).
+    /// SEGMENTS_IN_FLIGHT segments; every shard is a buffer of its own, of
+    /// exactly its length (no view keeps a larger buffer alive); the short
+    /// last segment is cut into shards of its own length.
     #[test]
-    fn the_stage_holds_at_most_the_pool_and_copies_no_data_shard() {
+    fn the_stage_holds_at_most_its_tokens_and_each_shard_alone() {
         let params = Params::new(4, 2, 4 * 64 * 16).unwrap();
         let seg = params.segment_size();
         let total = 10 * seg + 100;
         let files = vec![spec("a", total as u64)];
+        let data: Vec<u8> = (0..total).map(|i| (i * 7 % 251) as u8).collect();
         // A body channel of two chunks: when it stays full, the stage has
         // stopped reading.
         let (body_tx, body_rx) = mpsc::channel::<Bytes>(2);
         let (out_tx, mut out_rx) = mpsc::channel::<EncodedSegment>(1);
         let stage = std::thread::spawn(move || segment_stage(params, files, body_rx, out_tx));
         let probe = body_tx.clone();
-        let feeder = std::thread::spawn(move || {
-            let data: Vec<u8> = (0..total).map(|i| (i * 7 % 251) as u8).collect();
-            for c in data.chunks(1000) {
-                if body_tx.blocking_send(Bytes::copy_from_slice(c)).is_err() {
-                    return;
+        let feeder = {
+            let data = data.clone();
+            std::thread::spawn(move || {
+                for c in data.chunks(1000) {
+                    if body_tx.blocking_send(Bytes::copy_from_slice(c)).is_err() {
+                        return;
+                    }
                 }
-            }
-        });
-        // Take segments without giving their buffers back.
+            })
+        };
+        // Take segments without giving their tokens back.
         let mut held = Vec::new();
         for _ in 0..SEGMENTS_IN_FLIGHT {
             held.push(out_rx.blocking_recv().expect("a segment"));
@@ -653,24 +687,37 @@ mod tests {
         drop(probe);
         assert!(
             out_rx.try_recv().is_err(),
-            "a segment beyond the pool was made"
+            "a segment beyond the tokens was made"
         );
-        for s in &held {
-            let b = s.buf.as_ref().unwrap();
-            for i in 0..4 {
-                let shard = s.shard(i);
-                let inside = b.data.as_ptr_range();
-                assert!(
-                    inside.contains(&shard.as_ptr()),
-                    "data shard {i} was copied"
-                );
+        let check = |s: &EncodedSegment| {
+            let at = s.index * seg;
+            let len = s.len as usize;
+            let sl = params.shard_len(len);
+            let mut encoder = Encoder::new(params).unwrap();
+            let want: Vec<Vec<u8>> = encoder
+                .encode(&data[at..at + len])
+                .unwrap()
+                .shards()
+                .map(<[u8]>::to_vec)
+                .collect();
+            assert_eq!(s.shards.len(), 6);
+            for (i, shard) in s.shards.iter().enumerate() {
+                assert_eq!(shard.as_ref(), want[i].as_slice(), "shard {i}");
+                assert_eq!(shard.len(), sl);
+                assert_eq!(s.ids[i], ShardId(*blake3::hash(shard).as_bytes()));
             }
+            assert_eq!(s.hash, *blake3::hash(&data[at..at + len]).as_bytes());
+        };
+        for s in &held {
+            check(s);
+            assert_eq!(s.len as usize, seg);
         }
         // Give them back: the rest flows.
         drop(held);
         let mut n = SEGMENTS_IN_FLIGHT;
         while let Some(s) = out_rx.blocking_recv() {
             n += 1;
+            check(&s);
             drop(s);
         }
         assert_eq!(n, 11);

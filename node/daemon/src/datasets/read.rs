@@ -192,6 +192,9 @@ impl Datasets {
         // id in the manifest (the id is the cache's key, shared by every
         // dataset that names it).
         let verified: Vec<(cairn_proof::ShardId, Bytes)>;
+        // Whether `verified` are views into one decoded buffer (not each
+        // a buffer of its own).
+        let from_decoder: bool;
         let bytes = if got.iter().enumerate().all(|(n, (i, _))| n == *i) {
             // Every data shard came: the segment is those shards, no
             // decoding. Each was verified against its id in the manifest as
@@ -200,6 +203,7 @@ impl Datasets {
             // every byte read (a fifth of the gateway's CPU on `get`).
             let shards: Vec<Bytes> = got.into_iter().map(|(_, b)| Bytes::from(b)).collect();
             verified = seg.shards.iter().copied().zip(shards.clone()).collect();
+            from_decoder = false;
             SegmentBytes::from_data_shards(shards, seg.len)
         } else {
             let mut decoder = Decoder::new(m.decoder_params()?)?;
@@ -223,6 +227,7 @@ impl Datasets {
                 .map(|i| (seg.shards[i], bytes.data_shard(i, shard_len as usize)))
                 .filter(|(id, shard)| *blake3::hash(shard).as_bytes() == id.0)
                 .collect();
+            from_decoder = true;
             bytes
         };
         // Whole segments are what scans read: with a disk tier they are
@@ -231,8 +236,13 @@ impl Datasets {
         if self.disk.is_some() {
             self.keep_on_disk(verified).await;
         } else {
-            for (id, shard) in &verified {
-                self.groups.insert(id, shard_len, 0, shard);
+            for (id, shard) in verified {
+                let id = &id;
+                if from_decoder {
+                    self.groups.insert(id, shard_len, 0, &shard);
+                } else {
+                    self.groups.insert_whole(id, shard_len, shard);
+                }
                 if ahead {
                     // Wanted soon: kept over the reader's own segments,
                     // which enter after it and are not read again (a few
@@ -253,9 +263,9 @@ impl Datasets {
         let seg = &ds.manifest.segments[s];
         let k = u64::from(ds.manifest.data_shards);
         let sl = seg.len.div_ceil(k);
-        let mut parts: Vec<Option<Vec<u8>>> = seg.shards[..k as usize]
+        let mut parts: Vec<Option<Bytes>> = seg.shards[..k as usize]
             .iter()
-            .map(|id| self.groups.get(id, sl, 0, sl))
+            .map(|id| self.groups.get_whole(id, sl))
             .collect();
         if parts.iter().any(Option::is_none) {
             let disk = Arc::clone(self.disk.as_ref()?);
@@ -279,13 +289,10 @@ impl Datasets {
             }
             while let Some(r) = reads.join_next().await {
                 let (i, bytes) = r.ok()?;
-                parts[i] = Some(bytes?);
+                parts[i] = Some(Bytes::from(bytes?));
             }
         }
-        let shards = parts
-            .into_iter()
-            .map(|p| p.map(Bytes::from))
-            .collect::<Option<Vec<_>>>()?;
+        let shards = parts.into_iter().collect::<Option<Vec<_>>>()?;
         Some(SegmentBytes::from_data_shards(shards, seg.len))
     }
 

@@ -10,6 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+
 use cairn_proof::{Challenge, GROUP_LEN, ShardId, ShardVerifier, outboard_len};
 use cairn_proto::wire::{
     self, DialBackReport, InventoryEntry, MAX_CONTROL_FRAME, MAX_MANIFEST_LEN, MAX_PLACEMENT_LEN,
@@ -352,10 +355,24 @@ impl Client {
         bytes: &[u8],
         on_behalf: Option<NodeId>,
     ) -> Result<()> {
+        self.put_shard_bytes(addr, id, Bytes::copy_from_slice(bytes), on_behalf)
+            .await
+    }
+
+    /// [`Client::put_shard`] of a buffer handed to the stream as it is (not
+    /// copied). The stream keeps it until the peer has acknowledged it, or
+    /// until the connection is let go.
+    pub async fn put_shard_bytes(
+        &self,
+        addr: &EndpointAddr,
+        id: ShardId,
+        bytes: Bytes,
+        on_behalf: Option<NodeId>,
+    ) -> Result<()> {
         let mut p = self
             .begin_put(addr, id, bytes.len() as u64, on_behalf)
             .await?;
-        p.write(bytes).await?;
+        p.write_bytes(bytes).await?;
         p.finish().await
     }
 
@@ -395,22 +412,9 @@ impl Client {
                 .min(MAX_FETCH_LEN),
             (None, _) => 0,
         } as usize);
-        let mut first = None;
-        let shard_len = self
-            .fetch_verified(
-                addr,
-                id,
-                offset,
-                length,
-                expected_len,
-                grant,
-                |pos, bytes| {
-                    first.get_or_insert(pos);
-                    out.extend_from_slice(bytes);
-                },
-            )
+        let (shard_len, group_start) = self
+            .fetch_verified(addr, id, offset, length, expected_len, grant, &mut out)
             .await?;
-        let group_start = first.unwrap_or(offset);
         let end = if length == u64::MAX {
             shard_len
         } else {
@@ -429,22 +433,11 @@ impl Client {
         })
     }
 
-    /// Fetches a whole shard of known length into `dest`, verified.
-    pub async fn get_shard_into(
-        &self,
-        addr: &EndpointAddr,
-        id: ShardId,
-        dest: &mut [u8],
-    ) -> Result<()> {
-        let len = dest.len() as u64;
-        self.fetch_verified(addr, id, 0, u64::MAX, Some(len), None, |pos, bytes| {
-            dest[pos as usize..pos as usize + bytes.len()].copy_from_slice(bytes);
-        })
-        .await
-        .map(|_| ())
-    }
-
-    /// Streams verified chunk groups of a range to `sink(offset, bytes)`.
+    /// Appends the verified chunk groups of a range to `out`; returns the
+    /// shard's length and where in it the first group starts. Each group is
+    /// received straight into `out`'s spare capacity and checked there:
+    /// on an error `out` may end in unverified bytes, and the caller drops
+    /// it.
     #[allow(clippy::too_many_arguments)]
     async fn fetch_verified(
         &self,
@@ -454,8 +447,8 @@ impl Client {
         length: u64,
         expected_len: Option<u64>,
         grant: Option<&Grant>,
-        mut sink: impl FnMut(u64, &[u8]),
-    ) -> Result<u64> {
+        out: &mut Vec<u8>,
+    ) -> Result<(u64, u64)> {
         let peer = addr.id;
         let (mut send, mut recv) = self.open(addr).await?;
         let request = Request::GetShard {
@@ -499,14 +492,23 @@ impl Client {
         self.bandwidth.down.take(outboard.len()).await;
         let verifier = ShardVerifier::new(id, shard_len, &outboard)
             .map_err(|e| bad_reply(&peer, format!("sent a bad outboard for {id}: {e}")))?;
-        let mut buf = vec![0u8; GROUP_LEN];
         let mut pos = start;
         let end = start + len;
         while pos < end {
             let n = ((end - pos) as usize).min(GROUP_LEN);
-            recv.read_exact(&mut buf[..n])
-                .await
-                .map_err(|e| peer_err(&peer, format!("shard body ended early: {e}")))?;
+            let at = out.len();
+            // Into `out`'s spare capacity (nothing zeroed first), up to the
+            // group's end and no further.
+            while out.len() < at + n {
+                let room = at + n - out.len();
+                let got = recv
+                    .read_buf(&mut bytes::BufMut::limit(&mut *out, room))
+                    .await
+                    .map_err(|e| peer_err(&peer, format!("shard body ended early: {e}")))?;
+                if got == 0 {
+                    return Err(peer_err(&peer, "shard body ended early"));
+                }
+            }
             self.count_shard_bytes(n as u64);
             self.bandwidth.down.take(n).await;
             let group = pos / g;
@@ -518,9 +520,8 @@ impl Client {
                 ));
             }
             verifier
-                .verify_group(group, &buf[..n])
+                .verify_group(group, &out[at..])
                 .map_err(|e| bad_reply(&peer, format!("sent bytes that fail verification: {e}")))?;
-            sink(pos, &buf[..n]);
             pos += n as u64;
         }
         if shard_len == 0 {
@@ -528,7 +529,7 @@ impl Client {
                 .verify_group(0, &[])
                 .map_err(|e| bad_reply(&peer, format!("empty shard fails verification: {e}")))?;
         }
-        Ok(shard_len)
+        Ok((shard_len, start))
     }
 
     /// Sends a challenge; returns the proof bytes (unverified: the caller
@@ -799,15 +800,23 @@ impl PutStream {
     /// Sends the next bytes. If the peer already has the shard it stops the
     /// stream early; the remaining writes are skipped and `finish` reports.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.write_bytes(Bytes::copy_from_slice(bytes)).await
+    }
+
+    /// [`PutStream::write`] of a buffer handed to the stream as it is.
+    pub async fn write_bytes(&mut self, bytes: Bytes) -> Result<()> {
         // Under a cap, pieces take their turns with every other transfer's,
         // so no stream of a pin sits idle long enough for its miner to give
         // up on it.
-        for piece in bytes.chunks(CAPPED_PIECE) {
+        let mut at = 0;
+        while at < bytes.len() {
             if self.stopped {
                 return Ok(());
             }
+            let piece = bytes.slice(at..(at + CAPPED_PIECE).min(bytes.len()));
+            at += piece.len();
             self.bandwidth.up.take(piece.len()).await;
-            match self.send.write_all(piece).await {
+            match self.send.write_chunk(piece).await {
                 Ok(()) => {}
                 Err(iroh::endpoint::WriteError::Stopped(_)) => self.stopped = true,
                 Err(e) => return Err(peer_err(&self.peer, format!("sending shard: {e}"))),

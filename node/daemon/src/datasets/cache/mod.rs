@@ -12,6 +12,14 @@
 //! next epoch should find them), and the budget is split over at most 4
 //! internal shards.
 //!
+//! A shard read whole (a segment of a scan or a `cairn get`) is kept as one
+//! entry holding the buffer it arrived in, not copied group by group: a
+//! whole read then costs the cache no copy in and none out. Only a buffer
+//! that is the shard's alone enters that way (a view into a larger buffer
+//! would keep all of it alive under a smaller weight), and only a shard
+//! small beside the budget (quick_cache admits nothing heavier than an
+//! eighth of it); other shards enter as groups.
+//!
 //! Behind it, optionally, [`disk`]: whole verified data shards on the local
 //! disk, for datasets bigger than memory.
 
@@ -27,6 +35,9 @@ use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter};
 /// Bookkeeping a cached group costs beyond its bytes (key, handle), counted
 /// in the budget.
 const ENTRY_OVERHEAD: u64 = 64;
+
+/// The group index a shard kept whole is stored under.
+const WHOLE: u64 = u64::MAX;
 
 #[derive(Clone)]
 struct GroupWeight;
@@ -90,10 +101,17 @@ impl GroupCache {
         self.cache.is_some()
     }
 
-    /// Bytes `[from, to)` of shard `id` (`shard_len` bytes long) if every
-    /// group holding them is cached; one hit or one miss either way.
+    /// Bytes `[from, to)` of shard `id` (`shard_len` bytes long) if the
+    /// shard is kept whole or every group holding them is cached; one hit
+    /// or one miss either way.
     pub fn get(&self, id: &ShardId, shard_len: u64, from: u64, to: u64) -> Option<Vec<u8>> {
         let cache = self.cache.as_ref()?;
+        if let Some(whole) = self.whole(id, shard_len)
+            && let Some(bytes) = whole.get(from as usize..to as usize)
+        {
+            self.hits.fetch_add(1, Relaxed);
+            return Some(bytes.to_vec());
+        }
         let g = GROUP_LEN as u64;
         let (g0, g1) = (from / g, to.div_ceil(g).max(from / g + 1));
         let mut out = Vec::with_capacity((to - from) as usize);
@@ -113,6 +131,45 @@ impl GroupCache {
         }
         self.hits.fetch_add(1, Relaxed);
         Some(out)
+    }
+
+    /// All of shard `id` (`shard_len` bytes): the buffer it is kept in when
+    /// kept whole (not copied), else its groups put together; one hit or
+    /// one miss.
+    pub fn get_whole(&self, id: &ShardId, shard_len: u64) -> Option<Bytes> {
+        if let Some(whole) = self.whole(id, shard_len) {
+            self.hits.fetch_add(1, Relaxed);
+            return Some(whole);
+        }
+        self.get(id, shard_len, 0, shard_len).map(Bytes::from)
+    }
+
+    /// The entry of shard `id` kept whole, if it is there and as long as
+    /// the manifest says (no hit or miss counted).
+    fn whole(&self, id: &ShardId, shard_len: u64) -> Option<Bytes> {
+        self.cache
+            .as_ref()?
+            .get(&(*id, WHOLE))
+            .filter(|b| b.len() as u64 == shard_len)
+    }
+
+    /// Keeps all of shard `id`, verified by the caller against it, without
+    /// copying it when `shard` is a buffer of its own (`Bytes::from` a
+    /// `Vec` of exactly its length; never a view into a larger buffer) and
+    /// small beside the budget; as groups (copied) otherwise.
+    pub fn insert_whole(&self, id: &ShardId, shard_len: u64, shard: Bytes) {
+        let Some(cache) = self.cache.as_ref() else {
+            return;
+        };
+        if shard.len() as u64 != shard_len {
+            return;
+        }
+        if shard_len + ENTRY_OVERHEAD > self.budget / 16 {
+            self.insert(id, shard_len, 0, &shard);
+            return;
+        }
+        self.inserted.fetch_add(shard_len, Relaxed);
+        cache.insert((*id, WHOLE), shard);
     }
 
     /// Keeps verified bytes of shard `id` that start at group-aligned
@@ -145,6 +202,9 @@ impl GroupCache {
     /// it evicts new groups first in first out.
     pub fn mark_wanted(&self, id: &ShardId, shard_len: u64) {
         if let Some(cache) = self.cache.as_ref() {
+            if cache.get(&(*id, WHOLE)).is_some() {
+                return;
+            }
             for group in 0..group_count(shard_len) {
                 let _ = cache.get(&(*id, group));
             }
@@ -222,6 +282,42 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_read_whole_is_kept_in_its_own_buffer() {
+        let len = 100_000u64;
+        let shard = Bytes::from((0..len).map(|i| (i % 253) as u8).collect::<Vec<u8>>());
+        let c = GroupCache::new(4 << 20);
+        c.insert_whole(&id(1), len, shard.clone());
+        let back = c.get_whole(&id(1), len).unwrap();
+        assert_eq!(back.as_ptr(), shard.as_ptr(), "not copied out");
+        assert_eq!(back, shard);
+        for (a, b) in [(0, 1), (16_383, 16_385), (90_000, 100_000)] {
+            assert_eq!(
+                c.get(&id(1), len, a, b).unwrap(),
+                shard[a as usize..b as usize]
+            );
+        }
+        // a reader that believes another length finds nothing
+        assert_eq!(c.get_whole(&id(1), len + 1), None);
+        // nor does a shard offered under a length it does not have enter
+        c.insert_whole(&id(2), len, shard.slice(1..));
+        assert_eq!(c.get(&id(2), len, 0, 1), None);
+        let s = c.stats();
+        assert_eq!((s.hits, s.misses, s.bytes), (4, 2, len));
+
+        // Heavier than a sixteenth of the budget: kept as groups (copied),
+        // still served whole and in ranges.
+        let c = GroupCache::new(1 << 20);
+        c.insert_whole(&id(3), len, shard.clone());
+        let back = c.get_whole(&id(3), len).unwrap();
+        assert_ne!(back.as_ptr(), shard.as_ptr());
+        assert_eq!(back, shard);
+        assert_eq!(
+            c.get(&id(3), len, 50_000, 50_010).unwrap(),
+            shard[50_000..50_010]
+        );
+    }
+
+    #[test]
     fn the_budget_holds() {
         let budget = 256 << 10;
         let c = GroupCache::new(budget);
@@ -232,6 +328,13 @@ mod tests {
         }
         let s = c.stats();
         assert!(s.evicted_bytes > 0 && s.bytes > 0, "{s:?}");
+        // shards kept whole count against the same budget
+        let c = GroupCache::new(16 << 20);
+        for n in 0..64 {
+            c.insert_whole(&id(n), 1 << 20, Bytes::from(vec![n; 1 << 20]));
+            assert!(c.stats().bytes <= 16 << 20, "{:?}", c.stats());
+        }
+        assert!(c.stats().evicted_bytes >= 48 << 20, "{:?}", c.stats());
         assert!(GroupCache::new(0).get(&id(0), 10, 0, 1).is_none());
     }
 }
