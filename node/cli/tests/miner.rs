@@ -644,3 +644,57 @@ async fn shard_reads_need_the_owners_grant() {
         data
     );
 }
+
+/// A miner that takes a shard's bytes and never gives its verdict, while
+/// its QUIC stack keeps the connection alive (so no idle timeout comes):
+/// the put fails after its stall bound, naming what happened, and closes
+/// that connection, which lets go of the shard the stream held. Without
+/// the bound the put, and a pin behind it, waited for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miner_that_never_answers_a_put_costs_a_bounded_wait() {
+    let net = cairn_node::config::NetworkConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        relay: "off".into(),
+        relay_ca: None,
+        external_addrs: vec![],
+        failure_domains: cairn_node::config::FailureDomains::Node,
+    };
+    let hostile = cairn_node::net::endpoint::bind_endpoint(iroh::SecretKey::generate(), &net, 64)
+        .await
+        .unwrap();
+    let mut addr = cairn_node::EndpointAddr::new(hostile.id());
+    for a in hostile.bound_sockets() {
+        addr = addr.with_ip_addr(a);
+    }
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::channel(1);
+    let server = tokio::spawn(async move {
+        let conn = hostile.accept().await.unwrap().await.unwrap();
+        let (send, mut recv) = conn.accept_bi().await.unwrap();
+        // Every byte read (and so acknowledged), no answer ever.
+        let got = recv.read_to_end(8 << 20).await.map(|b| b.len());
+        let reason = conn.closed().await;
+        let _ = closed_tx.send((got, reason.to_string())).await;
+        drop(send);
+        hostile
+    });
+    let client = unregistered_client().await;
+    let data = bytes(1 << 20, 5);
+    let (id, _) = shard_id_and_outboard(&data);
+    let put = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        client.put_shard(&addr, id, &data, None),
+    )
+    .await
+    .expect("the put waited for good on a miner that never answers");
+    let e = put.unwrap_err();
+    assert!(matches!(e, Error::Peer { .. }), "{e:?}");
+    assert!(e.to_string().contains("gave no verdict"), "{e}");
+    // The peer saw its connection closed, after it had read the whole body.
+    let (got, reason) = tokio::time::timeout(std::time::Duration::from_secs(30), closed_rx.recv())
+        .await
+        .expect("the stalled connection was left open")
+        .unwrap();
+    assert!(got.unwrap() > data.len(), "the body did not arrive whole");
+    assert!(reason.contains("stalled"), "{reason}");
+    server.await.unwrap();
+}

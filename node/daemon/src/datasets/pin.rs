@@ -312,15 +312,17 @@ async fn upload_segment(
             // Miners that failed lately are tried last: a silent one would
             // cost every shard it is first choice for a timeout. A first
             // choice moved back gives up the domain claimed for it.
-            let suspect = |c: &usize| ds.client.is_suspect(&live[*c].member.node_id);
-            let mut order = order;
-            let mut first_claimed = true;
-            if order.first().is_some_and(suspect) && order.len() > 1 {
-                used.lock().expect("lock").release(&candidates[order[0]].domain);
-                first_claimed = false;
+            // One look at each miner's health: it may change meanwhile.
+            let mut order: Vec<(bool, usize)> = order
+                .into_iter()
+                .map(|c| (ds.client.is_suspect(&live[c].member.node_id), c))
+                .collect();
+            let first_claimed = !(order.len() > 1 && order[0].0);
+            if !first_claimed {
+                used.lock().expect("lock").release(&candidates[order[0].1].domain);
             }
-            order.sort_by_key(suspect);
-            for (attempt, &c) in order.iter().enumerate() {
+            order.sort_by_key(|(suspect, _)| *suspect);
+            for (attempt, &(_, c)) in order.iter().enumerate() {
                 let domain = candidates[c].domain;
                 if (attempt > 0 || !first_claimed) && !used.lock().expect("lock").claim(domain) {
                     continue;
@@ -334,11 +336,12 @@ async fn upload_segment(
                     Ok(()) => return Ok((i, m.node_id)),
                     Err(e) => {
                         used.lock().expect("lock").release(&domain);
-                        // Not an answer from a live miner (a refusal): its
-                        // connection goes, and with it whatever of this
-                        // pin's shards the QUIC stack still held for it.
+                        // Not an answer from a live miner (a refusal): it
+                        // is tried last for a while, and a connection that
+                        // closed (or that the put closed on a stall) is let
+                        // go with whatever of this pin's shards it held.
                         if !matches!(e, Error::Remote { .. }) {
-                            ds.client.mark_failed(&m.node_id).await;
+                            ds.client.note_failure(&m.node_id).await;
                         }
                         tracing::warn!(miner = %m.node_id.fmt_short(), shard = %id, error = %e, "upload failed; trying the next miner");
                         errors.push(format!("{}: {e}", m.node_id.fmt_short()));
@@ -640,6 +643,56 @@ mod tests {
         assert!(check_files(&[spec("b", 1), spec("a", 1)]).is_err());
         assert!(check_files(&[spec("a", 1), spec("a", 1)]).is_err());
         assert!(check_files(&[spec("../x", 1)]).is_err());
+    }
+
+    /// Every segment of streams that end anywhere (1 byte, a shard's worth,
+    /// exactly one or two segments, a byte past one) comes out as the
+    /// encoder would make it from the whole stream.
+    #[test]
+    fn the_stage_cuts_every_stream_length_right() {
+        let params = Params::new(4, 2, 4 * 64 * 16).unwrap();
+        let seg = params.segment_size();
+        for total in [
+            1,
+            63,
+            seg / 4,
+            seg / 4 + 1,
+            seg - 1,
+            seg,
+            seg + 1,
+            2 * seg,
+            3 * seg - 7,
+        ] {
+            let data: Vec<u8> = (0..total).map(|i| (i * 13 % 251) as u8).collect();
+            let (body_tx, body_rx) = mpsc::channel::<Bytes>(total.div_ceil(700) + 1);
+            for c in data.chunks(700) {
+                body_tx.try_send(Bytes::copy_from_slice(c)).unwrap();
+            }
+            drop(body_tx);
+            let (out_tx, mut out_rx) = mpsc::channel::<EncodedSegment>(8);
+            let files = vec![spec("a", total as u64)];
+            let hashes = segment_stage(params, files, body_rx, out_tx).unwrap();
+            assert_eq!(hashes, vec![*blake3::hash(&data).as_bytes()]);
+            let mut encoder = Encoder::new(params).unwrap();
+            let mut n = 0;
+            while let Ok(s) = out_rx.try_recv() {
+                assert_eq!(s.index, n);
+                let at = n * seg;
+                let len = (total - at).min(seg);
+                assert_eq!(s.len as usize, len, "total {total}");
+                let want: Vec<Vec<u8>> = encoder
+                    .encode(&data[at..at + len])
+                    .unwrap()
+                    .shards()
+                    .map(<[u8]>::to_vec)
+                    .collect();
+                let got: Vec<Vec<u8>> = s.shards.iter().map(|b| b.to_vec()).collect();
+                assert_eq!(got, want, "total {total}, segment {n}");
+                assert_eq!(s.hash, *blake3::hash(&data[at..at + len]).as_bytes());
+                n += 1;
+            }
+            assert_eq!(n, total.div_ceil(seg), "total {total}");
+        }
     }
 
     /// The stage never holds more than its tokens' segments, whatever the

@@ -137,6 +137,19 @@ impl Client {
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Records that a transfer with `peer` failed, for ordering (it is
+    /// suspect for a while), and lets its cached connection go if that has
+    /// closed: a closed connection's state, with any stream bytes it still
+    /// held, is freed once no handle is left. A live connection stays: it
+    /// carries other transfers, and the failure may have been this one's.
+    pub async fn note_failure(&self, peer: &NodeId) {
+        self.health.failed(peer, Instant::now());
+        let mut conns = self.conns.lock().await;
+        if conns.get(peer).is_some_and(|c| c.close_reason().is_some()) {
+            conns.remove(peer);
+        }
+    }
+
     /// Records that a request to `peer` failed or timed out, and drops its
     /// connection so the next request reconnects.
     pub async fn mark_failed(&self, peer: &NodeId) {
@@ -211,10 +224,15 @@ impl Client {
     }
 
     async fn open(&self, addr: &EndpointAddr) -> Result<(SendStream, RecvStream)> {
+        self.open_on(addr).await.map(|(_, send, recv)| (send, recv))
+    }
+
+    /// [`Client::open`], with the connection the streams are on.
+    async fn open_on(&self, addr: &EndpointAddr) -> Result<(Connection, SendStream, RecvStream)> {
         for attempt in 0..2 {
             let conn = self.connection(addr).await?;
             match conn.open_bi().await {
-                Ok(s) => return Ok(s),
+                Ok((send, recv)) => return Ok((conn, send, recv)),
                 Err(e) if attempt == 0 => {
                     tracing::debug!(error = %e, "stale connection; reconnecting");
                     self.conns.lock().await.remove(&addr.id);
@@ -331,7 +349,7 @@ impl Client {
         len: u64,
         on_behalf: Option<NodeId>,
     ) -> Result<PutStream> {
-        let (mut send, recv) = self.open(addr).await?;
+        let (conn, mut send, recv) = self.open_on(addr).await?;
         let req = Request::PutShard {
             id,
             len,
@@ -340,6 +358,7 @@ impl Client {
         write_frame(&mut send, &req.encode(), &addr.id).await?;
         Ok(PutStream {
             peer: addr.id,
+            conn,
             send,
             recv,
             stopped: false,
@@ -787,9 +806,22 @@ pub struct ChallengeReply {
     pub first_byte: Instant,
 }
 
+/// How long a put may make no progress (a piece not taken by the stream,
+/// no verdict after the body) before the peer is taken for stalled: the
+/// idle timeout's length, for a peer that keeps its connection alive.
+const PUT_STALL: Duration = Duration::from_secs(10);
+/// How long a peer that accepted a shard may take to acknowledge its last
+/// bytes at the QUIC level. Until it does, the stream keeps the shard's
+/// buffer; a peer that never does would keep every shard it is sent.
+const PUT_ACK_WAIT: Duration = Duration::from_secs(5);
+
 /// A put in progress.
 pub struct PutStream {
     peer: NodeId,
+    /// The connection the put is on: closed if the peer stalls, which frees
+    /// what its streams held once the client lets it go
+    /// ([`Client::note_failure`]).
+    conn: Connection,
     send: SendStream,
     recv: RecvStream,
     stopped: bool,
@@ -816,21 +848,48 @@ impl PutStream {
             let piece = bytes.slice(at..(at + CAPPED_PIECE).min(bytes.len()));
             at += piece.len();
             self.bandwidth.up.take(piece.len()).await;
-            match self.send.write_chunk(piece).await {
-                Ok(()) => {}
-                Err(iroh::endpoint::WriteError::Stopped(_)) => self.stopped = true,
-                Err(e) => return Err(peer_err(&self.peer, format!("sending shard: {e}"))),
+            match tokio::time::timeout(PUT_STALL, self.send.write_chunk(piece)).await {
+                Err(_) => return Err(self.stalled("took none of the shard's bytes")),
+                Ok(Ok(())) => {}
+                Ok(Err(iroh::endpoint::WriteError::Stopped(_))) => self.stopped = true,
+                Ok(Err(e)) => return Err(peer_err(&self.peer, format!("sending shard: {e}"))),
             }
         }
         Ok(())
     }
 
-    /// Ends the body and waits for the peer's verdict.
+    /// Ends the body, waits for the peer's verdict and for its
+    /// acknowledgement of the bytes (so the stream lets the shard go).
     pub async fn finish(mut self) -> Result<()> {
         let _ = self.send.finish();
-        match Client::response(&mut self.recv, &self.peer, MAX_CONTROL_FRAME).await? {
-            Response::Ok => Ok(()),
-            r => Err(Client::unexpected(&self.peer, &r)),
+        let verdict = tokio::time::timeout(
+            PUT_STALL,
+            Client::response(&mut self.recv, &self.peer, MAX_CONTROL_FRAME),
+        )
+        .await;
+        match verdict {
+            Err(_) => return Err(self.stalled("gave no verdict on the shard")),
+            Ok(Ok(Response::Ok)) => {}
+            Ok(Ok(r)) => return Err(Client::unexpected(&self.peer, &r)),
+            Ok(Err(e)) => return Err(e),
         }
+        // Stopped or acknowledged: either way the stream holds nothing more.
+        if tokio::time::timeout(PUT_ACK_WAIT, self.send.stopped())
+            .await
+            .is_err()
+        {
+            return Err(self.stalled("took the shard but never acknowledged its bytes"));
+        }
+        Ok(())
+    }
+
+    /// Closes the put's connection (the peer stalled: whatever its streams
+    /// hold is let go with it) and names what happened.
+    fn stalled(&self, what: &str) -> Error {
+        self.conn.close(0u32.into(), b"stalled");
+        peer_err(
+            &self.peer,
+            format!("{what} within {PUT_STALL:?}; its connection is closed"),
+        )
     }
 }
