@@ -647,9 +647,10 @@ async fn shard_reads_need_the_owners_grant() {
 
 /// A miner that takes a shard's bytes and never gives its verdict, while
 /// its QUIC stack keeps the connection alive (so no idle timeout comes):
-/// the put fails after its stall bound, naming what happened, and closes
-/// that connection, which lets go of the shard the stream held. Without
-/// the bound the put, and a pin behind it, waited for good.
+/// the put fails once the miner's own allowance for the body is over,
+/// naming what happened, and closes that connection, which lets go of the
+/// shard the stream held. Without the bound the put, and a pin behind it,
+/// waited for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miner_that_never_answers_a_put_costs_a_bounded_wait() {
     let net = cairn_node::config::NetworkConfig {
@@ -678,7 +679,9 @@ async fn a_miner_that_never_answers_a_put_costs_a_bounded_wait() {
         hostile
     });
     let client = unregistered_client().await;
-    let data = bytes(1 << 20, 5);
+    // Small, so the verdict's wait (the miner's own allowance for the body,
+    // 30 s plus a second per 64 KiB, plus 10 s) is short.
+    let data = bytes(16 << 10, 5);
     let (id, _) = shard_id_and_outboard(&data);
     let put = tokio::time::timeout(
         std::time::Duration::from_secs(120),

@@ -349,19 +349,30 @@ impl Client {
         len: u64,
         on_behalf: Option<NodeId>,
     ) -> Result<PutStream> {
-        let (conn, mut send, recv) = self.open_on(addr).await?;
-        let req = Request::PutShard {
-            id,
-            len,
-            on_behalf: on_behalf.map(|n| *n.as_bytes()),
+        // A peer may keep its stream credit to itself: nothing of the shard
+        // is written yet, so giving up costs nothing but the wait.
+        let deadline =
+            tokio::time::Instant::now() + crate::server::handlers::body_allowance(len) + PUT_STALL;
+        let open = async {
+            let (conn, mut send, recv) = self.open_on(addr).await?;
+            let req = Request::PutShard {
+                id,
+                len,
+                on_behalf: on_behalf.map(|n| *n.as_bytes()),
+            };
+            write_frame(&mut send, &req.encode(), &addr.id).await?;
+            Ok::<_, Error>((conn, send, recv))
         };
-        write_frame(&mut send, &req.encode(), &addr.id).await?;
+        let (conn, send, recv) = tokio::time::timeout(PUT_STALL, open)
+            .await
+            .map_err(|_| peer_err(&addr.id, format!("opened no stream within {PUT_STALL:?}")))??;
         Ok(PutStream {
             peer: addr.id,
             conn,
             send,
             recv,
             stopped: false,
+            deadline,
             bandwidth: Arc::clone(&self.bandwidth),
         })
     }
@@ -806,9 +817,13 @@ pub struct ChallengeReply {
     pub first_byte: Instant,
 }
 
-/// How long a put may make no progress (a piece not taken by the stream,
-/// no verdict after the body) before the peer is taken for stalled: the
-/// idle timeout's length, for a peer that keeps its connection alive.
+/// How long a put may make no progress (no stream opened, a piece not
+/// taken by the stream) before the peer is taken for stalled: the idle
+/// timeout's length, for a peer that keeps its connection alive. The
+/// verdict is awaited as long as the miner gives the body to arrive
+/// (`body_allowance`: up to the stream window may still be unsent when
+/// the body's last piece is taken, and a slow uplink takes its time), plus
+/// this much.
 const PUT_STALL: Duration = Duration::from_secs(10);
 /// How long a peer that accepted a shard may take to acknowledge its last
 /// bytes at the QUIC level. Until it does, the stream keeps the shard's
@@ -825,6 +840,9 @@ pub struct PutStream {
     send: SendStream,
     recv: RecvStream,
     stopped: bool,
+    /// When the verdict must have come: the miner's allowance for the body,
+    /// from the put's start, plus [`PUT_STALL`].
+    deadline: tokio::time::Instant,
     bandwidth: Arc<Bandwidth>,
 }
 
@@ -849,7 +867,11 @@ impl PutStream {
             at += piece.len();
             self.bandwidth.up.take(piece.len()).await;
             match tokio::time::timeout(PUT_STALL, self.send.write_chunk(piece)).await {
-                Err(_) => return Err(self.stalled("took none of the shard's bytes")),
+                Err(_) => {
+                    return Err(
+                        self.stalled(&format!("took none of the shard's bytes for {PUT_STALL:?}"))
+                    );
+                }
                 Ok(Ok(())) => {}
                 Ok(Err(iroh::endpoint::WriteError::Stopped(_))) => self.stopped = true,
                 Ok(Err(e)) => return Err(peer_err(&self.peer, format!("sending shard: {e}"))),
@@ -859,37 +881,41 @@ impl PutStream {
     }
 
     /// Ends the body, waits for the peer's verdict and for its
-    /// acknowledgement of the bytes (so the stream lets the shard go).
+    /// acknowledgement of the bytes (so the stream lets the shard go),
+    /// whatever the verdict.
     pub async fn finish(mut self) -> Result<()> {
         let _ = self.send.finish();
-        let verdict = tokio::time::timeout(
-            PUT_STALL,
+        // Asked for before the acknowledgement can come, so that the
+        // connection forgets the request when it does.
+        let acknowledged = (!self.stopped).then(|| self.send.stopped());
+        let verdict = tokio::time::timeout_at(
+            self.deadline,
             Client::response(&mut self.recv, &self.peer, MAX_CONTROL_FRAME),
         )
         .await;
-        match verdict {
-            Err(_) => return Err(self.stalled("gave no verdict on the shard")),
-            Ok(Ok(Response::Ok)) => {}
-            Ok(Ok(r)) => return Err(Client::unexpected(&self.peer, &r)),
-            Ok(Err(e)) => return Err(e),
-        }
+        let result = match verdict {
+            Err(_) => return Err(self.stalled("gave no verdict on the shard in time")),
+            Ok(Ok(Response::Ok)) => Ok(()),
+            Ok(Ok(r)) => Err(Client::unexpected(&self.peer, &r)),
+            Ok(Err(e)) => Err(e),
+        };
         // Stopped or acknowledged: either way the stream holds nothing more.
-        if tokio::time::timeout(PUT_ACK_WAIT, self.send.stopped())
-            .await
-            .is_err()
+        if let Some(acknowledged) = acknowledged
+            && tokio::time::timeout(PUT_ACK_WAIT, acknowledged)
+                .await
+                .is_err()
         {
-            return Err(self.stalled("took the shard but never acknowledged its bytes"));
+            return Err(self.stalled(&format!(
+                "did not acknowledge the shard's bytes within {PUT_ACK_WAIT:?} of its verdict"
+            )));
         }
-        Ok(())
+        result
     }
 
     /// Closes the put's connection (the peer stalled: whatever its streams
     /// hold is let go with it) and names what happened.
     fn stalled(&self, what: &str) -> Error {
         self.conn.close(0u32.into(), b"stalled");
-        peer_err(
-            &self.peer,
-            format!("{what} within {PUT_STALL:?}; its connection is closed"),
-        )
+        peer_err(&self.peer, format!("{what}; its connection is closed"))
     }
 }

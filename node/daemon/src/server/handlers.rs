@@ -30,9 +30,15 @@ pub const BODY_IDLE: Duration = Duration::from_secs(10);
 /// time cannot hold a slot for days.
 pub const BODY_MIN_RATE: u64 = 64 << 10;
 
+/// How long a body of `len` bytes has to arrive in all (the sender's
+/// client waits as long for the verdict on it).
+pub(crate) fn body_allowance(len: u64) -> Duration {
+    3 * BODY_IDLE + Duration::from_secs(len / BODY_MIN_RATE)
+}
+
 /// When a body of `len` bytes must have arrived.
 fn body_deadline(len: u64) -> tokio::time::Instant {
-    tokio::time::Instant::now() + 3 * BODY_IDLE + Duration::from_secs(len / BODY_MIN_RATE)
+    tokio::time::Instant::now() + body_allowance(len)
 }
 
 /// One request being answered.

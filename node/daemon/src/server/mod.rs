@@ -7,7 +7,7 @@
 //! typed [`ErrorCode`] reply chosen from the error's variant.
 
 pub mod authz;
-mod handlers;
+pub(crate) mod handlers;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,16 +9,20 @@
 //! its "hot" part, so one long scan does not push out what is read often.
 //! Half the budget admits new groups (quick_cache keeps 3% by default,
 //! which suits lookups; a training epoch reads every group once, and the
-//! next epoch should find them), and the budget is split over at most 4
-//! internal shards.
+//! next epoch should find them). One internal shard, not quick_cache's
+//! several: each would get its own slice of the budget, and entries as
+//! heavy as whole shards (below) fill slices unevenly, so one evicts while
+//! the budget is not full (a reader of file after file fetched 3.5% of its
+//! bytes twice with 4); a cache lookup per group or per shard read is far
+//! too rare for its lock to matter.
 //!
 //! A shard read whole (a segment of a scan or a `cairn get`) is kept as one
 //! entry holding the buffer it arrived in, not copied group by group: a
 //! whole read then costs the cache no copy in and none out. Only a buffer
 //! that is the shard's alone enters that way (a view into a larger buffer
 //! would keep all of it alive under a smaller weight), and only a shard
-//! small beside the budget (quick_cache admits nothing heavier than an
-//! eighth of it); other shards enter as groups.
+//! small beside the budget (at most a sixteenth; quick_cache admits
+//! nothing heavier than its hot half); other shards enter as groups.
 //!
 //! Behind it, optionally, [`disk`]: whole verified data shards on the local
 //! disk, for datasets bigger than memory.
@@ -77,7 +81,7 @@ impl GroupCache {
                 .estimated_items_capacity(items)
                 .weight_capacity(budget)
                 .hot_allocation(0.5)
-                .shards(4)
+                .shards(1)
                 .build()
                 .expect("valid cache options");
             Cache::with_options(
