@@ -259,10 +259,10 @@ fn bad_input_is_refused_clearly_and_nothing_is_half_written() {
         .collect();
     assert!(leftovers.is_empty(), "temporary output left behind");
 
-    // fewer than k + m miners alive at pin time: names the unreachable ones
+    // fewer than k + m miners alive at pin time: names those that did not answer
     let o = net.cli(&["pin", ds.to_str().unwrap(), "--name", "again"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("unreachable"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no answer from"), "{}", stderr(&o));
 }
 
 /// Another node reads a dataset only with its owner's grant: `cairn get` on
@@ -368,4 +368,29 @@ fn a_miner_silent_mid_pin_does_not_stall_it() {
         assert!(get.status.success(), "{}", stderr(&get));
         assert!(std::fs::read(&out).unwrap() == want, "the bytes differ");
     });
+}
+
+/// A pin that finds fewer than k + m miners says which were asked and did
+/// not answer, and which are registered but have published no address
+/// yet (never asked), instead of calling them all unreachable.
+#[test]
+fn a_pin_short_of_miners_names_the_silent_and_the_unpublished() {
+    let net = CliDevnet::up(6);
+    net.identity("miner-spare", "miner");
+    let spare = net.node_id("miner-spare").fmt_short().to_string();
+    let o = cairn(&["devnet", "stop-miner", "2", "--dir", &net.net()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stopped = net.node_id("miner-2").fmt_short().to_string();
+    let data = net.dir.path().join("small");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.bin"), bytes(1000, 3)).unwrap();
+    let o = net.cli(&["pin", data.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("only 5 of 7 registered miners answered"), "{e}");
+    assert!(e.contains(&format!("no answer from {stopped}")), "{e}");
+    assert!(
+        e.contains(&format!("no address published by {spare}")),
+        "{e}"
+    );
 }

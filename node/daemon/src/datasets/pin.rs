@@ -37,6 +37,7 @@ use tokio::task::JoinSet;
 
 use super::{Datasets, LiveMiner, PINS, candidates, default_shards};
 use crate::error::{Error, Result};
+use crate::registry::Member;
 
 /// Segment buffers of one pin: one being filled and encoded while the others'
 /// shards upload.
@@ -416,17 +417,31 @@ impl Datasets {
         .map_err(|e| Error::BadRequest(e.to_string()))?;
         let live = self.probe(&registered).await;
         if live.len() < total {
-            let dead: Vec<String> = registered
+            // Those that were asked and did not answer, and those that have
+            // published no address or relay yet (never asked).
+            let (silent, unpublished): (Vec<&Member>, Vec<&Member>) = registered
                 .iter()
                 .filter(|r| !live.iter().any(|l| l.member.node_id == r.node_id))
-                .map(|r| r.node_id.fmt_short().to_string())
-                .collect();
+                .partition(|r| !r.addrs.is_empty() || r.relay.is_some());
+            let ids = |list: &[&Member]| -> String {
+                list.iter()
+                    .map(|r| r.node_id.fmt_short().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut why = Vec::new();
+            if !silent.is_empty() {
+                why.push(format!("no answer from {}", ids(&silent)));
+            }
+            if !unpublished.is_empty() {
+                why.push(format!("no address published by {}", ids(&unpublished)));
+            }
             return Err(Error::Unavailable(format!(
-                "only {} of {} registered miners answered ({} needed for k + m = {total}); unreachable: {}",
+                "only {} of {} registered miners answered ({} needed for k + m = {total}); {}",
                 live.len(),
                 registered.len(),
                 total,
-                dead.join(", ")
+                why.join("; ")
             )));
         }
         let vetted = self.vetted().await;
