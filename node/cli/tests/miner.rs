@@ -653,16 +653,7 @@ async fn shard_reads_need_the_owners_grant() {
 /// waited for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miner_that_never_answers_a_put_costs_a_bounded_wait() {
-    let net = cairn_node::config::NetworkConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        relay: "off".into(),
-        relay_ca: None,
-        external_addrs: vec![],
-        failure_domains: cairn_node::config::FailureDomains::Node,
-    };
-    let hostile = cairn_node::net::endpoint::bind_endpoint(iroh::SecretKey::generate(), &net, 64)
-        .await
-        .unwrap();
+    let hostile = loopback_endpoint(iroh::SecretKey::generate()).await;
     let mut addr = cairn_node::EndpointAddr::new(hostile.id());
     for a in hostile.bound_sockets() {
         addr = addr.with_ip_addr(a);

@@ -421,6 +421,12 @@ pub async fn unregistered_client() -> Client {
 }
 
 async fn unregistered_client_with(secret: iroh::SecretKey) -> Client {
+    Client::new(loopback_endpoint(secret).await).with_connect_timeout(Duration::from_secs(5))
+}
+
+/// A QUIC endpoint of identity `secret` on a free loopback port, no relay,
+/// configured as a node's (a hostile peer's in tests).
+pub async fn loopback_endpoint(secret: iroh::SecretKey) -> iroh::Endpoint {
     let net = cairn_node::config::NetworkConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         relay: "off".into(),
@@ -428,10 +434,9 @@ async fn unregistered_client_with(secret: iroh::SecretKey) -> Client {
         external_addrs: vec![],
         failure_domains: cairn_node::config::FailureDomains::Node,
     };
-    let ep = cairn_node::net::endpoint::bind_endpoint(secret, &net, 64)
+    cairn_node::net::endpoint::bind_endpoint(secret, &net, 64)
         .await
-        .unwrap();
-    Client::new(ep).with_connect_timeout(Duration::from_secs(5))
+        .unwrap()
 }
 
 /// Runs `cairn args...`.

@@ -660,6 +660,16 @@ mod tests {
         assert!(check_files(&[spec("../x", 1)]).is_err());
     }
 
+    /// The k + m shards the encoder makes of `segment`, each its own copy.
+    fn encoded(encoder: &mut Encoder, segment: &[u8]) -> Vec<Vec<u8>> {
+        encoder
+            .encode(segment)
+            .unwrap()
+            .shards()
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
     /// Every segment of streams that end anywhere (1 byte, a shard's worth,
     /// exactly one or two segments, a byte past one) comes out as the
     /// encoder would make it from the whole stream.
@@ -695,12 +705,7 @@ mod tests {
                 let at = n * seg;
                 let len = (total - at).min(seg);
                 assert_eq!(s.len as usize, len, "total {total}");
-                let want: Vec<Vec<u8>> = encoder
-                    .encode(&data[at..at + len])
-                    .unwrap()
-                    .shards()
-                    .map(<[u8]>::to_vec)
-                    .collect();
+                let want = encoded(&mut encoder, &data[at..at + len]);
                 let got: Vec<Vec<u8>> = s.shards.iter().map(|b| b.to_vec()).collect();
                 assert_eq!(got, want, "total {total}, segment {n}");
                 assert_eq!(s.hash, *blake3::hash(&data[at..at + len]).as_bytes());
@@ -761,13 +766,7 @@ mod tests {
             let at = s.index * seg;
             let len = s.len as usize;
             let sl = params.shard_len(len);
-            let mut encoder = Encoder::new(params).unwrap();
-            let want: Vec<Vec<u8>> = encoder
-                .encode(&data[at..at + len])
-                .unwrap()
-                .shards()
-                .map(<[u8]>::to_vec)
-                .collect();
+            let want = encoded(&mut Encoder::new(params).unwrap(), &data[at..at + len]);
             assert_eq!(s.shards.len(), 6);
             for (i, shard) in s.shards.iter().enumerate() {
                 assert_eq!(shard.as_ref(), want[i].as_slice(), "shard {i}");
