@@ -551,7 +551,11 @@ fn home_miners_behind_nats_and_bad_links_store_serve_prove_and_are_repaired() {
         .unwrap()
         .expect("the hostile member is registered");
     assert_eq!(entry.relay.as_deref(), Some(hostile_relay), "{entry:?}");
-    let o = gw.cli(&["shard", "info", "--peer", &evil.node_id()]);
+    // Dialed from a node of the office that is not running: the gateway's
+    // own key would bind a second endpoint with its id at the relay and
+    // displace the running gateway there.
+    let dialer = LabNode::init(&net, "cl-gw", "dialer", "client", "10.0.0.2:7442");
+    let o = dialer.cli(&["shard", "info", "--peer", &evil.node_id()]);
     println!(
         "dialing a member whose entry names a relay of its own: {}",
         if o.status.success() {
@@ -561,10 +565,12 @@ fn home_miners_behind_nats_and_bad_links_store_serve_prove_and_are_repaired() {
         }
     );
     evil.kill9();
-    cairn_node::registry::LocalRegistry::open(&net.registry)
-        .unwrap()
-        .remove(&evil.dir.node_id)
-        .unwrap();
+    for gone in [&evil.dir.node_id, &dialer.dir.node_id] {
+        cairn_node::registry::LocalRegistry::open(&net.registry)
+            .unwrap()
+            .remove(gone)
+            .unwrap();
+    }
     let _ = watch.kill();
     let _ = watch.wait();
     let mut seen = String::new();

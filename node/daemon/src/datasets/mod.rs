@@ -38,6 +38,10 @@ use iroh::EndpointAddr;
 
 /// How long a miner may take to answer a liveness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a pin short of miners waits for a second answer from those that
+/// missed the first probe: a handshake over a lossy home link that lost its
+/// first packets retransmits after 1, 2, 4 s, past [`PROBE_TIMEOUT`].
+const PROBE_RETRY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an opened dataset (manifest + placement) is reused when nothing
 /// newer was published through this node.
 pub const DATASET_CACHE_TTL: Duration = Duration::from_secs(20);
@@ -46,6 +50,16 @@ pub const DATASET_CACHE_TTL: Duration = Duration::from_secs(20);
 const MANIFEST_FIRST_ASK: usize = 4;
 /// The key-value namespace of this node's pins.
 const PINS: &str = "pin";
+
+/// What one miner's probe found.
+#[derive(Debug, Clone)]
+pub enum Probed {
+    Answered(LiveMiner),
+    /// Asked, and no answer came: why.
+    Missed(String),
+    /// Not asked: it has published no address or relay yet.
+    Unpublished,
+}
 
 /// A miner that answered a probe.
 #[derive(Debug, Clone)]
@@ -201,6 +215,20 @@ impl Datasets {
 
     /// Probes miners concurrently; returns those that answered, in input order.
     pub async fn probe(&self, miners: &[Member]) -> Vec<LiveMiner> {
+        self.probe_each(miners, PROBE_TIMEOUT)
+            .await
+            .into_iter()
+            .filter_map(|p| match p {
+                Probed::Answered(live) => Some(live),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Probes miners concurrently, each for at most `wait`; one outcome per
+    /// miner, in input order.
+    pub async fn probe_each(&self, miners: &[Member], wait: Duration) -> Vec<Probed> {
+        let mut out: Vec<Probed> = miners.iter().map(|_| Probed::Unpublished).collect();
         let mut set = JoinSet::new();
         for (i, m) in miners.iter().enumerate() {
             if m.addrs.is_empty() && m.relay.is_none() {
@@ -209,24 +237,27 @@ impl Datasets {
             let client = Arc::clone(&self.client);
             let addr = m.endpoint_addr();
             set.spawn(async move {
-                let r = tokio::time::timeout(PROBE_TIMEOUT, client.info(&addr)).await;
-                (i, r.ok().and_then(|r| r.ok()))
+                let r = match tokio::time::timeout(wait, client.info(&addr)).await {
+                    Ok(Ok(info)) => Ok(info.free),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no answer within {} s", wait.as_secs())),
+                };
+                (i, r)
             });
         }
-        let mut live: Vec<(usize, LiveMiner)> = Vec::new();
-        while let Some(Ok((i, info))) = set.join_next().await {
-            if let Some(info) = info {
-                live.push((
-                    i,
-                    LiveMiner {
-                        member: miners[i].clone(),
-                        free: info.free,
-                    },
-                ));
-            }
+        while let Some(Ok((i, r))) = set.join_next().await {
+            out[i] = match r {
+                Ok(free) => Probed::Answered(LiveMiner {
+                    member: miners[i].clone(),
+                    free,
+                }),
+                Err(why) => {
+                    tracing::debug!(miner = %miners[i].node_id, %why, "a miner did not answer a probe");
+                    Probed::Missed(why)
+                }
+            };
         }
-        live.sort_by_key(|(i, _)| *i);
-        live.into_iter().map(|(_, m)| m).collect()
+        out
     }
 
     /// This node's pins, newest first.

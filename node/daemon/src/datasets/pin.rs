@@ -35,7 +35,10 @@ use cairn_proto::{Entry, EntryKind, Manifest, NodeId, Placement, SegmentRecord};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use super::{Datasets, LiveMiner, PINS, candidates, default_shards};
+use super::{
+    Datasets, LiveMiner, PINS, PROBE_RETRY_TIMEOUT, PROBE_TIMEOUT, Probed, candidates,
+    default_shards,
+};
 use crate::error::{Error, Result};
 use crate::registry::Member;
 
@@ -415,35 +418,68 @@ impl Datasets {
                 .unwrap_or(usize::MAX),
         )
         .map_err(|e| Error::BadRequest(e.to_string()))?;
-        let live = self.probe(&registered).await;
-        if live.len() < total {
-            // Those that were asked and did not answer, and those that have
-            // published no address or relay yet (never asked).
-            let (silent, unpublished): (Vec<&Member>, Vec<&Member>) = registered
-                .iter()
-                .filter(|r| !live.iter().any(|l| l.member.node_id == r.node_id))
-                .partition(|r| !r.addrs.is_empty() || r.relay.is_some());
-            let ids = |list: &[&Member]| -> String {
-                list.iter()
-                    .map(|r| r.node_id.fmt_short().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
+        let mut probed = self.probe_each(&registered, PROBE_TIMEOUT).await;
+        let answered = |p: &[Probed]| {
+            p.iter()
+                .filter(|p| matches!(p, Probed::Answered(_)))
+                .count()
+        };
+        if answered(&probed) < total {
+            // Short: those that missed get one longer look before the pin
+            // gives up (only then, so a pin beside a dead miner costs one
+            // probe's wait, not two).
+            let missed: Vec<usize> = (0..probed.len())
+                .filter(|&i| matches!(probed[i], Probed::Missed(_)))
+                .collect();
+            let again: Vec<Member> = missed.iter().map(|&i| registered[i].clone()).collect();
+            tracing::info!(
+                miners = %again.iter().map(|m| m.node_id.fmt_short().to_string()).collect::<Vec<_>>().join(","),
+                "miners missed the pin's probe; asking them once more"
+            );
+            for (i, p) in missed
+                .into_iter()
+                .zip(self.probe_each(&again, PROBE_RETRY_TIMEOUT).await)
+            {
+                probed[i] = p;
+            }
+        }
+        if answered(&probed) < total {
+            let mut silent = Vec::new();
+            let mut unpublished = Vec::new();
+            for (r, p) in registered.iter().zip(&probed) {
+                match p {
+                    Probed::Answered(_) => {}
+                    Probed::Missed(why) => {
+                        silent.push(format!("{} ({why})", r.node_id.fmt_short()))
+                    }
+                    Probed::Unpublished => unpublished.push(r.node_id.fmt_short().to_string()),
+                }
+            }
             let mut why = Vec::new();
             if !silent.is_empty() {
-                why.push(format!("no answer from {}", ids(&silent)));
+                why.push(format!("no answer from {}", silent.join(", ")));
             }
             if !unpublished.is_empty() {
-                why.push(format!("no address published by {}", ids(&unpublished)));
+                why.push(format!(
+                    "no address published by {}",
+                    unpublished.join(", ")
+                ));
             }
             return Err(Error::Unavailable(format!(
                 "only {} of {} registered miners answered ({} needed for k + m = {total}); {}",
-                live.len(),
+                answered(&probed),
                 registered.len(),
                 total,
                 why.join("; ")
             )));
         }
+        let live: Vec<LiveMiner> = probed
+            .into_iter()
+            .filter_map(|p| match p {
+                Probed::Answered(l) => Some(l),
+                _ => None,
+            })
+            .collect();
         let vetted = self.vetted().await;
         let candidates = candidates(&live, self.rule, vetted.as_ref());
         let domains = {
