@@ -374,13 +374,18 @@ fn fetch_file(
         .open(local)
         .map_err(|e| io_err(local, "cannot create", e))?;
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; 128 << 10];
     let mut n_total = 0u64;
     let mut behind = SyncBehind::new(&f);
     loop {
-        let n = resp
-            .read(&mut buf)
-            .with_context(|| format!("{path}: the transfer broke off"))?;
+        // The buffer is filled before it is hashed and written: the HTTP
+        // reader hands out what one socket read brought (often a few KiB),
+        // and BLAKE3 and the file write cost less per byte in larger
+        // pieces. 128 KiB stays in the core's cache between the copy in,
+        // the hash and the write (a 1 MiB buffer filled first cost more CPU
+        // than no filling; A/B in docs/PERFORMANCE.md).
+        let n =
+            fill(&mut resp, &mut buf).with_context(|| format!("{path}: the transfer broke off"))?;
         if n == 0 {
             break;
         }
@@ -404,6 +409,20 @@ fn fetch_file(
         .and_then(|_| f.sync_all())
         .map_err(|e| io_err(local, "cannot write", e))?;
     Ok((n_total, hasher.finalize().to_hex().to_string()))
+}
+
+/// Reads into `buf` until it is full or the input ends; the bytes read.
+fn fill(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(got) => n += got,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Syncs a file being written from a second thread every
@@ -511,6 +530,48 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reader that hands out at most 3 bytes a call and is interrupted
+    /// every other call, as a socket may be.
+    struct Trickle<'a> {
+        left: &'a [u8],
+        calls: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.calls += 1;
+            if self.calls.is_multiple_of(2) {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            let n = buf.len().min(3).min(self.left.len());
+            buf[..n].copy_from_slice(&self.left[..n]);
+            self.left = &self.left[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn fill_takes_whole_buffers_until_the_input_ends() {
+        let data: Vec<u8> = (0..25u8).collect();
+        let mut input = Trickle {
+            left: &data,
+            calls: 0,
+        };
+        let mut buf = [0u8; 10];
+        let mut got = Vec::new();
+        let mut sizes = Vec::new();
+        loop {
+            let n = fill(&mut input, &mut buf).unwrap();
+            sizes.push(n);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(sizes, [10, 10, 5, 0]);
+        assert_eq!(got, data);
+    }
 
     #[test]
     fn a_long_file_is_synced_while_it_is_written() {
