@@ -692,3 +692,64 @@ async fn a_miner_that_never_answers_a_put_costs_a_bounded_wait() {
     assert!(reason.contains("stalled"), "{reason}");
     server.await.unwrap();
 }
+
+/// A peer's refusal carries a message of its own choosing, and that text
+/// travels into logs, the API's errors and an operator's terminal (a pin
+/// short of miners names why each missed). It arrives with every control
+/// character, terminal escape sequences among them, replaced and cut to a
+/// bounded length, whatever the peer sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_refusal_cannot_drive_a_terminal_or_flood_an_error() {
+    use cairn_node::net::frames::{ReadFrame, read_frame, write_frame};
+    let hostile = loopback_endpoint(iroh::SecretKey::generate()).await;
+    let mut addr = cairn_node::EndpointAddr::new(hostile.id());
+    for a in hostile.bound_sockets() {
+        addr = addr.with_ip_addr(a);
+    }
+    let server = tokio::spawn(async move {
+        let conn = hostile.accept().await.unwrap().await.unwrap();
+        let peer = conn.remote_id();
+        let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+        let asked = read_frame(&mut recv, 1 << 20, &peer).await.unwrap();
+        assert!(matches!(asked, ReadFrame::Body(_)), "{asked:?}");
+        let message = format!(
+            "refused: \u{1b}]0;owned\u{7}\u{1b}[2J\r\nfake line {}",
+            "x".repeat(8_000)
+        );
+        let reply = Response::Error {
+            code: ErrorCode::Busy,
+            message,
+        };
+        write_frame(&mut send, &reply.encode(), &peer)
+            .await
+            .unwrap();
+        let _ = send.finish();
+        let _ = conn.closed().await;
+        hostile
+    });
+    let client = unregistered_client().await;
+    let e = client.info(&addr).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Remote {
+                code: ErrorCode::Busy,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let shown = e.to_string();
+    assert!(
+        !shown.chars().any(char::is_control),
+        "control characters reached the error: {:?}",
+        shown.chars().take(300).collect::<String>()
+    );
+    assert!(
+        shown.contains("refused: ?]0;owned??[2J??fake line"),
+        "{shown}"
+    );
+    assert!(shown.len() < 400, "{} bytes of peer text kept", shown.len());
+    drop(client);
+    server.abort();
+}

@@ -40,8 +40,10 @@ use iroh::EndpointAddr;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a pin short of miners waits for a second answer from those that
 /// missed the first probe: a handshake over a lossy home link that lost its
-/// first packets retransmits after 1, 2, 4 s, past [`PROBE_TIMEOUT`].
-const PROBE_RETRY_TIMEOUT: Duration = Duration::from_secs(10);
+/// first packets retransmits after 1, 2, 4 s, past [`PROBE_TIMEOUT`]. A
+/// little over the client's 10 s dial timeout, so a dial that fails names
+/// its own reason.
+const PROBE_RETRY_TIMEOUT: Duration = Duration::from_secs(12);
 /// How long an opened dataset (manifest + placement) is reused when nothing
 /// newer was published through this node.
 pub const DATASET_CACHE_TTL: Duration = Duration::from_secs(20);

@@ -431,16 +431,22 @@ impl Datasets {
             let missed: Vec<usize> = (0..probed.len())
                 .filter(|&i| matches!(probed[i], Probed::Missed(_)))
                 .collect();
-            let again: Vec<Member> = missed.iter().map(|&i| registered[i].clone()).collect();
-            tracing::info!(
-                miners = %again.iter().map(|m| m.node_id.fmt_short().to_string()).collect::<Vec<_>>().join(","),
-                "miners missed the pin's probe; asking them once more"
-            );
-            for (i, p) in missed
-                .into_iter()
-                .zip(self.probe_each(&again, PROBE_RETRY_TIMEOUT).await)
-            {
-                probed[i] = p;
+            if !missed.is_empty() {
+                let again: Vec<Member> = missed.iter().map(|&i| registered[i].clone()).collect();
+                let names: Vec<String> = again
+                    .iter()
+                    .map(|m| m.node_id.fmt_short().to_string())
+                    .collect();
+                tracing::warn!(
+                    miners = %names.join(","),
+                    "miners missed the pin's probe; asking them once more"
+                );
+                for (i, p) in missed
+                    .into_iter()
+                    .zip(self.probe_each(&again, PROBE_RETRY_TIMEOUT).await)
+                {
+                    probed[i] = p;
+                }
             }
         }
         if answered(&probed) < total {

@@ -56,6 +56,25 @@ fn peer_err(peer: &NodeId, message: impl Into<String>) -> Error {
     }
 }
 
+/// The most characters of a peer's own text (a refusal's message) kept.
+const PEER_TEXT_MAX: usize = 200;
+
+/// Text a peer chose (the message of its refusal), made safe to log, to
+/// return through the API and to print: control characters, terminal
+/// escape sequences among them, become `?`, and it is cut at
+/// [`PEER_TEXT_MAX`] characters.
+fn peer_text(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(PEER_TEXT_MAX)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if s.chars().nth(PEER_TEXT_MAX).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 /// The peer sent what no honest peer sends.
 fn bad_reply(peer: &NodeId, message: impl Into<String>) -> Error {
     Error::BadReply {
@@ -262,7 +281,7 @@ impl Client {
                     return Err(Error::Remote {
                         peer: peer.fmt_short().to_string(),
                         code,
-                        message,
+                        message: peer_text(&message),
                     });
                 }
                 Ok(r)
