@@ -654,10 +654,7 @@ async fn shard_reads_need_the_owners_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miner_that_never_answers_a_put_costs_a_bounded_wait() {
     let hostile = loopback_endpoint(iroh::SecretKey::generate()).await;
-    let mut addr = cairn_node::EndpointAddr::new(hostile.id());
-    for a in hostile.bound_sockets() {
-        addr = addr.with_ip_addr(a);
-    }
+    let addr = loopback_addr(&hostile);
     let (closed_tx, mut closed_rx) = tokio::sync::mpsc::channel(1);
     let server = tokio::spawn(async move {
         let conn = hostile.accept().await.unwrap().await.unwrap();
@@ -702,10 +699,7 @@ async fn a_miner_that_never_answers_a_put_costs_a_bounded_wait() {
 async fn a_peer_refusal_cannot_drive_a_terminal_or_flood_an_error() {
     use cairn_node::net::frames::{ReadFrame, read_frame, write_frame};
     let hostile = loopback_endpoint(iroh::SecretKey::generate()).await;
-    let mut addr = cairn_node::EndpointAddr::new(hostile.id());
-    for a in hostile.bound_sockets() {
-        addr = addr.with_ip_addr(a);
-    }
+    let addr = loopback_addr(&hostile);
     let server = tokio::spawn(async move {
         let conn = hostile.accept().await.unwrap().await.unwrap();
         let peer = conn.remote_id();

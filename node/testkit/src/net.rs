@@ -424,6 +424,15 @@ async fn unregistered_client_with(secret: iroh::SecretKey) -> Client {
     Client::new(loopback_endpoint(secret).await).with_connect_timeout(Duration::from_secs(5))
 }
 
+/// Where `ep` (a [`loopback_endpoint`]) is reached: its id and bound sockets.
+pub fn loopback_addr(ep: &iroh::Endpoint) -> cairn_node::EndpointAddr {
+    ep.bound_sockets()
+        .into_iter()
+        .fold(cairn_node::EndpointAddr::new(ep.id()), |addr, a| {
+            addr.with_ip_addr(a)
+        })
+}
+
 /// A QUIC endpoint of identity `secret` on a free loopback port, no relay,
 /// configured as a node's (a hostile peer's in tests).
 pub async fn loopback_endpoint(secret: iroh::SecretKey) -> iroh::Endpoint {

@@ -63,6 +63,16 @@ pub enum Probed {
     Unpublished,
 }
 
+impl Probed {
+    /// The miner, if it answered.
+    pub fn answered(self) -> Option<LiveMiner> {
+        match self {
+            Probed::Answered(live) => Some(live),
+            _ => None,
+        }
+    }
+}
+
 /// A miner that answered a probe.
 #[derive(Debug, Clone)]
 pub struct LiveMiner {
@@ -220,10 +230,7 @@ impl Datasets {
         self.probe_each(miners, PROBE_TIMEOUT)
             .await
             .into_iter()
-            .filter_map(|p| match p {
-                Probed::Answered(live) => Some(live),
-                _ => None,
-            })
+            .filter_map(Probed::answered)
             .collect()
     }
 

@@ -479,13 +479,7 @@ impl Datasets {
                 why.join("; ")
             )));
         }
-        let live: Vec<LiveMiner> = probed
-            .into_iter()
-            .filter_map(|p| match p {
-                Probed::Answered(l) => Some(l),
-                _ => None,
-            })
-            .collect();
+        let live: Vec<LiveMiner> = probed.into_iter().filter_map(Probed::answered).collect();
         let vetted = self.vetted().await;
         let candidates = candidates(&live, self.rule, vetted.as_ref());
         let domains = {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
+use super::printable;
 use cairn_proof::{Challenge, GROUP_LEN, ShardId, ShardVerifier, outboard_len};
 use cairn_proto::wire::{
     self, DialBackReport, InventoryEntry, MAX_CONTROL_FRAME, MAX_MANIFEST_LEN, MAX_PLACEMENT_LEN,
@@ -52,34 +53,27 @@ pub struct Client {
 fn peer_err(peer: &NodeId, message: impl Into<String>) -> Error {
     Error::Peer {
         peer: peer.fmt_short().to_string(),
-        message: message.into(),
+        message: printable(&message.into()),
     }
 }
 
 /// The most characters of a peer's own text (a refusal's message) kept.
 const PEER_TEXT_MAX: usize = 200;
 
-/// Text a peer chose (the message of its refusal), made safe to log, to
-/// return through the API and to print: control characters, terminal
-/// escape sequences among them, become `?`, and it is cut at
-/// [`PEER_TEXT_MAX`] characters.
+/// Text a peer chose whole (the message of its refusal): [`printable`],
+/// and cut at [`PEER_TEXT_MAX`] characters.
 fn peer_text(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .take(PEER_TEXT_MAX)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if s.chars().nth(PEER_TEXT_MAX).is_some() {
-        out.push_str("...");
+    match s.char_indices().nth(PEER_TEXT_MAX) {
+        Some((cut, _)) => printable(&s[..cut]) + "...",
+        None => printable(s),
     }
-    out
 }
 
 /// The peer sent what no honest peer sends.
 fn bad_reply(peer: &NodeId, message: impl Into<String>) -> Error {
     Error::BadReply {
         peer: peer.fmt_short().to_string(),
-        message: message.into(),
+        message: printable(&message.into()),
     }
 }
 

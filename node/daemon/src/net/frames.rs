@@ -26,7 +26,8 @@ pub enum ReadFrame {
 fn stream_err(peer: &NodeId, what: &str, e: impl std::fmt::Display) -> Error {
     Error::Peer {
         peer: peer.fmt_short().to_string(),
-        message: format!("{what}: {e}"),
+        // A stream error may carry the peer's close reason, its own text.
+        message: super::printable(&format!("{what}: {e}")),
     }
 }
 

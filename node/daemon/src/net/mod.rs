@@ -12,3 +12,13 @@ pub mod health;
 pub mod reach;
 
 pub use client::{ChallengeReply, Client, PutStream, ShardRange};
+
+/// Text that may hold a peer's own words (a refusal's message, a QUIC close
+/// reason inside a stream error), made safe to log, to return through the
+/// API and to print: control characters, terminal escape sequences among
+/// them, become `?`.
+pub(crate) fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
