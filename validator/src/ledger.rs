@@ -26,6 +26,9 @@ use crate::score::{Outcome, REASKS, Reputation, weights};
 /// Power of several choices: a challenge picks among this many random
 /// shards of a miner the one with the most bytes unchecked for the longest.
 const CHOICES: usize = 8;
+/// A challenge whose record never came stops counting as out after this
+/// many deadline caps (a connect and a deadline take at most two).
+const IN_FLIGHT_CAPS: u64 = 3;
 /// Most shards one dataset may ask the validator to audit (a 1 TiB dataset
 /// of 8 MiB segments, k + m = 6, is about 800,000).
 pub const MAX_ASSIGNMENTS_PER_DATASET: usize = 1 << 20;
@@ -63,6 +66,12 @@ struct MinerState {
     verified: HashMap<ShardId, u64>,
     /// No challenge before this time (ms): the per-miner budget.
     next_allowed: Option<u64>,
+    /// A challenge to it is out until it is recorded, or until this time
+    /// (ms) should its record never come: one at a time, so the proofs
+    /// the validator asks for never share the miner's uplink with each
+    /// other, and one attempt's end (a dropped connection) cannot take
+    /// others with it.
+    in_flight_until: Option<u64>,
     last_latency_ms: Option<f64>,
     /// Everything it holds is queued for repair already (silent past grace).
     repair_queued: bool,
@@ -365,7 +374,8 @@ impl Ledger {
     /// within its per-miner budget (gaps drawn at random, so a miner cannot
     /// tell when the next challenge comes), and among a few random shards of
     /// the miner the one with the most bytes unchecked for the longest. A
-    /// contained miner is asked nothing else.
+    /// contained miner is asked nothing else, and no miner is asked while a
+    /// challenge to it is out.
     pub fn next_challenge(&mut self, now_ms: u64, rng: &mut impl Rng) -> Option<Due> {
         let mut reask: Vec<(u64, NodeId)> = self
             .miners
@@ -376,8 +386,10 @@ impl Ledger {
             })
             .collect();
         reask.sort_by_key(|(t, n)| (*t, *n.as_bytes()));
+        let out_until = now_ms.saturating_add(IN_FLIGHT_CAPS * self.config.deadline_cap_ms);
         if let Some((_, node)) = reask.first() {
             let m = self.miners.get_mut(node)?;
+            m.in_flight_until = Some(out_until);
             let c = m.contained.as_mut()?;
             // Not due again until this attempt is recorded.
             c.retry_at = u64::MAX;
@@ -394,6 +406,7 @@ impl Ledger {
                 !m.assignments.is_empty()
                     && m.contained.is_none()
                     && m.next_allowed.is_none_or(|t| t <= now_ms)
+                    && m.in_flight_until.is_none_or(|t| t <= now_ms)
             })
             .map(|(n, _)| *n)
             .collect();
@@ -409,6 +422,7 @@ impl Ledger {
         let gap_ms = (-u.ln() * mean_ms).min(5.0 * mean_ms) as u64;
         let m = self.miners.get_mut(&node)?;
         m.next_allowed = Some(now_ms.saturating_add(gap_ms));
+        m.in_flight_until = Some(out_until);
         let mut best: Option<(f64, usize)> = None;
         for _ in 0..CHOICES {
             let i = rng.random_range(0..m.assignments.len());
@@ -462,6 +476,7 @@ impl Ledger {
             index: x.index,
             holder: node,
         };
+        m.in_flight_until = None;
         let mut queue: Vec<RepairJob> = Vec::new();
         if m.verdicts.len() >= MAX_VERDICTS {
             m.verdicts.pop_front();
@@ -544,6 +559,14 @@ impl Ledger {
             if !self.repairs.contains(&r) {
                 self.repairs.push_back(r);
             }
+        }
+    }
+
+    /// Gives up on a challenge that was never sent (it could not be made):
+    /// its miner may be asked again.
+    pub fn abandon(&mut self, due: &Due) {
+        if let Some(m) = self.miners.get_mut(&due.node) {
+            m.in_flight_until = None;
         }
     }
 
@@ -875,6 +898,53 @@ mod tests {
     }
 
     #[test]
+    fn a_miner_is_asked_one_challenge_at_a_time() {
+        let mut l = ledger(100_000);
+        l.config.per_miner_per_sec = 1000.0;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let take_all = |l: &mut Ledger, t: u64, rng: &mut rand::rngs::StdRng| {
+            std::iter::from_fn(|| l.next_challenge(t, rng)).collect::<Vec<_>>()
+        };
+        // Each miner once, then nothing while all three are out, however
+        // long past their budgets.
+        let out = take_all(&mut l, T0, &mut rng);
+        let mut nodes: Vec<_> = out.iter().map(|d| d.node).collect();
+        nodes.sort_by_key(|n| *n.as_bytes());
+        let mut all = [node(0), node(1), node(2)];
+        all.sort_by_key(|n| *n.as_bytes());
+        assert_eq!(nodes, all, "{out:#?}");
+        assert!(take_all(&mut l, T0 + 5_000, &mut rng).is_empty());
+        // A recorded answer frees its miner, and only it; so does an
+        // abandoned challenge.
+        let of = |n: NodeId| out.iter().find(|d| d.node == n).unwrap().clone();
+        l.record(&of(node(0)), pass(), "", T0 + 5_000);
+        l.abandon(&of(node(1)));
+        let next: Vec<_> = take_all(&mut l, T0 + 5_000, &mut rng)
+            .iter()
+            .map(|d| d.node)
+            .collect();
+        assert_eq!(next.len(), 2, "{next:?}");
+        assert!(next.contains(&node(0)) && next.contains(&node(1)));
+        // A record that never comes stops holding its miner after three
+        // deadline caps.
+        assert!(take_all(&mut l, T0 + 29_999, &mut rng).is_empty());
+        let late = take_all(&mut l, T0 + 30_000, &mut rng);
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].node, node(2));
+        // A contained miner's re-ask is one challenge out too.
+        l.record(
+            &late[0],
+            Answer::NoAnswer,
+            "no answer within 1s",
+            T0 + 30_000,
+        );
+        let re = take_all(&mut l, T0 + 90_000, &mut rng);
+        let re2: Vec<_> = re.iter().filter(|d| d.node == node(2)).collect();
+        assert_eq!(re2.len(), 1, "{re:#?}");
+        assert_eq!(re2[0].attempt, 2);
+    }
+
+    #[test]
     fn a_silent_miner_is_asked_the_same_shard_three_more_times_then_fails_once() {
         let mut l = ledger(100_000);
         let before = l.report();
@@ -1144,19 +1214,23 @@ mod tests {
         // At one instant each miner is asked once; then gaps are random,
         // averaging the budget (1 per second), at most 5 s.
         let mut n = 0;
+        // (Each answered at once: the budget, not a challenge out, holds
+        // them back.)
         while let Some(d) = l.next_challenge(T0, &mut rng) {
             assert!(
                 seen.insert(d.node),
                 "{} asked twice within its budget",
                 d.node
             );
+            l.record(&d, pass(), "", T0);
             n += 1;
         }
         assert_eq!(n, 3);
         assert!(l.next_challenge(T0, &mut rng).is_none());
         let mut asked = 0u32;
         for t in (T0 + 1..=T0 + 600_000).step_by(10) {
-            while l.next_challenge(t, &mut rng).is_some() {
+            while let Some(d) = l.next_challenge(t, &mut rng) {
+                l.record(&d, pass(), "", t);
                 asked += 1;
             }
         }

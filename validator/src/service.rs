@@ -422,6 +422,7 @@ impl Validator {
         let addr = self.addr(&node);
         let nonce: [u8; 32] = rand::random();
         let Ok(ch) = Challenge::new(a.id, a.len, nonce, self.config.samples) else {
+            self.ledger.lock().expect("lock").abandon(&due);
             return;
         };
         let client = self.node.client();
@@ -451,6 +452,7 @@ impl Validator {
             ch.proof_len(),
             rtt_now,
         ));
+        let heard_before = client.datagrams_received(&node).await;
         let started = Instant::now();
         let result = tokio::time::timeout(deadline, client.challenge_timed(&addr, &ch)).await;
         let done = Instant::now();
@@ -492,7 +494,16 @@ impl Validator {
             Ok(Err(e)) => (Answer::NoAnswer, format!("no answer: {e}")),
         };
         if answer == Answer::NoAnswer {
-            client.mark_failed(&node).await;
+            // A miner heard from during the attempt (an ack, a keep-alive, a
+            // reset) keeps its connection: a fresh one would start the re-ask
+            // in slow start, perhaps on the relay. Only a silent one is
+            // dialed afresh, in case its path died without notice.
+            let heard_after = client.datagrams_received(&node).await;
+            if matches!((heard_before, heard_after), (Some(b), Some(a)) if a > b) {
+                client.note_failure(&node).await;
+            } else {
+                client.mark_failed(&node).await;
+            }
         }
         tracing::debug!(miner = %node.fmt_short(), shard = %a.id, attempt = due.attempt, ?answer, ms = ms(latency), deadline_ms = ms(deadline), "challenge");
         let timing = Timing {

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use cairn_api::ApiClient;
+use cairn_api::{ApiClient, ValidatorReport};
 use cairn_node::sdnotify::spawn_and_wait_ready;
 use cairn_testkit::bytes;
 use cairn_testkit::net::*;
@@ -171,15 +171,14 @@ fn cheaters_are_caught_and_honest_miners_are_not() {
         if *mode == "stall" || *mode == "silent" {
             assert_eq!(m.passes, 0);
             assert!(m.timeouts >= wanted(mode), "{m:?}");
-            // Timed out, or cut off when another of its challenges timed
-            // out and the validator dropped the connection: never a verdict
-            // on proof bytes it never sent.
-            assert!(
-                m.last_failures
-                    .iter()
-                    .all(|f| f.contains("no answer") || f.contains("unreachable")),
-                "{m:?}"
-            );
+            // Timed out on its own deadline, or hung up: never a verdict on
+            // proof bytes it never sent, nor one cut off with another.
+            let own = if *mode == "stall" {
+                "no answer within"
+            } else {
+                "no answer"
+            };
+            assert!(m.last_failures.iter().all(|f| f.contains(own)), "{m:?}");
         } else {
             // At most one genuine (first) answer per shard for replay.
             let allowed = if *mode == "replay" {
@@ -293,6 +292,51 @@ fn cheaters_are_caught_and_honest_miners_are_not() {
             .iter()
             .any(|d| d.outcome == "timeout" && d.latency_ms.is_none()),
         "{stall:#?}"
+    );
+    // One challenge to a miner at a time: each of the stalling cheater's
+    // attempts began after the one before was given up, so they end at
+    // least a deadline apart (many out at once would end together).
+    let mut tried = stall.validators[0].verdicts.clone();
+    tried.sort_by_key(|d| d.at_ms);
+    for w in tried.windows(2) {
+        assert!(
+            w[1].at_ms >= w[0].at_ms + u64::from(w[1].deadline_ms),
+            "two challenges out to one miner at once: {w:#?}"
+        );
+    }
+    // A miner heard from keeps its connection through its misses: while the
+    // stalling and the hanging-up cheaters miss again and again, the
+    // validator dials nobody anew (a fresh connection would start each
+    // re-ask in slow start, perhaps through a relay).
+    let dialed = || {
+        ApiClient::new(api_of("validator-0"))
+            .info()
+            .unwrap()
+            .network
+            .expect("the validator's network facts")
+            .connections_dialed
+    };
+    let before = dialed();
+    let timeouts = |r: &ValidatorReport, mode: &str| {
+        let id = &cheaters.iter().find(|(m, _)| *m == mode).unwrap().1;
+        r.miners
+            .iter()
+            .find(|m| &m.node_id == id)
+            .map_or(0, |m| m.timeouts)
+    };
+    let r0 = net.report();
+    net.wait_report(
+        "the stalling and the silent cheater to miss again",
+        Duration::from_secs(120),
+        |r| {
+            timeouts(r, "stall") > timeouts(&r0, "stall")
+                && timeouts(r, "silent") > timeouts(&r0, "silent")
+        },
+    );
+    assert_eq!(
+        dialed(),
+        before,
+        "the validator dialed again a miner it was hearing from"
     );
 
     // Weights: honest miners earn, cheaters and the lossy miner do not.

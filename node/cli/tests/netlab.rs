@@ -419,6 +419,11 @@ fn home_miners_behind_nats_and_bad_links_store_serve_prove_and_are_repaired() {
     let mut spare = LabNode::init(&net, "cl-m5", "m5", "miner", "203.0.113.15:7440");
     let mut val = LabNode::init(&net, "cl-val", "val", "validator", "203.0.113.10:7440");
     let mut gw = LabNode::init(&net, "cl-gw", "gw", "client", "10.0.0.2:7440");
+    // Every challenge in the validator's log, for the failures below.
+    val.env.push((
+        "CAIRN_LOG_LEVEL".into(),
+        "info,cairn_validator=debug".into(),
+    ));
     for m in miners.iter_mut() {
         m.start();
     }
@@ -722,6 +727,7 @@ fn home_miners_behind_nats_and_bad_links_store_serve_prove_and_are_repaired() {
     );
 
     // Phase 3: bad home links.
+    let log_mark = val.log().len();
     for n in [1, 2] {
         lab.link(
             n,
@@ -809,10 +815,46 @@ fn home_miners_behind_nats_and_bad_links_store_serve_prove_and_are_repaired() {
             m.last_latency_ms.unwrap_or(0.0),
             m.deadline_ms
         );
+        let short = &m.node_id[..10];
+        let log = val.log();
+        let attempts: Vec<&str> = log[log_mark.min(log.len())..]
+            .lines()
+            .filter(|l| l.contains(" challenge ") && l.contains(short))
+            .collect();
+        // "... answer=Pass { .. } ms=1234.5 deadline_ms=2000.0"
+        let field = |l: &str, key: &str| -> f64 {
+            l.split(key)
+                .nth(1)
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN)
+        };
+        let passed: Vec<f64> = attempts
+            .iter()
+            .filter(|l| l.contains("answer=Pass"))
+            .map(|l| field(l, " ms=") / field(l, " deadline_ms="))
+            .collect();
+        let missed = attempts.iter().filter(|l| l.contains("answer=NoAnswer"));
+        println!(
+            "    {} attempts since the links went bad: {} missed (asked again: {}), the slowest pass took {:.0}% of its deadline",
+            attempts.len(),
+            missed.clone().count(),
+            missed
+                .map(|l| format!(
+                    "attempt {} {:.0}/{:.0} ms",
+                    field(l, " attempt="),
+                    field(l, " ms="),
+                    field(l, " deadline_ms=")
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
+            100.0 * passed.iter().cloned().fold(0.0, f64::max)
+        );
         assert_eq!(
             m.failures + m.timeouts,
             0,
-            "an honest miner failed on a bad link: {m:?}"
+            "an honest miner failed on a bad link: {m:?}\nits last attempts:\n{}",
+            attempts[attempts.len().saturating_sub(30)..].join("\n")
         );
     }
     for n in [1, 2] {
