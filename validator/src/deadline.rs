@@ -25,10 +25,12 @@
 //! ```
 //!
 //! `window_rounds` is 2 for the 45 kB proof of 44 samples from the initial
-//! window, 4 from the smallest. A miner *can* stretch the round trip by
-//! holding back its acknowledgements; each millisecond held buys
-//! `2 + window_rounds` (four at 44 samples), up to `deadline_secs`
-//! (docs/THREATS.md counts this).
+//! window, 4 from the smallest. A window held small by loss (six packets
+//! at 5%) needs more round trips than a doubling one; the slack below
+//! covers part of that, and a miss is asked again. A miner *can* stretch
+//! the round trip by holding back its acknowledgements; each millisecond
+//! held buys `2 + window_rounds` (four at 44 samples, six on a re-ask), up
+//! to `deadline_secs` (docs/THREATS.md counts this).
 //!
 //! A home link gets worse without notice (someone starts a video call; the
 //! path falls back to a relay). So the round trip used is the larger of the
@@ -38,8 +40,8 @@
 //! smallest (loss, the likeliest reason an honest miner misses, collapses
 //! it): the re-ask gets the budget any miner can already earn by sending
 //! slowly plus two round trips, and its pass teaches the new uplink. A
-//! cheater who stays silent on purpose gains those two round trips (2 ms on
-//! a LAN) and spends a re-ask.
+//! cheater who stays silent on purpose gains those two round trips (its own,
+//! inflated if it holds back acknowledgements) and spends a re-ask.
 //!
 //! 10 ms a sample covers a USB hard disk (one seek and a 16 KiB read); an SD
 //! card or SSD needs 0.1 to 2 ms. The margin left for anything else (a

@@ -26,9 +26,10 @@ use crate::score::{Outcome, REASKS, Reputation, weights};
 /// Power of several choices: a challenge picks among this many random
 /// shards of a miner the one with the most bytes unchecked for the longest.
 const CHOICES: usize = 8;
-/// A challenge whose record never came stops counting as out after this
-/// many deadline caps (a connect and a deadline take at most two).
-const IN_FLIGHT_CAPS: u64 = 3;
+/// A challenge whose record never came stops counting as out after two
+/// deadline caps and this long: an attempt is a connect (10 s at most) and
+/// a deadline, so only an attempt that went wrong (a panic) runs past it.
+const IN_FLIGHT_SLACK_MS: u64 = 15_000;
 /// Most shards one dataset may ask the validator to audit (a 1 TiB dataset
 /// of 8 MiB segments, k + m = 6, is about 800,000).
 pub const MAX_ASSIGNMENTS_PER_DATASET: usize = 1 << 20;
@@ -66,12 +67,16 @@ struct MinerState {
     verified: HashMap<ShardId, u64>,
     /// No challenge before this time (ms): the per-miner budget.
     next_allowed: Option<u64>,
-    /// A challenge to it is out until it is recorded, or until this time
-    /// (ms) should its record never come: one at a time, so the proofs
-    /// the validator asks for never share the miner's uplink with each
-    /// other, and one attempt's end (a dropped connection) cannot take
-    /// others with it.
-    in_flight_until: Option<u64>,
+    /// The challenge out to it (its [`Due::seq`]) until it is recorded, or
+    /// until the time (ms) given should its record never come: one at a
+    /// time, so the proofs the validator asks for never share the miner's
+    /// uplink with each other, and one attempt's end (a dropped
+    /// connection) cannot take others with it.
+    in_flight: Option<(u64, u64)>,
+    /// The gap (ms) to wait after the answer to the challenge out, should it
+    /// come after `next_allowed`: drawn when the challenge went out, so a
+    /// slow answer does not make the next challenge's time predictable.
+    gap_after_answer_ms: u64,
     last_latency_ms: Option<f64>,
     /// Everything it holds is queued for repair already (silent past grace).
     repair_queued: bool,
@@ -119,6 +124,9 @@ pub struct Due {
     pub node: NodeId,
     pub assignment: Assignment,
     pub attempt: u8,
+    /// Which challenge this is (unique in this ledger; 0 for none): a
+    /// record of an older one is not taken for it.
+    pub seq: u64,
 }
 
 /// What one attempt at a challenge gave.
@@ -162,6 +170,8 @@ pub struct Ledger {
     challenges: u64,
     last_weights: Vec<WeightEntry>,
     cursor: usize,
+    /// The next challenge's [`Due::seq`].
+    next_seq: u64,
     /// Hotkeys with a disqualified node: a new node under one starts
     /// disqualified.
     disqualified_hotkeys: HashSet<String>,
@@ -181,6 +191,7 @@ impl Ledger {
             challenges: 0,
             last_weights: Vec::new(),
             cursor: 0,
+            next_seq: 1,
             disqualified_hotkeys: HashSet::new(),
         }
     }
@@ -386,18 +397,26 @@ impl Ledger {
             })
             .collect();
         reask.sort_by_key(|(t, n)| (*t, *n.as_bytes()));
-        let out_until = now_ms.saturating_add(IN_FLIGHT_CAPS * self.config.deadline_cap_ms);
+        let out_until = now_ms
+            .saturating_add(2 * self.config.deadline_cap_ms)
+            .saturating_add(IN_FLIGHT_SLACK_MS);
+        let seq = self.next_seq;
         if let Some((_, node)) = reask.first() {
+            let gap_after_answer = self.gap_ms(rng);
             let m = self.miners.get_mut(node)?;
-            m.in_flight_until = Some(out_until);
+            m.gap_after_answer_ms = gap_after_answer;
             let c = m.contained.as_mut()?;
-            // Not due again until this attempt is recorded.
-            c.retry_at = u64::MAX;
-            return Some(Due {
+            // Not due again until this attempt is recorded, or given up.
+            c.retry_at = out_until;
+            let due = Due {
                 node: *node,
                 assignment: c.assignment.clone(),
                 attempt: c.attempts + 1,
-            });
+                seq,
+            };
+            m.in_flight = Some((seq, out_until));
+            self.next_seq += 1;
+            return Some(due);
         }
         let mut ready: Vec<NodeId> = self
             .miners
@@ -406,7 +425,7 @@ impl Ledger {
                 !m.assignments.is_empty()
                     && m.contained.is_none()
                     && m.next_allowed.is_none_or(|t| t <= now_ms)
-                    && m.in_flight_until.is_none_or(|t| t <= now_ms)
+                    && m.in_flight.is_none_or(|(_, until)| until <= now_ms)
             })
             .map(|(n, _)| *n)
             .collect();
@@ -416,13 +435,13 @@ impl Ledger {
         ready.sort_by_key(|n| *n.as_bytes());
         self.cursor = self.cursor.wrapping_add(1);
         let node = ready[self.cursor % ready.len()];
-        // Exponential gaps with the configured mean, at most 5x it.
-        let mean_ms = 1000.0 / self.config.per_miner_per_sec.max(1e-6);
-        let u: f64 = rng.random_range(f64::EPSILON..1.0);
-        let gap_ms = (-u.ln() * mean_ms).min(5.0 * mean_ms) as u64;
+        let gap = self.gap_ms(rng);
+        let gap_after_answer = self.gap_ms(rng);
         let m = self.miners.get_mut(&node)?;
-        m.next_allowed = Some(now_ms.saturating_add(gap_ms));
-        m.in_flight_until = Some(out_until);
+        m.next_allowed = Some(now_ms.saturating_add(gap));
+        m.gap_after_answer_ms = gap_after_answer;
+        m.in_flight = Some((seq, out_until));
+        self.next_seq += 1;
         let mut best: Option<(f64, usize)> = None;
         for _ in 0..CHOICES {
             let i = rng.random_range(0..m.assignments.len());
@@ -442,6 +461,7 @@ impl Ledger {
             node,
             assignment: m.assignments[i].clone(),
             attempt: 1,
+            seq,
         })
     }
 
@@ -470,13 +490,24 @@ impl Ledger {
         let node = due.node;
         let a = &due.assignment;
         let m = self.miners.entry(node).or_default();
+        match m.in_flight {
+            // A newer challenge is out (this one ran past its time): its
+            // record is the one that counts.
+            Some((seq, _)) if seq != due.seq => return,
+            Some(_) => {
+                m.in_flight = None;
+                if m.next_allowed.is_some_and(|t| t <= now_ms) {
+                    m.next_allowed = Some(now_ms.saturating_add(m.gap_after_answer_ms));
+                }
+            }
+            None => {}
+        }
         let job = |x: &Assignment| RepairJob {
             cid: x.cid,
             segment: x.segment,
             index: x.index,
             holder: node,
         };
-        m.in_flight_until = None;
         let mut queue: Vec<RepairJob> = Vec::new();
         if m.verdicts.len() >= MAX_VERDICTS {
             m.verdicts.pop_front();
@@ -562,11 +593,21 @@ impl Ledger {
         }
     }
 
+    /// A gap between a miner's challenges (ms): exponential with the
+    /// configured mean, at most 5x it.
+    fn gap_ms(&self, rng: &mut impl Rng) -> u64 {
+        let mean_ms = 1000.0 / self.config.per_miner_per_sec.max(1e-6);
+        let u: f64 = rng.random_range(f64::EPSILON..1.0);
+        (-u.ln() * mean_ms).min(5.0 * mean_ms) as u64
+    }
+
     /// Gives up on a challenge that was never sent (it could not be made):
     /// its miner may be asked again.
     pub fn abandon(&mut self, due: &Due) {
-        if let Some(m) = self.miners.get_mut(&due.node) {
-            m.in_flight_until = None;
+        if let Some(m) = self.miners.get_mut(&due.node)
+            && m.in_flight.is_some_and(|(seq, _)| seq == due.seq)
+        {
+            m.in_flight = None;
         }
     }
 
@@ -800,6 +841,7 @@ mod tests {
             node,
             assignment: a.clone(),
             attempt,
+            seq: 0,
         }
     }
 
@@ -925,23 +967,90 @@ mod tests {
             .collect();
         assert_eq!(next.len(), 2, "{next:?}");
         assert!(next.contains(&node(0)) && next.contains(&node(1)));
-        // A record that never comes stops holding its miner after three
-        // deadline caps.
-        assert!(take_all(&mut l, T0 + 29_999, &mut rng).is_empty());
-        let late = take_all(&mut l, T0 + 30_000, &mut rng);
+        // A record that never comes stops holding its miner after two
+        // deadline caps and 15 s (a connect and a deadline fit inside)...
+        assert!(take_all(&mut l, T0 + 34_999, &mut rng).is_empty());
+        let late = take_all(&mut l, T0 + 35_000, &mut rng);
         assert_eq!(late.len(), 1);
         assert_eq!(late[0].node, node(2));
-        // A contained miner's re-ask is one challenge out too.
+        // ...and should it come after all, it is not taken for the newer
+        // challenge: that one is still out, and nothing is scored.
+        l.record(&of(node(2)), Answer::NoAnswer, "no answer", T0 + 35_000);
+        assert!(!l.is_contained(&node(2)));
+        assert!(
+            take_all(&mut l, T0 + 36_000, &mut rng)
+                .iter()
+                .all(|d| d.node != node(2))
+        );
+        // A contained miner's re-ask is one challenge out too, and one whose
+        // record never comes is asked again once its time is up.
         l.record(
             &late[0],
             Answer::NoAnswer,
             "no answer within 1s",
-            T0 + 30_000,
+            T0 + 36_000,
         );
-        let re = take_all(&mut l, T0 + 90_000, &mut rng);
-        let re2: Vec<_> = re.iter().filter(|d| d.node == node(2)).collect();
-        assert_eq!(re2.len(), 1, "{re:#?}");
-        assert_eq!(re2[0].attempt, 2);
+        let re: Vec<_> = take_all(&mut l, T0 + 96_000, &mut rng)
+            .into_iter()
+            .filter(|d| d.node == node(2))
+            .collect();
+        assert_eq!(re.len(), 1, "{re:#?}");
+        assert_eq!(re[0].attempt, 2);
+        assert!(
+            take_all(&mut l, T0 + 130_999, &mut rng)
+                .iter()
+                .all(|d| d.node != node(2))
+        );
+        let again: Vec<_> = take_all(&mut l, T0 + 131_000, &mut rng)
+            .into_iter()
+            .filter(|d| d.node == node(2))
+            .collect();
+        assert_eq!(again.len(), 1, "{again:#?}");
+        assert_eq!(
+            (again[0].attempt, &again[0].assignment),
+            (2, &re[0].assignment)
+        );
+    }
+
+    #[test]
+    fn a_slow_answer_is_followed_by_a_fresh_gap_not_at_once() {
+        // A miner whose answers take longer than its budget's gaps: the
+        // next challenge comes a random gap after the answer, not with it.
+        let mut l = ledger(100_000);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        let mut waits = Vec::new();
+        let mut t = T0;
+        for _ in 0..200 {
+            let d = loop {
+                match l.next_challenge(t, &mut rng) {
+                    Some(d) if d.node == node(0) => break d,
+                    Some(d) => l.record(&d, pass(), "", t),
+                    None => t += 10,
+                }
+            };
+            // answered 6 s later: past any gap (at most 5 s)
+            t += 6_000;
+            l.record(&d, pass(), "", t);
+            let answered = t;
+            loop {
+                match l.next_challenge(t, &mut rng) {
+                    Some(d) if d.node == node(0) => {
+                        waits.push(t - answered);
+                        l.abandon(&d);
+                        // put it back out for the loop above to find
+                        l.miners.get_mut(&node(0)).unwrap().next_allowed = None;
+                        break;
+                    }
+                    Some(d) => l.record(&d, pass(), "", t),
+                    None => t += 10,
+                }
+            }
+        }
+        let mean = waits.iter().sum::<u64>() as f64 / waits.len() as f64;
+        let at_once = waits.iter().filter(|w| **w <= 10).count();
+        // exponential, mean 1 s: about 1% within 10 ms
+        assert!((700.0..1300.0).contains(&mean), "{mean}");
+        assert!(at_once < 10, "{at_once} of {} at once", waits.len());
     }
 
     #[test]
@@ -953,11 +1062,12 @@ mod tests {
         let asked = silent_until(&mut l, node(0), T0, T0 + 1259 * 1000);
         assert_eq!(asked.len(), 3, "{asked:#?}");
         let mut asked = asked;
+        // then a fresh challenge, a random gap (at most 5 s) later
         asked.extend(silent_until(
             &mut l,
             node(0),
             T0 + 1260 * 1000,
-            T0 + 1260 * 1000,
+            T0 + 1265 * 1000,
         ));
         assert_eq!(asked.len(), 5, "then a fresh challenge: {asked:#?}");
         assert_eq!(asked.pop().unwrap().attempt, 1);

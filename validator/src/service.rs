@@ -385,6 +385,11 @@ impl Validator {
                 let _ = self.refresh_members().await;
                 last_members = Some(Instant::now());
             }
+            // A slot first, then the challenge: the ledger's clock on a
+            // challenge out starts when it can be sent.
+            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
             let next = self
                 .ledger
                 .lock()
@@ -392,9 +397,6 @@ impl Validator {
                 .next_challenge(cairn_node::unix_millis(), &mut rand::rng());
             let Some(due) = next else {
                 continue;
-            };
-            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-                return;
             };
             let v = Arc::clone(&self);
             tokio::spawn(async move {
@@ -498,8 +500,14 @@ impl Validator {
             // reset) keeps its connection: a fresh one would start the re-ask
             // in slow start, perhaps on the relay. Only a silent one is
             // dialed afresh, in case its path died without notice.
-            let heard_after = client.datagrams_received(&node).await;
-            if matches!((heard_before, heard_after), (Some(b), Some(a)) if a > b) {
+            let heard = match (heard_before, client.datagrams_received(&node).await) {
+                (Some((was, before)), Some((is, after))) if was == is => after > before,
+                // A connection made during the attempt: its handshake was
+                // the miner answering.
+                (_, Some(_)) => true,
+                (_, None) => false,
+            };
+            if heard {
                 client.note_failure(&node).await;
             } else {
                 client.mark_failed(&node).await;

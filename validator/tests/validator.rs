@@ -171,8 +171,8 @@ fn cheaters_are_caught_and_honest_miners_are_not() {
         if *mode == "stall" || *mode == "silent" {
             assert_eq!(m.passes, 0);
             assert!(m.timeouts >= wanted(mode), "{m:?}");
-            // Timed out on its own deadline, or hung up: never a verdict on
-            // proof bytes it never sent, nor one cut off with another.
+            // Timed out on its own deadline (never cut off with another), or
+            // hung up: never a verdict on proof bytes it never sent.
             let own = if *mode == "stall" {
                 "no answer within"
             } else {
@@ -308,20 +308,31 @@ fn cheaters_are_caught_and_honest_miners_are_not() {
     // stalling and the hanging-up cheaters miss again and again, the
     // validator dials nobody anew (a fresh connection would start each
     // re-ask in slow start, perhaps through a relay).
-    let dialed = || {
-        ApiClient::new(api_of("validator-0"))
+    let id_of = |mode: &str| cheaters.iter().find(|(m, _)| *m == mode).unwrap().1.clone();
+    let dials = || -> Vec<u32> {
+        let peers = ApiClient::new(api_of("validator-0"))
             .info()
             .unwrap()
             .network
             .expect("the validator's network facts")
-            .connections_dialed
+            .peers;
+        ["stall", "silent"]
+            .iter()
+            .map(|mode| {
+                peers
+                    .iter()
+                    .find(|p| p.node_id == id_of(mode))
+                    .unwrap_or_else(|| panic!("no connection to the {mode} cheater: {peers:#?}"))
+                    .dials
+            })
+            .collect()
     };
-    let before = dialed();
+    let before = dials();
     let timeouts = |r: &ValidatorReport, mode: &str| {
-        let id = &cheaters.iter().find(|(m, _)| *m == mode).unwrap().1;
+        let id = id_of(mode);
         r.miners
             .iter()
-            .find(|m| &m.node_id == id)
+            .find(|m| m.node_id == id)
             .map_or(0, |m| m.timeouts)
     };
     let r0 = net.report();
@@ -334,9 +345,9 @@ fn cheaters_are_caught_and_honest_miners_are_not() {
         },
     );
     assert_eq!(
-        dialed(),
+        dials(),
         before,
-        "the validator dialed again a miner it was hearing from"
+        "the validator dialed the stalling or the hanging-up cheater again (dials of each)"
     );
 
     // Weights: honest miners earn, cheaters and the lossy miner do not.

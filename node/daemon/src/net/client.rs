@@ -617,13 +617,15 @@ impl Client {
         paths.iter().find(|p| p.is_selected()).map(|p| p.rtt())
     }
 
-    /// UDP datagrams received so far on the open connection to `peer`
-    /// (acknowledgements and keep-alives count): a number that moved
-    /// during a request shows the peer was there, whatever became of the
-    /// request.
-    pub async fn datagrams_received(&self, peer: &NodeId) -> Option<u64> {
+    /// The open connection to `peer` (its stable id) and the UDP datagrams
+    /// received on it so far (acknowledgements and keep-alives count): a
+    /// number that moved on the same connection during a request shows the
+    /// peer was there, whatever became of the request.
+    pub async fn datagrams_received(&self, peer: &NodeId) -> Option<(usize, u64)> {
         let conns = self.conns.lock().await;
-        conns.get(peer).map(|c| c.stats().udp_rx.datagrams)
+        conns
+            .get(peer)
+            .map(|c| (c.stable_id(), c.stats().udp_rx.datagrams))
     }
 
     /// One page of a peer's shard inventory.
