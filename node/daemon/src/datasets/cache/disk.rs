@@ -3,11 +3,17 @@
 //! it, so a dataset bigger than the memory tier (a training set read epoch
 //! after epoch) is served from the local disk instead of the miners.
 //!
-//! A file is checked against its shard id every time it is read (group by
-//! group for a range, exactly as bytes from a miner are; in one pass when
-//! read whole): an SD card that rots, or a file someone edits, yields a
-//! miss (and the file is dropped), never wrong bytes.
-//! Writes are not synced: a file a crash cut short fails that check.
+//! A file is checked every time it is read: a range group by group against
+//! the shard id, exactly as bytes from a miner are (through the outboard
+//! behind the shard); a whole shard (an epoch's sequential read, a `cairn
+//! get`) against a checksum of its verified bytes taken when the file was
+//! written (XXH3, 64 bits, seeded at random per run, kept in memory). A
+//! disk that rots or a file cut short yields a miss (and the file is
+//! dropped), never wrong bytes. The checksum is there for rot, not for a
+//! forger: it costs a fifth of re-hashing the shard with BLAKE3, which was
+//! the largest item of a warm epoch's CPU; someone who can write the data
+//! directory can replace the node's key beside it (docs/THREATS.md).
+//! Writes are not synced: a file a crash cut short fails its check.
 //!
 //! Files are written behind the reads that fetched them. Until its file is
 //! written, a shard is *staged*: its verified bytes are served from memory
@@ -43,13 +49,21 @@ use crate::error::{Error, Result};
 /// The directory under the data directory.
 pub const DIR: &str = "cache";
 
+/// What the index knows of a file: the shard's length and the checksum of
+/// its bytes as written.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Kept {
+    len: u64,
+    sum: u64,
+}
+
 /// Weight of a cached shard: its bytes and its outboard on disk.
 #[derive(Clone)]
 struct FileWeight;
 
-impl Weighter<ShardId, u64> for FileWeight {
-    fn weight(&self, _id: &ShardId, shard_len: &u64) -> u64 {
-        (shard_len + outboard_len(*shard_len)).max(1)
+impl Weighter<ShardId, Kept> for FileWeight {
+    fn weight(&self, _id: &ShardId, kept: &Kept) -> u64 {
+        (kept.len + outboard_len(kept.len)).max(1)
     }
 }
 
@@ -57,15 +71,15 @@ impl Weighter<ShardId, u64> for FileWeight {
 #[derive(Clone, Default)]
 struct Evictions;
 
-impl Lifecycle<ShardId, u64> for Evictions {
+impl Lifecycle<ShardId, Kept> for Evictions {
     type RequestState = Vec<(ShardId, u64)>;
 
     fn begin_request(&self) -> Self::RequestState {
         Vec::new()
     }
 
-    fn on_evict(&self, state: &mut Self::RequestState, id: ShardId, shard_len: u64) {
-        state.push((id, shard_len));
+    fn on_evict(&self, state: &mut Self::RequestState, id: ShardId, kept: Kept) {
+        state.push((id, kept.len));
     }
 }
 
@@ -84,7 +98,9 @@ pub struct DiskStats {
 /// Verified data shards on the local disk, by shard id.
 pub struct DiskTier {
     dir: PathBuf,
-    index: Cache<ShardId, u64, FileWeight, DefaultHashBuilder, Evictions>,
+    index: Cache<ShardId, Kept, FileWeight, DefaultHashBuilder, Evictions>,
+    /// This run's seed of the whole-shard checksums.
+    seed: u64,
     /// Verified shards whose files are being written ([`DiskTier::stage`]).
     staged: Mutex<HashMap<ShardId, Bytes>>,
     budget: u64,
@@ -144,6 +160,7 @@ impl DiskTier {
                 Evictions,
             ),
             staged: Mutex::new(HashMap::new()),
+            seed: rand::random(),
             budget,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -198,7 +215,7 @@ impl DiskTier {
             return Some(bytes);
         }
         match self.index.get(id) {
-            Some(len) if len == shard_len && from < to && to <= shard_len => {}
+            Some(kept) if kept.len == shard_len && from < to && to <= shard_len => {}
             _ => {
                 self.misses.fetch_add(1, Relaxed);
                 return None;
@@ -220,18 +237,21 @@ impl DiskTier {
         }
     }
 
-    /// All of shard `id` (`shard_len` bytes), checked against the id in
-    /// one pass (a shard id is the BLAKE3 hash of the shard): for a whole
-    /// segment, whose shards are read (and hashed) side by side. A file
-    /// that fails is dropped, as in [`DiskTier::get`].
+    /// All of shard `id` (`shard_len` bytes), checked in one pass against
+    /// the checksum taken when its file was written: for a whole segment,
+    /// whose shards are read (and checked) side by side. A file that fails
+    /// is dropped, as in [`DiskTier::get`].
     pub fn read_whole(&self, id: &ShardId, shard_len: u64) -> Option<Vec<u8>> {
         if let Some(bytes) = self.staged_range(id, shard_len, 0, shard_len) {
             return Some(bytes);
         }
-        if self.index.get(id) != Some(shard_len) {
-            self.misses.fetch_add(1, Relaxed);
-            return None;
-        }
+        let sum = match self.index.get(id) {
+            Some(kept) if kept.len == shard_len => kept.sum,
+            _ => {
+                self.misses.fetch_add(1, Relaxed);
+                return None;
+            }
+        };
         let path = self.path(id);
         // Read into spare capacity: no 2 MiB of zeros written first.
         let mut buf = Vec::with_capacity(shard_len as usize);
@@ -241,9 +261,7 @@ impl DiskTier {
         });
         let why = match read {
             Ok(n) if n as u64 != shard_len => format!("{n} bytes, not {shard_len}"),
-            Ok(_) if *blake3::hash(&buf).as_bytes() != id.0 => {
-                "its bytes hash to another id".into()
-            }
+            Ok(_) if self.checksum(&buf) != sum => "its bytes changed since written".into(),
             Ok(_) => {
                 self.hits.fetch_add(1, Relaxed);
                 return Some(buf);
@@ -285,6 +303,10 @@ impl DiskTier {
         Ok(buf[(from - start) as usize..(to - start) as usize].to_vec())
     }
 
+    fn checksum(&self, bytes: &[u8]) -> u64 {
+        twox_hash::XxHash3_64::oneshot_with_seed(self.seed, bytes)
+    }
+
     /// Keeps `shard`, whole and verified by the caller against `id` (its
     /// outboard is computed here; bytes whose hash is not `id` are not
     /// kept). Files of shards this evicts are deleted.
@@ -312,7 +334,11 @@ impl DiskTier {
             let _ = std::fs::remove_file(&tmp);
             return Err(Error::io(format!("writing {}", path.display()), e));
         }
-        let evicted = self.index.insert_with_lifecycle(*id, shard.len() as u64);
+        let kept = Kept {
+            len: shard.len() as u64,
+            sum: self.checksum(shard),
+        };
+        let evicted = self.index.insert_with_lifecycle(*id, kept);
         for (gone, len) in evicted {
             self.evicted.fetch_add(len + outboard_len(len), Relaxed);
             if gone != *id {
