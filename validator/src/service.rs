@@ -454,7 +454,7 @@ impl Validator {
             ch.proof_len(),
             rtt_now,
         ));
-        let heard_before = client.datagrams_received(&node).await;
+        let mark = client.heard_mark(&node).await;
         let started = Instant::now();
         let result = tokio::time::timeout(deadline, client.challenge_timed(&addr, &ch)).await;
         let done = Instant::now();
@@ -496,22 +496,10 @@ impl Validator {
             Ok(Err(e)) => (Answer::NoAnswer, format!("no answer: {e}")),
         };
         if answer == Answer::NoAnswer {
-            // A miner heard from during the attempt (an ack, a keep-alive, a
-            // reset) keeps its connection: a fresh one would start the re-ask
-            // in slow start, perhaps on the relay. Only a silent one is
-            // dialed afresh, in case its path died without notice.
-            let heard = match (heard_before, client.datagrams_received(&node).await) {
-                (Some((was, before)), Some((is, after))) if was == is => after > before,
-                // A connection made during the attempt: its handshake was
-                // the miner answering.
-                (_, Some(_)) => true,
-                (_, None) => false,
-            };
-            if heard {
-                client.note_failure(&node).await;
-            } else {
-                client.mark_failed(&node).await;
-            }
+            // A miner heard from during the attempt keeps its connection: a
+            // fresh one would start the re-ask in slow start, perhaps on the
+            // relay. Only a silent one is dialed afresh.
+            client.request_failed(&node, mark).await;
         }
         tracing::debug!(miner = %node.fmt_short(), shard = %a.id, attempt = due.attempt, ?answer, ms = ms(latency), deadline_ms = ms(deadline), "challenge");
         let timing = Timing {

@@ -445,3 +445,72 @@ fn a_pin_short_of_miners_names_the_silent_and_the_unpublished() {
         "{e}"
     );
 }
+
+/// A holder that is slow but answering (a home miner whose upload is
+/// capped) and loses a read's race to the other shards is tried last for a
+/// while, but keeps its connection: that connection carries its other
+/// transfers, and a fresh one would start in slow start. Before, every lost
+/// race closed it.
+#[test]
+fn a_slow_holder_that_loses_a_race_keeps_its_connection() {
+    let net = CliDevnet::up(6);
+    // miner-0 serves at 256 KiB/s: a 2 MiB shard takes it 8 s, and the
+    // gateway's read asks another after 1 s and decodes around it. (The cap
+    // is on what it sends: the pin, which it receives, is not slowed.)
+    net.devnet(&["stop-miner", "0"], &[]);
+    net.devnet(
+        &["start-miner", "0"],
+        &[("CAIRN_LIMITS_UPLOAD_RATE", "256KiB")],
+    );
+    let data = net.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // Six segments: miner-0 holds a data shard of at least one of them
+    // (each segment's placement is its own; all parity: 1 in 729).
+    let want = bytes(48 << 20, 31);
+    std::fs::write(data.join("train.bin"), &want).unwrap();
+    let pin = net.cli(&["pin", data.to_str().unwrap()]);
+    assert!(pin.status.success(), "{}", stderr(&pin));
+    let cid = stdout(&pin).trim().to_string();
+    let slow = net.node_id("miner-0").to_string();
+    let out = net.dir.path().join("back.bin");
+    let get = net.cli(&[
+        "get",
+        &format!("{cid}/train.bin"),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(get.status.success(), "{}", stderr(&get));
+    assert!(std::fs::read(&out).unwrap() == want, "the bytes differ");
+    let served = |name: &str| {
+        let api = net.member(name).api.unwrap().to_string();
+        let (status, body) = http(&api, "GET", "/metrics", &[]);
+        assert_eq!(status, 200);
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix("cairn_transfer_bytes_total{direction=\"out\",kind=\"shard\"}")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    // It was asked and sent part of a shard, not all of it: it lost a race.
+    let sent = served("miner-0");
+    assert!(
+        sent > 0.0 && sent < (2 << 20) as f64,
+        "miner-0 served {sent} shard bytes: never asked, or never slow (all miners: {:?})",
+        (0..6)
+            .map(|i| served(&format!("miner-{i}")))
+            .collect::<Vec<_>>()
+    );
+    let peers = cairn_api::ApiClient::new(net.api.parse().unwrap())
+        .info()
+        .unwrap()
+        .network
+        .expect("the gateway's network facts")
+        .peers;
+    assert!(
+        peers.iter().any(|p| p.node_id == slow),
+        "the gateway closed its connection to the slow holder: {peers:#?}"
+    );
+}

@@ -13,8 +13,8 @@
 //! positions decoded (Reed-Solomon works position by position).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 
 use super::{Dataset, Datasets};
 use crate::error::{Error, Result};
+use crate::net::HeardMark;
 
 /// A shard fetch slower than this gets a hedge: one more shard is asked for.
 const HEDGE_AFTER: Duration = Duration::from_secs(1);
@@ -480,6 +481,7 @@ impl Datasets {
         // Whole groups, so that what is fetched can be cached.
         let g = GROUP_LEN as u64;
         let (g0, g1) = (lo / g * g, (hi.div_ceil(g) * g).min(sl));
+        let mark = self.client.heard_mark(&holder).await;
         let direct = async {
             let r = fetch_within_timeout(
                 &self.client,
@@ -494,7 +496,9 @@ impl Datasets {
                 Ok(_) => self.client.mark_ok(&holder),
                 // "Not stored" comes from a live peer: not one to avoid.
                 Err(e) if not_stored_here(e) => {}
-                Err(_) => self.client.mark_failed(&holder).await,
+                Err(_) => {
+                    self.client.request_failed(&holder, mark).await;
+                }
             }
             let groups = r?.bytes;
             self.groups.insert(&seg.shards[i], sl, g0, &groups);
@@ -544,7 +548,7 @@ impl Datasets {
                     // marking the holder needs that lock (a futurelock: a
                     // ranges test hung on it for good under load).
                     drop(direct);
-                    self.client.mark_failed(&holder).await;
+                    self.client.request_failed(&holder, mark).await;
                     Ok(b)
                 }
                 // The holder's fetch marks it failed itself if it fails.
@@ -591,14 +595,18 @@ impl Datasets {
         let grant = self.grant_for(&m.owner);
         type Fetch = (usize, NodeId, Result<Vec<u8>>);
         let mut set: JoinSet<Fetch> = JoinSet::new();
-        let mut started: HashMap<usize, (NodeId, Instant)> = HashMap::new();
-        type Started = HashMap<usize, (NodeId, Instant)>;
+        // Each fetch's holder, start, and what had arrived from the holder
+        // when it began (taken by the fetch itself), to judge a failure by.
+        type Started = HashMap<usize, (NodeId, Instant, Arc<OnceLock<HeardMark>>)>;
+        let mut started: Started = HashMap::new();
         let start =
             |(i, node): (usize, NodeId), set: &mut JoinSet<Fetch>, started: &mut Started| {
-                started.insert(i, (node, Instant::now()));
+                let mark = Arc::new(OnceLock::new());
+                started.insert(i, (node, Instant::now(), Arc::clone(&mark)));
                 let (addr, client) = (ds.addr(&node), Arc::clone(&self.client));
                 let (id, grant) = (seg.shards[i], grant.clone());
                 set.spawn(async move {
+                    let _ = mark.set(client.heard_mark(&node).await);
                     let r = fetch_within_timeout(
                         &client,
                         &addr,
@@ -623,7 +631,7 @@ impl Datasets {
         while got.len() < k && !set.is_empty() {
             match tokio::time::timeout(HEDGE_AFTER, set.join_next()).await {
                 Ok(Some(Ok((i, node, r)))) => {
-                    started.remove(&i);
+                    let mark = started.remove(&i).and_then(|(.., m)| m.get().copied());
                     match r {
                         Ok(bytes) if bytes.len() == piece_len => {
                             self.client.mark_ok(&node);
@@ -641,7 +649,8 @@ impl Datasets {
                             if not_stored_here(&e) {
                                 not_stored += 1;
                             } else {
-                                self.client.mark_failed(&node).await;
+                                let mark = mark.unwrap_or_default();
+                                self.client.request_failed(&node, mark).await;
                             }
                             errors.push(format!("shard {i} on {}: {e}", node.fmt_short()));
                         }
@@ -661,9 +670,10 @@ impl Datasets {
             }
         }
         set.abort_all();
-        for (node, t) in started.into_values() {
+        for (node, t, mark) in started.into_values() {
             if t.elapsed() >= HEDGE_AFTER {
-                self.client.mark_failed(&node).await;
+                let mark = mark.get().copied().unwrap_or_default();
+                self.client.request_failed(&node, mark).await;
             }
         }
         if got.len() < k {

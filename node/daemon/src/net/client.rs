@@ -77,6 +77,11 @@ fn bad_reply(peer: &NodeId, message: impl Into<String>) -> Error {
     }
 }
 
+/// The connection a request to a peer began on and what had arrived on it
+/// then ([`Client::heard_mark`], [`Client::request_failed`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HeardMark(Option<(usize, u64)>);
+
 /// Verified bytes of a shard range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardRange {
@@ -617,11 +622,39 @@ impl Client {
         paths.iter().find(|p| p.is_selected()).map(|p| p.rtt())
     }
 
+    /// What has arrived from `peer` so far, taken before a request whose
+    /// failure [`Client::request_failed`] will judge.
+    pub async fn heard_mark(&self, peer: &NodeId) -> HeardMark {
+        HeardMark(self.datagrams_received(peer).await)
+    }
+
+    /// Records that a request to `peer`, begun at `mark`, failed or timed
+    /// out: the peer is suspect for a while (tried last). Whether its
+    /// connection is dropped depends on whether anything arrived on it
+    /// during the request (acknowledgements, keep-alives, a reset; a
+    /// connection made during it counts, its handshake was the peer
+    /// answering): a peer heard from keeps its connection, which carries
+    /// its other transfers and whose congestion window a fresh one would
+    /// have to learn again from slow start; a silent one is dropped, so the
+    /// next request dials afresh in case its path died without notice.
+    /// Returns whether the peer was heard from.
+    pub async fn request_failed(&self, peer: &NodeId, mark: HeardMark) -> bool {
+        let heard = match (mark.0, self.datagrams_received(peer).await) {
+            (Some((was, before)), Some((is, after))) if was == is => after > before,
+            (_, Some(_)) => true,
+            (_, None) => false,
+        };
+        if heard {
+            self.note_failure(peer).await;
+        } else {
+            self.mark_failed(peer).await;
+        }
+        heard
+    }
+
     /// The open connection to `peer` (its stable id) and the UDP datagrams
-    /// received on it so far (acknowledgements and keep-alives count): a
-    /// number that moved on the same connection during a request shows the
-    /// peer was there, whatever became of the request.
-    pub async fn datagrams_received(&self, peer: &NodeId) -> Option<(usize, u64)> {
+    /// received on it so far.
+    async fn datagrams_received(&self, peer: &NodeId) -> Option<(usize, u64)> {
         let conns = self.conns.lock().await;
         conns
             .get(peer)

@@ -11,7 +11,7 @@ pub mod frames;
 pub mod health;
 pub mod reach;
 
-pub use client::{ChallengeReply, Client, PutStream, ShardRange};
+pub use client::{ChallengeReply, Client, HeardMark, PutStream, ShardRange};
 
 /// Text that may hold a peer's own words (a refusal's message, a QUIC close
 /// reason inside a stream error), made safe to log, to return through the
