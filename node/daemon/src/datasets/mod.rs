@@ -355,6 +355,7 @@ impl Datasets {
                 let (client, addr) = (Arc::clone(&self.client), miners[i].endpoint_addr());
                 let want_manifest = manifest.is_none();
                 set.spawn(async move {
+                    let mark = client.heard_mark(&addr.id).await;
                     let got = tokio::time::timeout(PROBE_TIMEOUT, async {
                         let m = if want_manifest {
                             client.get_manifest(&addr, cid.0).await.ok()
@@ -365,12 +366,12 @@ impl Datasets {
                         (m, p)
                     })
                     .await;
-                    (addr.id, got)
+                    (addr.id, mark, got)
                 });
             }
-            while let Some(Ok((node, got))) = set.join_next().await {
+            while let Some(Ok((node, mark, got))) = set.join_next().await {
                 let Ok((m, p)) = got else {
-                    self.client.mark_failed(&node).await;
+                    self.client.request_failed(&node, mark).await;
                     continue;
                 };
                 if manifest.is_none()
