@@ -496,9 +496,7 @@ impl Datasets {
                 Ok(_) => self.client.mark_ok(&holder),
                 // "Not stored" comes from a live peer: not one to avoid.
                 Err(e) if not_stored_here(e) => {}
-                Err(_) => {
-                    self.client.request_failed(&holder, mark).await;
-                }
+                Err(_) => self.client.request_failed(&holder, mark).await,
             }
             let groups = r?.bytes;
             self.groups.insert(&seg.shards[i], sl, g0, &groups);
@@ -554,6 +552,16 @@ impl Datasets {
                 // The holder's fetch marks it failed itself if it fails.
                 Err(_) => direct.await,
             },
+        }
+    }
+
+    /// A failed or slow fetch from `node`: judged against its mark; a fetch
+    /// that never ran far enough to take one tells nothing of the peer's
+    /// connection, so it only makes the peer suspect.
+    async fn judge_failed(&self, node: &NodeId, mark: Option<HeardMark>) {
+        match mark {
+            Some(mark) => self.client.request_failed(node, mark).await,
+            None => self.client.note_failure(node).await,
         }
     }
 
@@ -649,8 +657,7 @@ impl Datasets {
                             if not_stored_here(&e) {
                                 not_stored += 1;
                             } else {
-                                let mark = mark.unwrap_or_default();
-                                self.client.request_failed(&node, mark).await;
+                                self.judge_failed(&node, mark).await;
                             }
                             errors.push(format!("shard {i} on {}: {e}", node.fmt_short()));
                         }
@@ -672,8 +679,7 @@ impl Datasets {
         set.abort_all();
         for (node, t, mark) in started.into_values() {
             if t.elapsed() >= HEDGE_AFTER {
-                let mark = mark.get().copied().unwrap_or_default();
-                self.client.request_failed(&node, mark).await;
+                self.judge_failed(&node, mark.get().copied()).await;
             }
         }
         if got.len() < k {

@@ -77,10 +77,15 @@ fn bad_reply(peer: &NodeId, message: impl Into<String>) -> Error {
     }
 }
 
-/// The connection a request to a peer began on and what had arrived on it
-/// then ([`Client::heard_mark`], [`Client::request_failed`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HeardMark(Option<(usize, u64)>);
+/// Which connection to a peer a request began on and what had arrived on
+/// it then ([`Client::heard_mark`], [`Client::request_failed`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HeardMark {
+    /// Connections dialed to the peer so far: the open one's generation.
+    dials: u32,
+    /// UDP datagrams received on the open connection, if one was open.
+    datagrams: Option<u64>,
+}
 
 /// Verified bytes of a shard range.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -625,40 +630,55 @@ impl Client {
     /// What has arrived from `peer` so far, taken before a request whose
     /// failure [`Client::request_failed`] will judge.
     pub async fn heard_mark(&self, peer: &NodeId) -> HeardMark {
-        HeardMark(self.datagrams_received(peer).await)
+        // The dial count first: a connection dialed between the two looks
+        // like one made during the request (heard), never the reverse.
+        let dials = self.dials_to(peer);
+        HeardMark {
+            dials,
+            datagrams: self.datagrams_received(peer).await,
+        }
     }
 
     /// Records that a request to `peer`, begun at `mark`, failed or timed
     /// out: the peer is suspect for a while (tried last). Whether its
-    /// connection is dropped depends on whether anything arrived on it
-    /// during the request (acknowledgements, keep-alives, a reset; a
-    /// connection made during it counts, its handshake was the peer
+    /// connection is dropped depends on whether anything arrived from the
+    /// peer during the request (acknowledgements, keep-alives, a reset; a
+    /// connection dialed during it counts, its handshake was the peer
     /// answering): a peer heard from keeps its connection, which carries
     /// its other transfers and whose congestion window a fresh one would
     /// have to learn again from slow start; a silent one is dropped, so the
     /// next request dials afresh in case its path died without notice.
-    /// Returns whether the peer was heard from.
-    pub async fn request_failed(&self, peer: &NodeId, mark: HeardMark) -> bool {
-        let heard = match (mark.0, self.datagrams_received(peer).await) {
-            (Some((was, before)), Some((is, after))) if was == is => after > before,
-            (_, Some(_)) => true,
-            (_, None) => false,
-        };
+    pub async fn request_failed(&self, peer: &NodeId, mark: HeardMark) {
+        let heard = self.dials_to(peer) != mark.dials
+            || match (mark.datagrams, self.datagrams_received(peer).await) {
+                (Some(before), Some(after)) => after > before,
+                // Connected while the mark was taken.
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
         if heard {
             self.note_failure(peer).await;
         } else {
             self.mark_failed(peer).await;
         }
-        heard
     }
 
-    /// The open connection to `peer` (its stable id) and the UDP datagrams
-    /// received on it so far.
-    async fn datagrams_received(&self, peer: &NodeId) -> Option<(usize, u64)> {
-        let conns = self.conns.lock().await;
-        conns
+    /// Connections dialed to `peer` since start: a connection's generation
+    /// (a connection's own id is its address in memory, which a later
+    /// connection may reuse).
+    fn dials_to(&self, peer: &NodeId) -> u32 {
+        self.dials
+            .lock()
+            .expect("lock")
             .get(peer)
-            .map(|c| (c.stable_id(), c.stats().udp_rx.datagrams))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The UDP datagrams received so far on the open connection to `peer`.
+    async fn datagrams_received(&self, peer: &NodeId) -> Option<u64> {
+        let conns = self.conns.lock().await;
+        conns.get(peer).map(|c| c.stats().udp_rx.datagrams)
     }
 
     /// One page of a peer's shard inventory.

@@ -10,10 +10,12 @@
 //! written (XXH3, 64 bits, seeded at random per run, kept in memory). A
 //! disk that rots or a file cut short yields a miss (and the file is
 //! dropped), never wrong bytes. The checksum is there for rot, not for a
-//! forger: it costs a fifth of re-hashing the shard with BLAKE3, which was
-//! the largest item of a warm epoch's CPU; someone who can write the data
-//! directory can replace the node's key beside it (docs/THREATS.md).
-//! Writes are not synced: a file a crash cut short fails its check.
+//! forger (someone who can write the data directory can replace the node's
+//! key beside it: docs/THREATS.md); re-hashing with BLAKE3 was the largest
+//! item of a warm epoch's CPU, and the checksum took a fifth off the
+//! gateway's CPU per GiB (docs/PERFORMANCE.md).
+//! Writes are not synced: the tier starts empty after a restart, so no file
+//! a crash cut short is ever read.
 //!
 //! Files are written behind the reads that fetched them. Until its file is
 //! written, a shard is *staged*: its verified bytes are served from memory
