@@ -58,6 +58,15 @@ pub struct RepairJob {
     pub holder: NodeId,
 }
 
+/// A challenge out to a miner.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    /// Its [`Due::seq`].
+    seq: u64,
+    /// Given up on at this time (ms) should its record never come.
+    until_ms: u64,
+}
+
 /// A miner as the validator sees it.
 #[derive(Debug, Clone, Default)]
 struct MinerState {
@@ -72,7 +81,7 @@ struct MinerState {
     /// time, so the proofs the validator asks for never share the miner's
     /// uplink with each other, and one attempt's end (a dropped
     /// connection) cannot take others with it.
-    in_flight: Option<(u64, u64)>,
+    in_flight: Option<InFlight>,
     /// The gap (ms) to wait after the answer to the challenge out, should it
     /// come after `next_allowed`: drawn when the challenge went out, so a
     /// slow answer does not make the next challenge's time predictable.
@@ -92,6 +101,15 @@ struct MinerState {
 }
 
 /// A challenge that went unanswered, to be asked again.
+impl MinerState {
+    /// `out` goes to this miner; `gap_after_answer_ms` is waited after its
+    /// answer should that come after the budget's gap.
+    fn send_out(&mut self, out: InFlight, gap_after_answer_ms: u64) {
+        self.in_flight = Some(out);
+        self.gap_after_answer_ms = gap_after_answer_ms;
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Contained {
     assignment: Assignment,
@@ -400,11 +418,13 @@ impl Ledger {
         let out_until = now_ms
             .saturating_add(2 * self.config.deadline_cap_ms)
             .saturating_add(IN_FLIGHT_SLACK_MS);
-        let seq = self.next_seq;
+        let out = InFlight {
+            seq: self.next_seq,
+            until_ms: out_until,
+        };
         if let Some((_, node)) = reask.first() {
             let gap_after_answer = self.gap_ms(rng);
             let m = self.miners.get_mut(node)?;
-            m.gap_after_answer_ms = gap_after_answer;
             let c = m.contained.as_mut()?;
             // Not due again until this attempt is recorded, or given up.
             c.retry_at = out_until;
@@ -412,9 +432,9 @@ impl Ledger {
                 node: *node,
                 assignment: c.assignment.clone(),
                 attempt: c.attempts + 1,
-                seq,
+                seq: out.seq,
             };
-            m.in_flight = Some((seq, out_until));
+            m.send_out(out, gap_after_answer);
             self.next_seq += 1;
             return Some(due);
         }
@@ -425,7 +445,7 @@ impl Ledger {
                 !m.assignments.is_empty()
                     && m.contained.is_none()
                     && m.next_allowed.is_none_or(|t| t <= now_ms)
-                    && m.in_flight.is_none_or(|(_, until)| until <= now_ms)
+                    && m.in_flight.is_none_or(|f| f.until_ms <= now_ms)
             })
             .map(|(n, _)| *n)
             .collect();
@@ -439,8 +459,7 @@ impl Ledger {
         let gap_after_answer = self.gap_ms(rng);
         let m = self.miners.get_mut(&node)?;
         m.next_allowed = Some(now_ms.saturating_add(gap));
-        m.gap_after_answer_ms = gap_after_answer;
-        m.in_flight = Some((seq, out_until));
+        m.send_out(out, gap_after_answer);
         self.next_seq += 1;
         let mut best: Option<(f64, usize)> = None;
         for _ in 0..CHOICES {
@@ -461,7 +480,7 @@ impl Ledger {
             node,
             assignment: m.assignments[i].clone(),
             attempt: 1,
-            seq,
+            seq: out.seq,
         })
     }
 
@@ -493,7 +512,7 @@ impl Ledger {
         match m.in_flight {
             // A newer challenge is out (this one ran past its time): its
             // record is the one that counts.
-            Some((seq, _)) if seq != due.seq => return,
+            Some(out) if out.seq != due.seq => return,
             Some(_) => {
                 m.in_flight = None;
                 if m.next_allowed.is_some_and(|t| t <= now_ms) {
@@ -605,7 +624,7 @@ impl Ledger {
     /// its miner may be asked again.
     pub fn abandon(&mut self, due: &Due) {
         if let Some(m) = self.miners.get_mut(&due.node)
-            && m.in_flight.is_some_and(|(seq, _)| seq == due.seq)
+            && m.in_flight.is_some_and(|out| out.seq == due.seq)
         {
             m.in_flight = None;
         }
