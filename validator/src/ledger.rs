@@ -100,7 +100,6 @@ struct MinerState {
     verdicts: VecDeque<Verdict>,
 }
 
-/// A challenge that went unanswered, to be asked again.
 impl MinerState {
     /// `out` goes to this miner; `gap_after_answer_ms` is waited after its
     /// answer should that come after the budget's gap.
@@ -110,6 +109,7 @@ impl MinerState {
     }
 }
 
+/// A challenge that went unanswered, to be asked again.
 #[derive(Debug, Clone)]
 struct Contained {
     assignment: Assignment,

@@ -25,6 +25,19 @@ fn write_dataset(root: &Path) -> u64 {
     total
 }
 
+/// `cairn get CID/train.bin`, which must succeed with the bytes `want`.
+fn get_train_bin(net: &CliDevnet, cid: &str, want: &[u8]) {
+    let out = net.dir.path().join("back.bin");
+    let get = net.cli(&[
+        "get",
+        &format!("{cid}/train.bin"),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(get.status.success(), "{}", stderr(&get));
+    assert!(std::fs::read(&out).unwrap() == want, "the bytes differ");
+}
+
 fn same_tree(a: &Path, b: &Path) {
     let list = |r: &Path| -> Vec<(PathBuf, Option<Vec<u8>>)> {
         let mut out = Vec::new();
@@ -358,15 +371,7 @@ fn a_miner_silent_mid_pin_does_not_stall_it() {
         let failed = net.log_lines("gateway", "upload failed; trying the next miner");
         assert!(!failed.is_empty(), "the pin never met the silent miner");
         let cid = stdout(&pin).trim().to_string();
-        let out = net.dir.path().join("back.bin");
-        let get = net.cli(&[
-            "get",
-            &format!("{cid}/train.bin"),
-            "-o",
-            out.to_str().unwrap(),
-        ]);
-        assert!(get.status.success(), "{}", stderr(&get));
-        assert!(std::fs::read(&out).unwrap() == want, "the bytes differ");
+        get_train_bin(&net, &cid, &want);
     });
 }
 
@@ -487,27 +492,14 @@ fn a_slow_holder_that_loses_a_race_keeps_its_connection() {
             .unwrap_or_else(|| panic!("no connection to the slow holder: {peers:#?}"))
     };
     let before = dials();
-    let out = net.dir.path().join("back.bin");
-    let get = net.cli(&[
-        "get",
-        &format!("{cid}/train.bin"),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert!(get.status.success(), "{}", stderr(&get));
-    assert!(std::fs::read(&out).unwrap() == want, "the bytes differ");
+    get_train_bin(&net, &cid, &want);
     let served = |name: &str| {
         let api = net.member(name).api.unwrap().to_string();
-        let (status, body) = http(&api, "GET", "/metrics", &[]);
-        assert_eq!(status, 200);
-        body.lines()
-            .find_map(|l| {
-                l.strip_prefix("cairn_transfer_bytes_total{direction=\"out\",kind=\"shard\"}")?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-            .unwrap_or(0.0)
+        metric(
+            &api,
+            "cairn_transfer_bytes_total{direction=\"out\",kind=\"shard\"}",
+        )
+        .unwrap_or(0.0)
     };
     // It was asked and sent part of a shard, not all of it: it lost a race.
     let sent = served("miner-0");
