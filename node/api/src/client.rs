@@ -331,6 +331,21 @@ impl ApiClient {
 
     /// A file of a dataset (or bytes `[start, end]` of it, inclusive as in
     /// HTTP), streamed.
+    /// A dataset's packed stream: its files back to back in manifest order
+    /// (each at its entry's `offset`), in one response.
+    pub fn dataset_bytes(&self, cid: &str) -> Result<FileStream, ApiError> {
+        let req = self
+            .agent
+            .get(self.url(&format!("/api/datasets/{}/bytes", encode_path(cid))));
+        let resp = Self::check(req.call().map_err(|e| self.failed(e))?)?;
+        let body = resp.into_body();
+        let len = body.content_length();
+        Ok(FileStream {
+            reader: Box::new(body.into_reader()),
+            len,
+        })
+    }
+
     pub fn file(&self, cid: &str, path: &str, range: Option<&str>) -> Result<FileStream, ApiError> {
         let mut req =
             self.agent

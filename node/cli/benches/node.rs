@@ -147,7 +147,18 @@ fn ranged_reads(net: &CliDevnet, cid: &str, file: &str, want: &[u8]) -> RangedRe
     });
     let per_sec_8 = 800.0 / t.elapsed().as_secs_f64();
 
-    // Stop one miner; read only where it held the data shard.
+    // Stop one miner; read only where it held the data shard, in a file
+    // pinned now and never read: what this gateway read before (the gets,
+    // the reads above) may still be in its cache, and half of these reads
+    // had been served from there.
+    let fresh = bytes(64 << 20, 4242);
+    let fresh_path = net.dir.path().join("holder-down.bin");
+    std::fs::write(&fresh_path, &fresh).unwrap();
+    let pin = net.cli(&["pin", fresh_path.to_str().unwrap(), "--json"]);
+    assert!(pin.status.success(), "pin: {}", stderr(&pin));
+    let v: serde_json::Value = serde_json::from_slice(&pin.stdout).unwrap();
+    let (cid, want) = (v["cid"].as_str().unwrap(), &fresh[..]);
+    let path = format!("/d/{cid}/holder-down.bin");
     let st = net.cli(&["status", cid, "--json"]);
     let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     let victim = net.node_id("miner-0").fmt_short().to_string();
@@ -164,10 +175,20 @@ fn ranged_reads(net: &CliDevnet, cid: &str, file: &str, want: &[u8]) -> RangedRe
             }
         }
     }
-    assert!(!spans.is_empty(), "miner-0 holds no data shard of {file}");
+    assert!(
+        !spans.is_empty(),
+        "miner-0 holds no data shard of 8 segments"
+    );
+    // Each read in a 16 KiB group of its own (37 is prime to the 128 groups
+    // of a shard), so that none is served by the group a read before it
+    // decoded: with one such shard, reads 12 KiB apart had mostly hit the
+    // cache (a p50 below the bare round trip).
+    let group = 16u64 << 10;
     let mut down: Vec<Duration> = (0..100u64)
         .map(|j| {
-            let at = spans[j as usize % spans.len()] + (j * 12_289) % ((seg / k) - 4096);
+            let span = spans[j as usize % spans.len()];
+            let g = (j / spans.len() as u64 * 37) % ((seg / k) / group);
+            let at = span + g * group + (j * 997) % (group - 4096);
             read_at(&http, &net.api, &path, want, at)
         })
         .collect();
@@ -188,13 +209,40 @@ struct PinGet {
     get: f64,
     cpu: CpuPerGib,
     cid: String,
-    /// CPU s per GiB this process spent writing the dataset's files: what
-    /// growing the page cache costs on this machine at this moment (a VM
-    /// that hands freed memory back to its host pays a fault per page
-    /// when it grows again; pin and get write new files too).
-    page_cache_growth: f64,
     /// Where the dataset's files were written before the pin.
     data: std::path::PathBuf,
+}
+
+/// Pins and gets one dataset of many small files (the shape of an image
+/// or text corpus) through `net`: (files, bytes, pin seconds, get seconds).
+fn many_small_files(net: &CliDevnet) -> (usize, u64, f64, f64) {
+    let root = net.dir.path().join("small-files");
+    let files = 5000usize;
+    let mut total = 0u64;
+    for i in 0..files {
+        let p = root.join(format!("d{:02}/f{i:05}.bin", i % 50));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let len = (i * 4099) % (20 << 10);
+        std::fs::write(&p, bytes(len, i as u64 + 1000)).unwrap();
+        total += len as u64;
+    }
+    let t = Instant::now();
+    let pin = net.cli(&["pin", root.to_str().unwrap(), "--json"]);
+    let pin_secs = t.elapsed().as_secs_f64();
+    assert!(pin.status.success(), "pin: {}", stderr(&pin));
+    let v: serde_json::Value = serde_json::from_slice(&pin.stdout).unwrap();
+    let cid = v["cid"].as_str().unwrap().to_string();
+    let out = net.dir.path().join("small-files-back");
+    let t = Instant::now();
+    let get = net.cli(&["get", &cid, "-o", out.to_str().unwrap()]);
+    let get_secs = t.elapsed().as_secs_f64();
+    assert!(get.status.success(), "get: {}", stderr(&get));
+    let p = format!("d07/f{:05}.bin", 4007);
+    assert!(
+        std::fs::read(out.join(&p)).unwrap() == std::fs::read(root.join(&p)).unwrap(),
+        "{p} differs after get"
+    );
+    (files, total, pin_secs, get_secs)
 }
 
 /// One round of the raw stream (MB/s up and down, the CPU s per GiB of
@@ -214,13 +262,13 @@ fn pin_and_get(net: &CliDevnet, total: u64, round: u64) -> PinGet {
     std::fs::create_dir_all(&data).unwrap();
     let parts = [0.4, 0.3, 0.2, 0.1];
     let mut written = 0u64;
-    let mut write_cpu = 0.0;
     for (i, share) in parts.iter().enumerate() {
         let len = (total as f64 * share) as usize;
-        let part = bytes(len, round * 16 + i as u64 + 7);
-        let c0 = cairn_testkit::bench::own_cpu_secs();
-        std::fs::write(data.join(format!("part-{i}.bin")), part).unwrap();
-        write_cpu += cairn_testkit::bench::own_cpu_secs() - c0;
+        std::fs::write(
+            data.join(format!("part-{i}.bin")),
+            bytes(len, round * 16 + i as u64 + 7),
+        )
+        .unwrap();
         written += len as u64;
     }
     let cli_cpu = cairn_testkit::bench::children_cpu_secs;
@@ -255,7 +303,6 @@ fn pin_and_get(net: &CliDevnet, total: u64, round: u64) -> PinGet {
         );
     }
     PinGet {
-        page_cache_growth: write_cpu / gib,
         pin: written as f64 / pin_secs / 1e6,
         get: written as f64 / get_secs / 1e6,
         cpu,
@@ -689,15 +736,6 @@ async fn bench() {
         ),
     ));
     rows.push(Row(
-        "  CPU s per GiB to write new files here, each round (page cache growth)".into(),
-        list(
-            &rounds
-                .iter()
-                .map(|r| r.ds.page_cache_growth)
-                .collect::<Vec<_>>(),
-        ),
-    ));
-    rows.push(Row(
         "  CPU s per GiB of data, pin: cairn / gateway / 6 miners together, mean".into(),
         format!(
             "{:.2} / {:.2} / {:.2}",
@@ -713,6 +751,19 @@ async fn bench() {
             mean(&|r| r.ds.cpu.get_cli),
             mean(&|r| r.ds.cpu.get_gateway),
             mean(&|r| r.ds.cpu.get_miners)
+        ),
+    ));
+    let (files, files_bytes, files_pin, files_get) = many_small_files(&net);
+    rows.push(Row(
+        format!("cairn pin / get of {files} small files (0-20 KiB, one dataset)"),
+        format!(
+            "{:.2} s / {:.2} s ({:.0} / {:.0} files/s; get {:.0} MB/s = {:.2} x the large files' get)",
+            files_pin,
+            files_get,
+            files as f64 / files_pin,
+            files as f64 / files_get,
+            files_bytes as f64 / files_get / 1e6,
+            files_bytes as f64 / files_get / 1e6 / get_round.ds.get
         ),
     ));
     let first = &rounds[0].ds;

@@ -295,6 +295,7 @@ pub fn get(
         let mut done = 0u64;
         if !as_file {
             std::fs::create_dir(&tmp).map_err(|e| io_err(&tmp, "cannot create", e))?;
+            return fetch_packed(api, &cid, &wanted, &tmp, |n| progress(n, total));
         }
         for e in &wanted {
             let local = if as_file {
@@ -349,6 +350,191 @@ pub fn get(
     }
 }
 
+/// Fetches a whole dataset into the directory `root` in one request: the
+/// packed stream (its files back to back), cut at the manifest's offsets.
+/// A dataset of many small files costs no round trip per file (10,000 files
+/// of 1-20 KiB took 10-22 s one request each). Every file is checked
+/// against its BLAKE3 as it is written, then synced on a [`SyncPool`] while
+/// the next ones are written (a large one also behind its writes).
+fn fetch_packed(
+    api: &ApiClient,
+    cid: &Cid,
+    entries: &[&EntryView],
+    root: &Path,
+    mut progress: impl FnMut(u64),
+) -> Result<u64> {
+    let mut files: Vec<&EntryView> = Vec::new();
+    for e in entries {
+        let local = root.join(&e.path);
+        if e.kind == EntryKind::Dir {
+            std::fs::create_dir_all(&local).map_err(|err| io_err(&local, "cannot create", err))?;
+        } else {
+            files.push(e);
+        }
+    }
+    files.sort_by_key(|e| e.offset);
+    let mut stream = api.dataset_bytes(&cid.to_string())?;
+    let mut syncs = SyncPool::new();
+    let mut at = 0u64;
+    let mut done = 0u64;
+    let mut buf = vec![0u8; 128 << 10];
+    for e in files {
+        if e.offset < at {
+            bail!(
+                "{}: the manifest puts it at byte {} of the dataset, inside the file before it; nothing was written",
+                e.path,
+                e.offset
+            );
+        }
+        // Bytes of no file asked for (none in a manifest cairn wrote).
+        let skipped = std::io::copy(&mut (&mut stream).take(e.offset - at), &mut std::io::sink())
+            .with_context(|| format!("{}: the transfer broke off", e.path))?;
+        if skipped != e.offset - at {
+            bail!("{}: the transfer broke off before it", e.path);
+        }
+        let local = root.join(&e.path);
+        if let Some(p) = local.parent() {
+            std::fs::create_dir_all(p).map_err(|err| io_err(p, "cannot create", err))?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&local)
+            .map_err(|err| io_err(&local, "cannot create", err))?;
+        let mut hasher = blake3::Hasher::new();
+        // A large file is synced behind its writes, as a single file is;
+        // small ones wait for the one sync at the end.
+        let mut behind = (e.size >= SyncBehind::EVERY as u64).then(|| SyncBehind::new(&f));
+        let mut left = e.size;
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let n = fill(&mut stream, &mut buf[..want])
+                .with_context(|| format!("{}: the transfer broke off", e.path))?;
+            if n == 0 {
+                bail!(
+                    "{}: the bytes received do not match the manifest (size {} of {})",
+                    e.path,
+                    e.size - left,
+                    e.size
+                );
+            }
+            hasher.update(&buf[..n]);
+            write_out(&mut f, &local, &buf[..n])?;
+            if let Some(b) = behind.as_mut() {
+                b.wrote(n);
+            }
+            left -= n as u64;
+            done += n as u64;
+            progress(done);
+        }
+        if let Some(b) = behind {
+            b.finish()
+                .map_err(|err| io_err(&local, "cannot write", err))?;
+        }
+        let got = hasher.finalize().to_hex();
+        if got.as_str() != e.blake3 {
+            bail!(
+                "{}: the bytes received do not match the manifest (BLAKE3 {got})",
+                e.path
+            );
+        }
+        if e.executable {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o755));
+        }
+        syncs.sync(f, local)?;
+        at = e.offset + e.size;
+    }
+    syncs.finish()?;
+    Ok(done)
+}
+
+/// Syncs finished files on a few threads while later ones are written: one
+/// after another, each sync waits for a journal commit of its own (10,000
+/// files of 1-20 KiB: 1.9 s here; 0.7 s on 16 threads, whose syncs share
+/// commits). Only the files given are synced, never the whole filesystem
+/// (a `syncfs` waited for other programs' writes too). At most
+/// [`SyncPool::QUEUE`] files wait, each an open file.
+struct SyncPool {
+    tx: Option<std::sync::mpsc::SyncSender<(File, PathBuf)>>,
+    threads: Vec<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl SyncPool {
+    const THREADS: usize = 16;
+    const QUEUE: usize = 64;
+
+    fn new() -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(File, PathBuf)>(Self::QUEUE);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let threads = (0..Self::THREADS)
+            .map(|_| {
+                let rx = std::sync::Arc::clone(&rx);
+                std::thread::spawn(move || -> Result<()> {
+                    loop {
+                        let next = rx.lock().expect("the queue's lock").recv();
+                        let Ok((f, path)) = next else {
+                            return Ok(());
+                        };
+                        f.sync_all().map_err(|e| io_err(&path, "cannot write", e))?;
+                    }
+                })
+            })
+            .collect();
+        SyncPool {
+            tx: Some(tx),
+            threads,
+        }
+    }
+
+    /// Queues a written file; once a sync has failed, stops and returns
+    /// its error (a thread ends early only on an error).
+    fn sync(&mut self, f: File, path: PathBuf) -> Result<()> {
+        let sent = match &self.tx {
+            Some(tx) if !self.threads.iter().any(|t| t.is_finished()) => tx.send((f, path)).is_ok(),
+            _ => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        self.join()?;
+        Err(anyhow!("the sync threads stopped"))
+    }
+
+    /// Waits for every queued sync; the first error is the get's.
+    fn finish(mut self) -> Result<()> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<()> {
+        self.tx = None;
+        let mut first = Ok(());
+        for t in self.threads.drain(..) {
+            let r = t
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("a sync thread failed")));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+}
+
+/// Writes to a file being fetched; a full disk says so.
+fn write_out(f: &mut File, local: &Path, bytes: &[u8]) -> Result<()> {
+    f.write_all(bytes).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            anyhow!(
+                "disk full writing {}; nothing was kept: free space and run get again",
+                local.display()
+            )
+        } else {
+            io_err(local, "cannot write", e)
+        }
+    })
+}
+
 /// What a get wrote.
 #[derive(Debug, Clone)]
 pub struct GetOutcome {
@@ -390,16 +576,7 @@ fn fetch_file(
             break;
         }
         hasher.update(&buf[..n]);
-        f.write_all(&buf[..n]).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::StorageFull {
-                anyhow!(
-                    "disk full writing {}; nothing was kept: free space and run get again",
-                    local.display()
-                )
-            } else {
-                io_err(local, "cannot write", e)
-            }
-        })?;
+        write_out(&mut f, local, &buf[..n])?;
         n_total += n as u64;
         behind.wrote(n);
         progress(n_total);
@@ -549,6 +726,38 @@ mod tests {
             self.left = &self.left[n..];
             Ok(n)
         }
+    }
+
+    /// Files given to the pool are synced; a sync that fails (a pipe
+    /// cannot be synced) is the error of the next call, naming its path.
+    #[test]
+    fn the_sync_pool_syncs_and_reports_the_first_failure() {
+        let d = tempfile::tempdir().unwrap();
+        let mut pool = SyncPool::new();
+        for i in 0..200 {
+            let p = d.path().join(format!("f{i}"));
+            std::fs::write(&p, [i as u8; 100]).unwrap();
+            pool.sync(File::open(&p).unwrap(), p).unwrap();
+        }
+        pool.finish().unwrap();
+
+        let mut pool = SyncPool::new();
+        let (_r, w) = std::io::pipe().unwrap();
+        let pipe = File::from(std::os::fd::OwnedFd::from(w));
+        pool.sync(pipe, PathBuf::from("the-pipe")).unwrap();
+        let mut failed = None;
+        for i in 0..1000 {
+            let p = d.path().join(format!("f{}", i % 200));
+            if let Err(e) = pool.sync(File::open(&p).unwrap(), p) {
+                failed = Some(e);
+                break;
+            }
+        }
+        let e = match failed {
+            Some(e) => e,
+            None => pool.finish().unwrap_err(),
+        };
+        assert!(e.to_string().contains("the-pipe"), "{e}");
     }
 
     #[test]

@@ -148,8 +148,65 @@ fn get_writes_nothing_outside_its_output_whatever_paths_the_api_names() {
     }
 }
 
+/// A dataset's packed stream that does not match its manifest (a file's
+/// bytes differ, or two files overlap) fails the get, naming the file, and
+/// leaves no output behind.
+#[test]
+fn get_of_a_dataset_checks_every_file_of_the_packed_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let cid = format!("cairn1{}", "a".repeat(52));
+    let hash = |b: &[u8]| blake3::hash(b).to_hex().to_string();
+    for (second_at, served, want) in [
+        (
+            5,
+            &b"helloWORLD"[..],
+            "b.bin: the bytes received do not match",
+        ),
+        (5, &b"hello"[..], "b.bin: the bytes received do not match"),
+        (
+            3,
+            &b"helloworld"[..],
+            "b.bin: the manifest puts it at byte 3",
+        ),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let view = serde_json::json!({
+            "cid": cid, "bytes": 10, "single_file": false, "data_shards": 1, "parity_shards": 1,
+            "segment_size": 64, "segments": 1, "placement_version": 1,
+            "entries": [
+                {"path": "a.bin", "kind": "file", "size": 5, "offset": 0,
+                 "blake3": hash(b"hello"), "executable": false},
+                {"path": "b.bin", "kind": "file", "size": 5, "offset": second_at,
+                 "blake3": hash(b"world"), "executable": false}]
+        })
+        .to_string();
+        let served = served.to_vec();
+        let server = std::thread::spawn(move || fake_api(listener, &view, &served));
+        let out = dir.path().join("out");
+        let o = cairn(&[
+            "--api",
+            &addr.to_string(),
+            "get",
+            &cid,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(!o.status.success(), "{want}: get succeeded");
+        assert!(stderr(&o).contains(want), "{want}: {}", stderr(&o));
+        assert!(!out.exists(), "{want}: a failed get left its output");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "{want}: a partial directory was left"
+        );
+        drop(server);
+    }
+}
+
 /// Serves any number of requests: the manifest view for `/api/...`, the
-/// bytes for `/d/...`, one connection at a time.
+/// bytes for `/d/...` and a dataset's packed stream, one connection at a
+/// time.
 fn fake_api(listener: TcpListener, view: &str, file: &[u8]) {
     for stream in listener.incoming().take(8).flatten() {
         let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -163,7 +220,7 @@ fn fake_api(listener: TcpListener, view: &str, file: &[u8]) {
                 break;
             }
         }
-        let body: &[u8] = if line.contains(" /d/") {
+        let body: &[u8] = if line.contains(" /d/") || line.contains("/bytes ") {
             file
         } else {
             view.as_bytes()

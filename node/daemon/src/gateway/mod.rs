@@ -291,6 +291,17 @@ async fn answer(req: Request<Incoming>, state: &Arc<ApiState>, path: &str) -> Re
                     },
                     Err(e) => failed(&e),
                 },
+                // The dataset's files back to back in manifest order, as
+                // stored: `cairn get` reads a dataset of many files in one
+                // request and cuts it at the manifest's offsets.
+                (&Method::GET, "bytes") => match ds.open(cid).await {
+                    Ok(d) => {
+                        let all = 0..d.manifest.total_len;
+                        let tag = cid.to_string();
+                        serve_bytes(&req, state, &d, all, &tag, tag.clone(), false).await
+                    }
+                    Err(e) => failed(&e),
+                },
                 (&Method::DELETE, "") => match ds.unpin(cid).await {
                     Ok(o) => json(StatusCode::OK, &o),
                     Err(e) => failed(&e),
@@ -659,7 +670,29 @@ async fn gateway(req: &Request<Incoming>, state: &ApiState, rest: &str, head: bo
             }
         }
     };
-    let len = entry.size;
+    let name = if path.is_empty() {
+        cid.to_string()
+    } else {
+        format!("{cid}/{path}")
+    };
+    let etag = data_encoding::HEXLOWER.encode(&entry.blake3);
+    let bytes = entry.offset..entry.offset + entry.size;
+    serve_bytes(req, state, &ds, bytes, &etag, name, head).await
+}
+
+/// Serves the bytes `stream` of a dataset's packed stream (one file's, or
+/// the whole stream), honouring a `Range` header within them: small reads
+/// from the groups that hold them, longer ones streamed a segment at a time.
+async fn serve_bytes(
+    req: &Request<Incoming>,
+    state: &ApiState,
+    ds: &crate::datasets::Dataset,
+    stream: std::ops::Range<u64>,
+    etag: &str,
+    name: String,
+    head: bool,
+) -> Resp {
+    let (base, len) = (stream.start, stream.end - stream.start);
     let range = req
         .headers()
         .get(RANGE)
@@ -680,21 +713,15 @@ async fn gateway(req: &Request<Incoming>, state: &ApiState, rest: &str, head: bo
         }
     };
     let tracked = || {
-        state.transfers.start(
-            "read",
-            if path.is_empty() {
-                cid.to_string()
-            } else {
-                format!("{cid}/{path}")
-            },
-            Some(end - start),
-        )
+        state
+            .transfers
+            .start("read", name.clone(), Some(end - start))
     };
-    let (a, b) = (entry.offset + start, entry.offset + end);
+    let (a, b) = (base + start, base + end);
     let body = if head || start == end {
         ChannelBody::empty()
-    } else if Datasets::is_small_read(&ds, a, b) {
-        match state.datasets.read_in_segment(&ds, a, b).await {
+    } else if Datasets::is_small_read(ds, a, b) {
+        match state.datasets.read_in_segment(ds, a, b).await {
             Ok(bytes) => ChannelBody {
                 rx: None,
                 once: Some(bytes),
@@ -731,10 +758,7 @@ async fn gateway(req: &Request<Incoming>, state: &ApiState, rest: &str, head: bo
     if let Ok(v) = HeaderValue::from_str(&(end - start).to_string()) {
         h.insert(CONTENT_LENGTH, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "\"{}\"",
-        data_encoding::HEXLOWER.encode(&entry.blake3)
-    )) {
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{etag}\"")) {
         h.insert(hyper::header::ETAG, v);
     }
     if status == StatusCode::PARTIAL_CONTENT
