@@ -329,30 +329,30 @@ impl ApiClient {
         }
     }
 
-    /// A file of a dataset (or bytes `[start, end]` of it, inclusive as in
-    /// HTTP), streamed.
     /// A dataset's packed stream: its files back to back in manifest order
     /// (each at its entry's `offset`), in one response.
     pub fn dataset_bytes(&self, cid: &str) -> Result<FileStream, ApiError> {
-        let req = self
-            .agent
-            .get(self.url(&format!("/api/datasets/{}/bytes", encode_path(cid))));
-        let resp = Self::check(req.call().map_err(|e| self.failed(e))?)?;
-        let body = resp.into_body();
-        let len = body.content_length();
-        Ok(FileStream {
-            reader: Box::new(body.into_reader()),
-            len,
-        })
+        let url = self.url(&format!("/api/datasets/{}/bytes", encode_path(cid)));
+        self.stream(self.authorized(self.agent.get(url)))
     }
 
+    /// A file of a dataset (or bytes `[start, end]` of it, inclusive as in
+    /// HTTP), streamed.
     pub fn file(&self, cid: &str, path: &str, range: Option<&str>) -> Result<FileStream, ApiError> {
-        let mut req =
-            self.agent
-                .get(self.url(&format!("/d/{}/{}", encode_path(cid), encode_path(path))));
+        let url = self.url(&format!("/d/{}/{}", encode_path(cid), encode_path(path)));
+        let mut req = self.authorized(self.agent.get(url));
         if let Some(r) = range {
             req = req.header("Range", format!("bytes={r}"));
         }
+        self.stream(req)
+    }
+
+    /// Sends a read and hands out its body as it arrives. The token goes
+    /// along: on a non-loopback bind the API wants it for reads too.
+    fn stream(
+        &self,
+        req: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
+    ) -> Result<FileStream, ApiError> {
         let resp = Self::check(req.call().map_err(|e| self.failed(e))?)?;
         let body = resp.into_body();
         let len = body.content_length();

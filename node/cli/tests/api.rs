@@ -149,8 +149,9 @@ fn get_writes_nothing_outside_its_output_whatever_paths_the_api_names() {
 }
 
 /// A dataset's packed stream that does not match its manifest (a file's
-/// bytes differ, or two files overlap) fails the get, naming the file, and
-/// leaves no output behind.
+/// bytes differ, the stream is shorter or longer than the files, two files
+/// overlap or leave a gap) fails the get, naming what is wrong, and leaves
+/// no output behind.
 #[test]
 fn get_of_a_dataset_checks_every_file_of_the_packed_stream() {
     let dir = tempfile::tempdir().unwrap();
@@ -162,11 +163,25 @@ fn get_of_a_dataset_checks_every_file_of_the_packed_stream() {
             &b"helloWORLD"[..],
             "b.bin: the bytes received do not match",
         ),
-        (5, &b"hello"[..], "b.bin: the bytes received do not match"),
+        (
+            5,
+            &b"hello"[..],
+            "sends 5 bytes for a dataset whose files hold 10",
+        ),
+        (
+            5,
+            &b"helloworld!"[..],
+            "sends 11 bytes for a dataset whose files hold 10",
+        ),
         (
             3,
             &b"helloworld"[..],
             "b.bin: the manifest puts it at byte 3",
+        ),
+        (
+            7,
+            &b"hello..world"[..],
+            "b.bin: the manifest puts it at byte 7",
         ),
     ] {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

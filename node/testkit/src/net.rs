@@ -275,6 +275,21 @@ impl HttpReader {
             .unwrap_or_default();
         (status, body)
     }
+
+    /// HEAD `path`: the status and the `Content-Length` announced.
+    pub fn head(&self, api: &str, path: &str) -> (u16, Option<u64>) {
+        let resp = self
+            .agent
+            .head(format!("http://{api}{path}"))
+            .call()
+            .expect("the API answers");
+        let len = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        (resp.status().as_u16(), len)
+    }
 }
 
 impl HttpReader {

@@ -226,6 +226,8 @@ fn route_name(path: &str) -> &'static str {
         (Some("api"), Some("pins")) => "pins",
         (Some("api"), Some("pin")) => "pin",
         (Some("api"), Some("grants")) => "grants",
+        // A dataset's packed stream is a read like a file's.
+        (Some("api"), Some("datasets")) if path.ends_with("/bytes") => "read",
         (Some("api"), Some("datasets")) => "datasets",
         _ => "other",
     }
@@ -271,7 +273,7 @@ async fn answer(req: Request<Incoming>, state: &Arc<ApiState>, path: &str) -> Re
             },
             Err(r) => r,
         },
-        (&Method::GET, ["api", "datasets", rest])
+        (&Method::GET | &Method::HEAD, ["api", "datasets", rest])
         | (&Method::DELETE, ["api", "datasets", rest]) => {
             let (cid, sub) = rest.split_once('/').unwrap_or((rest, ""));
             let cid = match cid.parse::<Cid>() {
@@ -294,11 +296,12 @@ async fn answer(req: Request<Incoming>, state: &Arc<ApiState>, path: &str) -> Re
                 // The dataset's files back to back in manifest order, as
                 // stored: `cairn get` reads a dataset of many files in one
                 // request and cuts it at the manifest's offsets.
-                (&Method::GET, "bytes") => match ds.open(cid).await {
+                (&Method::GET | &Method::HEAD, "bytes") => match ds.open(cid).await {
                     Ok(d) => {
                         let all = 0..d.manifest.total_len;
                         let tag = cid.to_string();
-                        serve_bytes(&req, state, &d, all, &tag, tag.clone(), false).await
+                        let head = method == Method::HEAD;
+                        serve_bytes(&req, state, &d, all, &tag, tag.clone(), head).await
                     }
                     Err(e) => failed(&e),
                 },
@@ -704,7 +707,7 @@ async fn serve_bytes(
         Some(Err(())) => {
             let mut r = error(
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                format!("range outside a {len}-byte file"),
+                format!("range outside the {len} bytes of {name}"),
             );
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                 r.headers_mut().insert(hyper::header::CONTENT_RANGE, v);
