@@ -308,20 +308,7 @@ pub fn get(
             std::fs::create_dir_all(&tmp).map_err(|err| io_err(&tmp, "cannot create", err))?;
             return Ok(0);
         }
-        let got = fetch_file(api, &cid, &e.path, &tmp, |n| progress(n, total))?;
-        if got.0 != e.size || got.1 != e.blake3 {
-            bail!(
-                "{}: the bytes received do not match the manifest (size {} of {}, BLAKE3 {})",
-                e.path,
-                got.0,
-                e.size,
-                got.1
-            );
-        }
-        if e.executable {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755));
-        }
+        fetch_entry(api, &cid, e, &tmp, |n| progress(n, total))?;
         Ok(e.size)
     })();
     match result {
@@ -453,8 +440,7 @@ fn fetch_packed(
             );
         }
         if e.executable {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o755));
+            make_executable(&local);
         }
         syncs.sync(f, local)?;
     }
@@ -484,23 +470,42 @@ fn fetch_each(
         if let Some(p) = local.parent() {
             std::fs::create_dir_all(p).map_err(|err| io_err(p, "cannot create", err))?;
         }
-        let got = fetch_file(api, cid, &e.path, &local, |n| progress(done + n))?;
-        if got.0 != e.size || got.1 != e.blake3 {
-            bail!(
-                "{}: the bytes received do not match the manifest (size {} of {}, BLAKE3 {})",
-                e.path,
-                got.0,
-                e.size,
-                got.1
-            );
-        }
-        if e.executable {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o755));
-        }
+        fetch_entry(api, cid, e, &local, |n| progress(done + n))?;
         done += e.size;
     }
     Ok(done)
+}
+
+/// One file of a dataset, one request: fetched into `local`, checked
+/// against the manifest's size and BLAKE3, made executable if it was.
+fn fetch_entry(
+    api: &ApiClient,
+    cid: &Cid,
+    e: &EntryView,
+    local: &Path,
+    progress: impl FnMut(u64),
+) -> Result<()> {
+    let got = fetch_file(api, cid, &e.path, local, progress)?;
+    if got.0 != e.size || got.1 != e.blake3 {
+        bail!(
+            "{}: the bytes received do not match the manifest (size {} of {}, BLAKE3 {})",
+            e.path,
+            got.0,
+            e.size,
+            got.1
+        );
+    }
+    if e.executable {
+        make_executable(local);
+    }
+    Ok(())
+}
+
+/// The mode a file marked executable in its manifest gets (best effort:
+/// a filesystem without modes keeps what it has).
+fn make_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755));
 }
 
 /// Syncs finished files on a few threads while later ones are written: one

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::path::Path;
 
 use cairn_testkit::bytes;
 use cairn_testkit::net::*;
@@ -118,25 +119,10 @@ fn get_writes_nothing_outside_its_output_whatever_paths_the_api_names() {
         absolute.display().to_string(),
         "a/../../evil".into(),
     ] {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let view = serde_json::json!({
-            "cid": cid, "bytes": 5, "single_file": false, "data_shards": 1, "parity_shards": 1,
-            "segment_size": 64, "segments": 1, "placement_version": 1,
-            "entries": [{"path": bad, "kind": "file", "size": 5, "offset": 0,
-                         "blake3": blake3::hash(b"evil!").to_hex().to_string(), "executable": false}]
-        })
-        .to_string();
-        let server = std::thread::spawn(move || fake_api(listener, &view, b"evil!"));
+        let entries = serde_json::json!([{"path": bad, "kind": "file", "size": 5, "offset": 0,
+            "blake3": blake3::hash(b"evil!").to_hex().to_string(), "executable": false}]);
         let out = dir.path().join("out");
-        let o = cairn(&[
-            "--api",
-            &addr.to_string(),
-            "get",
-            &cid,
-            "-o",
-            out.to_str().unwrap(),
-        ]);
+        let o = get_from_fake_api(&cid, entries, b"evil!", &out);
         assert!(!o.status.success(), "{bad}: get succeeded");
         assert!(stderr(&o).contains("unsafe path"), "{bad}: {}", stderr(&o));
         assert!(
@@ -144,8 +130,42 @@ fn get_writes_nothing_outside_its_output_whatever_paths_the_api_names() {
             "{bad}: written outside"
         );
         assert!(!out.exists(), "{bad}: a failed get left its output");
-        drop(server);
     }
+}
+
+/// `cairn get CID -o out` against a fake API (on a port of its own) that
+/// lists `entries` (a dataset of several files) and serves `served` for
+/// every read.
+fn get_from_fake_api(
+    cid: &str,
+    entries: serde_json::Value,
+    served: &[u8],
+    out: &Path,
+) -> std::process::Output {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bytes: u64 = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["size"].as_u64().unwrap())
+        .sum();
+    let view = serde_json::json!({
+        "cid": cid, "bytes": bytes, "single_file": false, "data_shards": 1,
+        "parity_shards": 1, "segment_size": 64, "segments": 1, "placement_version": 1,
+        "entries": entries
+    })
+    .to_string();
+    let served = served.to_vec();
+    std::thread::spawn(move || fake_api(listener, &view, &served));
+    cairn(&[
+        "--api",
+        &addr.to_string(),
+        "get",
+        cid,
+        "-o",
+        out.to_str().unwrap(),
+    ])
 }
 
 /// A dataset's packed stream that does not match its manifest (a file's
@@ -184,29 +204,13 @@ fn get_of_a_dataset_checks_every_file_of_the_packed_stream() {
             "b.bin: the manifest puts it at byte 7",
         ),
     ] {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let view = serde_json::json!({
-            "cid": cid, "bytes": 10, "single_file": false, "data_shards": 1, "parity_shards": 1,
-            "segment_size": 64, "segments": 1, "placement_version": 1,
-            "entries": [
-                {"path": "a.bin", "kind": "file", "size": 5, "offset": 0,
-                 "blake3": hash(b"hello"), "executable": false},
-                {"path": "b.bin", "kind": "file", "size": 5, "offset": second_at,
-                 "blake3": hash(b"world"), "executable": false}]
-        })
-        .to_string();
-        let served = served.to_vec();
-        let server = std::thread::spawn(move || fake_api(listener, &view, &served));
+        let entries = serde_json::json!([
+            {"path": "a.bin", "kind": "file", "size": 5, "offset": 0,
+             "blake3": hash(b"hello"), "executable": false},
+            {"path": "b.bin", "kind": "file", "size": 5, "offset": second_at,
+             "blake3": hash(b"world"), "executable": false}]);
         let out = dir.path().join("out");
-        let o = cairn(&[
-            "--api",
-            &addr.to_string(),
-            "get",
-            &cid,
-            "-o",
-            out.to_str().unwrap(),
-        ]);
+        let o = get_from_fake_api(&cid, entries, served, &out);
         assert!(!o.status.success(), "{want}: get succeeded");
         assert!(stderr(&o).contains(want), "{want}: {}", stderr(&o));
         assert!(!out.exists(), "{want}: a failed get left its output");
@@ -215,7 +219,6 @@ fn get_of_a_dataset_checks_every_file_of_the_packed_stream() {
             0,
             "{want}: a partial directory was left"
         );
-        drop(server);
     }
 }
 
