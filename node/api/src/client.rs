@@ -333,14 +333,14 @@ impl ApiClient {
     /// (each at its entry's `offset`), in one response.
     pub fn dataset_bytes(&self, cid: &str) -> Result<FileStream, ApiError> {
         let url = self.url(&format!("/api/datasets/{}/bytes", encode_path(cid)));
-        self.stream(self.authorized(self.agent.get(url)))
+        self.stream(self.agent.get(url))
     }
 
     /// A file of a dataset (or bytes `[start, end]` of it, inclusive as in
     /// HTTP), streamed.
     pub fn file(&self, cid: &str, path: &str, range: Option<&str>) -> Result<FileStream, ApiError> {
         let url = self.url(&format!("/d/{}/{}", encode_path(cid), encode_path(path)));
-        let mut req = self.authorized(self.agent.get(url));
+        let mut req = self.agent.get(url);
         if let Some(r) = range {
             req = req.header("Range", format!("bytes={r}"));
         }
@@ -353,6 +353,7 @@ impl ApiClient {
         &self,
         req: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
     ) -> Result<FileStream, ApiError> {
+        let req = self.authorized(req);
         let resp = Self::check(req.call().map_err(|e| self.failed(e))?)?;
         let body = resp.into_body();
         let len = body.content_length();

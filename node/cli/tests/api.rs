@@ -77,6 +77,52 @@ fn the_local_api_admits_only_its_own_host_origin_and_token() {
     assert!(o.status.success(), "{}", text(&o));
 }
 
+/// Bound beyond loopback (here to every address), the API wants the token
+/// for reads too, and `cairn get` sends it on each request it makes: the
+/// manifest, a dataset's packed stream, a single file.
+#[test]
+fn beyond_loopback_reads_want_the_token_and_get_sends_it() {
+    let net = CliDevnet::with_gateway_api(6, 0, &[], "0.0.0.0:0");
+    assert!(net.api.starts_with("0.0.0.0:"), "{}", net.api);
+    let data = net.dir.path().join("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    let big = bytes(3_000_000, 2);
+    std::fs::write(data.join("a.bin"), &big).unwrap();
+    std::fs::write(data.join("sub").join("b.txt"), b"hello").unwrap();
+    let o = net.cli(&["pin", data.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let cid = stdout(&o).trim().to_string();
+
+    // Without the token nothing is read: not the list, not the packed
+    // stream, not a file.
+    for path in [
+        "/api/pins".to_string(),
+        format!("/api/datasets/{cid}/bytes"),
+        format!("/d/{cid}/a.bin"),
+    ] {
+        let (status, body) = http(&net.api, "GET", &path, &[]);
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    let denied = net.dir.path().join("denied");
+    let o = net.cli_without_token(&["get", &cid, "-o", denied.to_str().unwrap()]);
+    assert!(!o.status.success(), "a get without the token went through");
+    assert!(stderr(&o).contains("needs the API token"), "{}", stderr(&o));
+    assert!(!denied.exists(), "a refused get left {}", denied.display());
+
+    // With it, the whole dataset (its packed stream) and one file.
+    let out = net.dir.path().join("out");
+    let o = net.cli(&["get", &cid, "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read(out.join("a.bin")).unwrap(), big);
+    assert_eq!(
+        std::fs::read(out.join("sub").join("b.txt")).unwrap(),
+        b"hello"
+    );
+    let o = net.cli(&["get", &format!("{cid}/a.bin"), "-o", "-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout == big, "the single file came back different");
+}
+
 /// A pin named like markup shows as text on the dashboard, in a real browser.
 #[test]
 fn a_pin_name_is_text_on_the_dashboard() {

@@ -701,6 +701,16 @@ impl CliDevnet {
     /// `miners` miners, `validators` validators and a gateway; `env` goes to
     /// every daemon (`CAIRN_VALIDATOR_*` settings, say).
     pub fn with(miners: usize, validators: usize, env: &[(&str, &str)]) -> CliDevnet {
+        Self::with_gateway_api(miners, validators, env, "127.0.0.1:0")
+    }
+
+    /// As [`CliDevnet::with`], the gateway's API bound to `gateway_api`.
+    pub fn with_gateway_api(
+        miners: usize,
+        validators: usize,
+        env: &[(&str, &str)],
+        gateway_api: &str,
+    ) -> CliDevnet {
         let dir = tempfile::tempdir().unwrap();
         let net = dir.path().join("net");
         let out = cairn_env(
@@ -714,7 +724,7 @@ impl CliDevnet {
                 "--capacity",
                 "2GiB",
                 "--gateway-api",
-                "127.0.0.1:0",
+                gateway_api,
                 "--dir",
                 net.to_str().unwrap(),
             ],
