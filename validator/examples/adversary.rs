@@ -8,6 +8,9 @@
 //! adversary --data-dir DIR --peer NODE_ID --addr IP:PORT ATTACK [ARGS]
 //!   challenge SHARD_ID LEN            challenge as if a validator
 //!   delete-shard SHARD_ID OWNER       delete a shard on behalf of its owner
+//!   claim-shard SHARD_ID              claim another's shard by a put of its id
+//!                                     with no bytes, then read it ("claim" and
+//!                                     "read": the peer's answers)
 //!   put-manifest CID                  store a copy of another's manifest (fetched from the peer)
 //!   delete-manifest CID               delete another's manifest and placement
 //!   put-placement CID VERSION self|owner
@@ -25,6 +28,10 @@
 //!   stall-placements N LEN SECS       N placements announcing LEN bytes, none sent, held SECS
 //!   trickle-puts N SECS               N 64 KiB shard puts sending one byte a second for SECS
 //!   fresh-identities N                N connections, each from a new unregistered key
+//!   uni-streams N                     N unidirectional streams (cairn reads none), 1 MiB
+//!                                     written on each: "ok" each one that took it
+//!   stall-requests N SECS             N streams announcing a 60,000-byte request and
+//!                                     sending 100 bytes of it; the answers within SECS
 //!   placement CID                     (a probe) the placement the peer holds: version, owner, signer
 //!   verdicts                          ask a validator for verdicts: whose come back (audits, verdicts, shards)
 //! ```
@@ -66,6 +73,9 @@ enum Attack {
         shard: ShardId,
         owner: NodeId,
     },
+    ClaimShard {
+        shard: ShardId,
+    },
     PutManifest {
         cid: Cid,
     },
@@ -100,6 +110,13 @@ enum Attack {
     },
     FreshIdentities {
         n: usize,
+    },
+    UniStreams {
+        n: usize,
+    },
+    StallRequests {
+        n: usize,
+        secs: u64,
     },
     Placement {
         cid: Cid,
@@ -141,6 +158,7 @@ fn main() -> Result<()> {
         let name = match &cli.attack {
             Attack::Challenge { .. } => "challenge",
             Attack::DeleteShard { .. } => "delete-shard",
+            Attack::ClaimShard { .. } => "claim-shard",
             Attack::PutManifest { .. } => "put-manifest",
             Attack::DeleteManifest { .. } => "delete-manifest",
             Attack::PutPlacement { .. } => "put-placement",
@@ -151,6 +169,8 @@ fn main() -> Result<()> {
             Attack::StallPlacements { .. } => "stall-placements",
             Attack::TricklePuts { .. } => "trickle-puts",
             Attack::FreshIdentities { .. } => "fresh-identities",
+            Attack::UniStreams { .. } => "uni-streams",
+            Attack::StallRequests { .. } => "stall-requests",
             Attack::Placement { .. } => "placement",
             Attack::Verdicts => "verdicts",
         };
@@ -163,6 +183,12 @@ fn main() -> Result<()> {
             Attack::DeleteShard { shard, owner } => {
                 let r = client.delete_shard(&addr, shard, Some(owner)).await;
                 *codes.entry(code_of(&r)).or_default() += 1;
+            }
+            Attack::ClaimShard { shard } => {
+                let claim = client.put_shard(&addr, shard, &[], None).await;
+                extra.insert("claim".into(), code_of(&claim).into());
+                let read = client.get_shard(&addr, shard, 0, u64::MAX, None).await;
+                extra.insert("read".into(), code_of(&read.map(|_| ())).into());
             }
             Attack::PutManifest { cid } => {
                 let bytes = client.get_manifest(&addr, cid.0).await?;
@@ -381,6 +407,56 @@ fn main() -> Result<()> {
                     ep.close().await;
                 }
                 extra.insert("secs".into(), started.elapsed().as_secs_f64().into());
+            }
+            Attack::UniStreams { n } => {
+                let conn = endpoint.connect(addr.clone(), cairn_proto::ALPN).await?;
+                let chunk = vec![0u8; 1 << 20];
+                for _ in 0..n {
+                    let sent = tokio::time::timeout(Duration::from_secs(2), async {
+                        let mut s = conn.open_uni().await?;
+                        s.write_all(&chunk).await?;
+                        anyhow::Ok(())
+                    })
+                    .await;
+                    let code = match sent {
+                        Ok(Ok(())) => "ok",
+                        Ok(Err(_)) => "closed",
+                        Err(_) => "held",
+                    };
+                    *codes.entry(code.into()).or_default() += 1;
+                }
+            }
+            Attack::StallRequests { n, secs } => {
+                let mut frame = 60_000u32.to_be_bytes().to_vec();
+                frame.extend_from_slice(&[0u8; 100]);
+                let started = Instant::now();
+                let mut tasks = tokio::task::JoinSet::new();
+                for _ in 0..n {
+                    let client = Client::new(endpoint.clone());
+                    let (addr, frame) = (addr.clone(), frame.clone());
+                    tasks.spawn(async move {
+                        let r = tokio::time::timeout(
+                            Duration::from_secs(secs),
+                            client.raw_request(&addr, &frame, false),
+                        )
+                        .await;
+                        let code = match r {
+                            Err(_) => "held".to_string(),
+                            Ok(Ok(Response::Error { code, .. })) => code_name(code),
+                            Ok(Ok(_)) => "ok".into(),
+                            Ok(Err(_)) => "closed".into(),
+                        };
+                        (code, started.elapsed())
+                    });
+                }
+                let mut slowest = Duration::ZERO;
+                while let Some(Ok((code, took))) = tasks.join_next().await {
+                    if code != "held" {
+                        slowest = slowest.max(took);
+                    }
+                    *codes.entry(code).or_default() += 1;
+                }
+                extra.insert("slowest_refusal_secs".into(), slowest.as_secs_f64().into());
             }
             Attack::Placement { cid } => {
                 let r = client.get_placement(&addr, cid).await;

@@ -96,6 +96,54 @@ fn a_member_cannot_take_over_another_members_dataset() {
     );
 }
 
+/// A member cannot become an owner of a shard by claiming it: a put of the
+/// shard's id with no bytes is refused, and the member still may not read
+/// the shard (a claim alone would let a miner that threw its shards away
+/// rebuild them at challenge time from the other holders). The true owner
+/// still reads every byte.
+#[test]
+fn a_member_cannot_claim_a_shard_it_does_not_have() {
+    let net = CliDevnet::up(6);
+    let (cid, data) = pin(&net, "data", 3 << 20, 5);
+    let evil = net.identity("mallory", "client");
+    let miner = net.member("miner-0");
+    let (_, shards) = shard_files(&net.path().join("miner-0"));
+    let shard = shards.first().expect("miner-0 holds a shard");
+    let r = adversary(&evil, &miner, &["claim-shard", shard]).unwrap();
+    assert_ne!(r["claim"], "ok", "a claim with no bytes was taken: {r}");
+    assert_eq!(r["read"], "forbidden", "the claimant read the shard: {r}");
+    let out = net.dir.path().join("out");
+    let o = net.cli(&["get", &cid, "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(out.join("part.bin")).unwrap(),
+        std::fs::read(data.join("part.bin")).unwrap()
+    );
+}
+
+/// A peer cannot park bytes or tasks on a node: it may open no stream of
+/// the kind cairn never reads (the QUIC stack would hold a window of
+/// unread bytes on each), and a request announced but never finished is
+/// refused once a body's idle allowance (10 s) has passed, not held open.
+#[test]
+fn a_peer_cannot_park_streams_on_a_node() {
+    let net = CliDevnet::up(1);
+    let evil = net.identity("mallory", "client");
+    let miner = net.member("miner-0");
+    let r = adversary(&evil, &miner, &["uni-streams", "3"]).unwrap();
+    assert_eq!(
+        count(&r, "held"),
+        3,
+        "a stream cairn never reads took bytes: {r}"
+    );
+    let r = adversary(&evil, &miner, &["stall-requests", "8", "40"]).unwrap();
+    assert_eq!(
+        count(&r, "malformed-frame"),
+        8,
+        "a stalled request was held: {r}"
+    );
+}
+
 /// A manifest whose parameters would make a reader allocate 64 GiB is
 /// refused by the miner it is sent to, with a clear error, and a reader
 /// asking for it gets an error, not an allocation.

@@ -752,18 +752,28 @@ async fn shard(config: Config, cmd: ShardCommand) -> Result<()> {
 fn api_client(g: &Global, config: &Config) -> ApiClient {
     let explicit_config = g.config.is_some() || g.data_dir.is_some();
     let devnet = Devnet::new(devnet::default_dir(), PathBuf::new());
+    let own_token = || Some(cairn_node::gateway::guard::token_path(&config.data_dir));
     let (addr, token_file) = match (g.api, devnet.api()) {
-        (Some(a), _) => (a, cairn_node::gateway::guard::token_path(&config.data_dir)),
-        (None, Some(a)) if !explicit_config => (a, devnet.gateway_token()),
-        _ => (
-            config.api.listen,
-            cairn_node::gateway::guard::token_path(&config.data_dir),
-        ),
+        (Some(a), Some(d)) if a == d && !explicit_config => (a, Some(devnet.gateway_token())),
+        // This node's token goes to this node's API only: another address
+        // (someone else's gateway, a typo) gets none unless one is named.
+        (Some(a), _) => (a, same_api(a, config.api.listen).then(own_token).flatten()),
+        (None, Some(a)) if !explicit_config => (a, Some(devnet.gateway_token())),
+        _ => (config.api.listen, own_token()),
     };
-    let token_file = g.api_token_file.clone().unwrap_or(token_file);
+    let token_file = g.api_token_file.clone().or(token_file);
     // Reads need no token on loopback: a missing or unreadable file is fine
     // until a call needs it, and the daemon then says so.
-    ApiClient::new(addr).with_token(std::fs::read_to_string(token_file).ok())
+    ApiClient::new(addr).with_token(token_file.and_then(|f| std::fs::read_to_string(f).ok()))
+}
+
+/// Whether `addr` reaches the API that listens on `listen` (an unspecified
+/// listen address answers on loopback too).
+fn same_api(addr: std::net::SocketAddr, listen: std::net::SocketAddr) -> bool {
+    addr == listen
+        || (listen.ip().is_unspecified()
+            && addr.port() == listen.port()
+            && (addr.ip().is_loopback() || addr.ip().is_unspecified()))
 }
 
 fn check_cid(s: &str) -> Result<Cid> {

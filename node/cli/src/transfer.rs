@@ -265,7 +265,10 @@ pub fn get(
     let dest: PathBuf = match out {
         Some(p) => p.to_path_buf(),
         None if as_file => {
-            PathBuf::from(Path::new(&wanted[0].path).file_name().unwrap_or_default())
+            let Some(first) = wanted.first() else {
+                bail!("{cid} lists no file; nothing was written");
+            };
+            PathBuf::from(Path::new(&first.path).file_name().unwrap_or_default())
         }
         None => PathBuf::from(cid.to_string()),
     };
@@ -485,7 +488,7 @@ fn fetch_entry(
     local: &Path,
     progress: impl FnMut(u64),
 ) -> Result<()> {
-    let got = fetch_file(api, cid, &e.path, local, progress)?;
+    let got = fetch_file(api, cid, e, local, progress)?;
     if got.0 != e.size || got.1 != e.blake3 {
         bail!(
             "{}: the bytes received do not match the manifest (size {} of {}, BLAKE3 {})",
@@ -632,10 +635,11 @@ pub struct GetOutcome {
 fn fetch_file(
     api: &ApiClient,
     cid: &Cid,
-    path: &str,
+    e: &EntryView,
     local: &Path,
     mut progress: impl FnMut(u64),
 ) -> Result<(u64, String)> {
+    let path = &e.path;
     let mut resp = api.file(&cid.to_string(), path, None)?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -657,6 +661,13 @@ fn fetch_file(
             fill(&mut resp, &mut buf).with_context(|| format!("{path}: the transfer broke off"))?;
         if n == 0 {
             break;
+        }
+        // No more than the manifest announces reaches the disk.
+        if n_total + n as u64 > e.size {
+            bail!(
+                "{path}: the API sends more than the manifest's {} bytes; nothing was kept",
+                e.size
+            );
         }
         hasher.update(&buf[..n]);
         write_out(&mut f, local, &buf[..n])?;

@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use cairn_testkit::bytes;
 use cairn_testkit::net::*;
@@ -188,30 +189,138 @@ fn get_from_fake_api(
     served: &[u8],
     out: &Path,
 ) -> std::process::Output {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let bytes: u64 = entries
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["size"].as_u64().unwrap())
-        .sum();
-    let view = serde_json::json!({
-        "cid": cid, "bytes": bytes, "single_file": false, "data_shards": 1,
-        "parity_shards": 1, "segment_size": 64, "segments": 1, "placement_version": 1,
-        "entries": entries
-    })
-    .to_string();
-    let served = served.to_vec();
-    std::thread::spawn(move || fake_api(listener, &view, &served));
+    let api = FakeApi::start(cid, entries, false, served);
     cairn(&[
         "--api",
-        &addr.to_string(),
+        &api.addr.to_string(),
         "get",
         cid,
         "-o",
         out.to_str().unwrap(),
     ])
+}
+
+/// An API (hostile or wrong) on a port of its own: it lists `entries` for
+/// `cid` and serves `served` for every read; `seen` holds the header lines
+/// of the requests it got, lowercased.
+struct FakeApi {
+    addr: std::net::SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeApi {
+    fn start(cid: &str, entries: serde_json::Value, single_file: bool, served: &[u8]) -> FakeApi {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let bytes: u64 = entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["size"].as_u64().unwrap())
+            .sum();
+        let view = serde_json::json!({
+            "cid": cid, "bytes": bytes, "single_file": single_file, "data_shards": 1,
+            "parity_shards": 1, "segment_size": 64, "segments": 1, "placement_version": 1,
+            "entries": entries
+        })
+        .to_string();
+        let served = served.to_vec();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        std::thread::spawn(move || fake_api(listener, &view, &served, &log));
+        FakeApi { addr, seen }
+    }
+
+    fn saw(&self, header: &str) -> bool {
+        let header = header.to_ascii_lowercase();
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|h| h.starts_with(&header))
+    }
+}
+
+/// What the API says a file holds is all that reaches the disk, and a
+/// dataset that lists nothing is an error, not a crash: a single-file
+/// dataset whose file comes 1 MiB long for 5 bytes announced fails naming
+/// it and leaves nothing; one listing no file fails saying so.
+#[test]
+fn get_keeps_no_more_than_the_manifest_announces() {
+    let dir = tempfile::tempdir().unwrap();
+    let cid = format!("cairn1{}", "a".repeat(52));
+    let entries = serde_json::json!([{"path": "a.bin", "kind": "file", "size": 5,
+        "offset": 0, "blake3": blake3::hash(b"hello").to_hex().to_string(),
+        "executable": false}]);
+    let api = FakeApi::start(&cid, entries, true, &vec![7u8; 1 << 20]);
+    let out = dir.path().join("a.bin");
+    let o = cairn(&[
+        "--api",
+        &api.addr.to_string(),
+        "get",
+        &cid,
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success(), "an endless file was taken");
+    assert!(
+        stderr(&o).contains("a.bin: the API sends more than the manifest's 5 bytes"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "a failed get left a file"
+    );
+
+    let api = FakeApi::start(&cid, serde_json::json!([]), true, b"");
+    let o = std::process::Command::new(cairn_bin())
+        .args(["--api", &api.addr.to_string(), "get", &cid])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "a dataset of no file was got");
+    assert!(stderr(&o).contains("lists no file"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// This node's API token goes to this node's API only: `cairn --api` naming
+/// another address (someone else's gateway) sends it no token unless one
+/// is named with `--api-token-file`.
+#[test]
+fn the_node_token_goes_to_no_other_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("node");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let token = data_dir.join("api.token");
+    std::fs::write(&token, "7".repeat(64)).unwrap();
+    let cid = format!("cairn1{}", "a".repeat(52));
+    let entries = serde_json::json!([{"path": "a.bin", "kind": "file", "size": 5,
+        "offset": 0, "blake3": blake3::hash(b"hello").to_hex().to_string(),
+        "executable": false}]);
+    let get = |extra: &[&str], out: &str| {
+        let api = FakeApi::start(&cid, entries.clone(), true, b"hello");
+        let addr = api.addr.to_string();
+        let out = dir.path().join(out);
+        let mut args = vec!["--data-dir", data_dir.to_str().unwrap(), "--api", &addr];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["get", &cid, "-o", out.to_str().unwrap()]);
+        let o = cairn(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(std::fs::read(&out).unwrap(), b"hello");
+        api
+    };
+    let api = get(&[], "one");
+    assert!(
+        !api.saw("authorization:"),
+        "the node's token went to another API"
+    );
+    let api = get(&["--api-token-file", token.to_str().unwrap()], "two");
+    assert!(
+        api.saw("authorization: bearer 777"),
+        "the named token was not sent"
+    );
 }
 
 /// A dataset's packed stream that does not match its manifest (a file's
@@ -270,8 +379,8 @@ fn get_of_a_dataset_checks_every_file_of_the_packed_stream() {
 
 /// Serves any number of requests: the manifest view for `/api/...`, the
 /// bytes for `/d/...` and a dataset's packed stream, one connection at a
-/// time.
-fn fake_api(listener: TcpListener, view: &str, file: &[u8]) {
+/// time; each request's header lines go to `seen`.
+fn fake_api(listener: TcpListener, view: &str, file: &[u8], seen: &Mutex<Vec<String>>) {
     for stream in listener.incoming().take(8).flatten() {
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut line = String::new();
@@ -283,6 +392,7 @@ fn fake_api(listener: TcpListener, view: &str, file: &[u8]) {
             if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
                 break;
             }
+            seen.lock().unwrap().push(h.trim_end().to_ascii_lowercase());
         }
         let body: &[u8] = if line.contains(" /d/") || line.contains("/bytes ") {
             file

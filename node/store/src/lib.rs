@@ -698,26 +698,6 @@ impl Store {
         })
     }
 
-    /// Adds `owner` as a holder of an existing present shard (a second put
-    /// of the same bytes). Returns false if the shard is not present.
-    pub fn add_owner(&self, id: &ShardId, owner: &NodeId) -> Result<bool> {
-        let _g = self.commit_lock.lock().expect("lock");
-        let Some(meta) = self.shard_meta(id)? else {
-            return Ok(false);
-        };
-        if meta.state != ShardState::Present || !self.volume_present(meta.volume) {
-            return Ok(false);
-        }
-        if !self.is_owner(id, owner)? {
-            let mut b = WriteBatch::default();
-            b.put_cf(self.cf(CF_OWNERS), owner_key(id, owner), []);
-            let pu = self.peer_usage(owner)? + meta.disk_len();
-            b.put_cf(self.cf(CF_PEERS), owner.as_bytes(), pu.to_le_bytes());
-            self.db.write_opt(b, &Self::synced())?;
-        }
-        Ok(true)
-    }
-
     /// Removes `owner`'s reference to a shard; the shard itself goes when no
     /// owner is left. Idempotent. `Err` if `owner` does not hold it and the
     /// shard exists (only holders may delete).

@@ -124,7 +124,7 @@ impl FileHasher {
                     "more bytes arrived than the files' sizes add up to".into(),
                 ));
             }
-            let n = (self.left as usize).min(data.len());
+            let n = self.left.min(data.len() as u64) as usize;
             self.hasher.update(&data[..n]);
             self.left -= n as u64;
             data = &data[n..];

@@ -22,6 +22,10 @@ use crate::config::NetworkConfig;
 use crate::error::{Error, Result};
 use cairn_proto::ALPN;
 
+/// The most a peer may have sent on one connection that the node has not
+/// read yet, over all its streams (16 MiB: a dozen streams at full window).
+pub const CONNECTION_RECEIVE_WINDOW: u32 = 16 << 20;
+
 /// Binds the QUIC endpoint as the network config says.
 pub async fn bind_endpoint(
     secret: SecretKey,
@@ -32,8 +36,14 @@ pub async fn bind_endpoint(
     // seconds, not after the default half minute.
     let idle = iroh::endpoint::IdleTimeout::try_from(Duration::from_secs(10))
         .map_err(|e| Error::Internal(format!("idle timeout: {e}")))?;
+    // cairn speaks on bidirectional streams only: a peer may open none of
+    // the other kind (the QUIC stack would buffer up to a window on each of
+    // 100 of them, unread). And a connection's unread bytes are bounded as a
+    // whole, not only per stream.
     let transport = QuicTransportConfig::builder()
         .max_concurrent_bidi_streams(VarInt::from_u32(max_streams))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW))
         .keep_alive_interval(Duration::from_secs(2))
         .max_idle_timeout(Some(idle))
         .build();

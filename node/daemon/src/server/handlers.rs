@@ -101,8 +101,12 @@ impl Handler<'_> {
                 format!("peer quota of {quota} bytes would be exceeded ({usage} used)"),
             ));
         }
-        // Already here: take a reference, tell the sender to stop sending.
-        if server.store.add_owner(&id, &owner)? {
+        // An owner putting a shard it already holds here: nothing to send.
+        // Anyone else proves they have the bytes by sending them (verified
+        // like any put; the commit keeps the copy already here and adds the
+        // new owner): a claim alone would let a member read a shard it
+        // never had, and a miner rebuild one it threw away.
+        if server.store.is_owner(&id, &owner)? && server.store.has_shard(&id)? {
             let _ = self.recv.stop(0u32.into());
             return self.respond(&Response::Ok).await;
         }

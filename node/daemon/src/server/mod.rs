@@ -530,7 +530,24 @@ async fn handle_stream(
     mut recv: RecvStream,
 ) -> crate::error::Result<()> {
     let started = std::time::Instant::now();
-    let (kind, outcome) = match read_frame(&mut recv, MAX_CONTROL_FRAME, &peer).await? {
+    // The request must arrive whole within a body's idle allowance: a
+    // stream that announces a frame and stalls holds a task and a buffer.
+    let frame = tokio::time::timeout(
+        handlers::BODY_IDLE,
+        read_frame(&mut recv, MAX_CONTROL_FRAME, &peer),
+    )
+    .await;
+    let Ok(frame) = frame else {
+        let refusal = Refusal::new(
+            ErrorCode::Malformed,
+            format!(
+                "the request did not arrive whole within {:?}",
+                handlers::BODY_IDLE
+            ),
+        );
+        return refuse(server, peer, "stalled", refusal, started, send, recv).await;
+    };
+    let (kind, outcome) = match frame? {
         ReadFrame::End => return Ok(()),
         ReadFrame::TooLarge { len, limit } => (
             "oversized",
@@ -563,24 +580,48 @@ async fn handle_stream(
             r.code.name()
         }
     };
-    if let Err(r) = outcome {
-        tracing::debug!(peer = %peer.fmt_short(), code = %r.code, message = %r.message, "refused");
-        let _ = recv.stop(0u32.into());
-        reply(
-            &mut send,
-            &Response::Error {
-                code: r.code,
-                message: r.message,
-            },
-            &peer,
-        )
-        .await?;
+    match outcome {
+        Err(r) => refuse(server, peer, kind, r, started, send, recv).await,
+        Ok(()) => {
+            server.metrics.request(kind, counted, started.elapsed());
+            end_stream(send).await;
+            Ok(())
+        }
     }
+}
+
+/// Answers a request with its refusal, counts it, and ends the stream.
+async fn refuse(
+    server: &Server,
+    peer: NodeId,
+    kind: &'static str,
+    r: Refusal,
+    started: std::time::Instant,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) -> crate::error::Result<()> {
+    tracing::debug!(peer = %peer.fmt_short(), code = %r.code, message = %r.message, "refused");
+    let _ = recv.stop(0u32.into());
+    let counted = r.code.name();
+    reply(
+        &mut send,
+        &Response::Error {
+            code: r.code,
+            message: r.message,
+        },
+        &peer,
+    )
+    .await?;
     server.metrics.request(kind, counted, started.elapsed());
-    let _ = send.finish();
-    // Wait until the peer has read everything (or gone), so the reply is not cut.
-    let _ = tokio::time::timeout(Duration::from_secs(10), send.stopped()).await;
+    end_stream(send).await;
     Ok(())
+}
+
+/// Finishes a reply and waits until the peer has read it (or gone), so it
+/// is not cut.
+async fn end_stream(mut send: SendStream) {
+    let _ = send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(10), send.stopped()).await;
 }
 
 /// The authorization table, then the slot, then the handler.
