@@ -32,6 +32,9 @@
 //!                                     written on each: "ok" each one that took it
 //!   stall-requests N SECS             N streams announcing a 60,000-byte request and
 //!                                     sending 100 bytes of it; the answers within SECS
+//!   stall-reads N SECS                a 24 MiB shard of its own stored on the peer, then N
+//!                                     reads of it whose bytes it leaves untaken for SECS:
+//!                                     "complete" or "reset" each
 //!   placement CID                     (a probe) the placement the peer holds: version, owner, signer
 //!   verdicts                          ask a validator for verdicts: whose come back (audits, verdicts, shards)
 //! ```
@@ -118,6 +121,10 @@ enum Attack {
         n: usize,
         secs: u64,
     },
+    StallReads {
+        n: usize,
+        secs: u64,
+    },
     Placement {
         cid: Cid,
     },
@@ -171,6 +178,7 @@ fn main() -> Result<()> {
             Attack::FreshIdentities { .. } => "fresh-identities",
             Attack::UniStreams { .. } => "uni-streams",
             Attack::StallRequests { .. } => "stall-requests",
+            Attack::StallReads { .. } => "stall-reads",
             Attack::Placement { .. } => "placement",
             Attack::Verdicts => "verdicts",
         };
@@ -457,6 +465,37 @@ fn main() -> Result<()> {
                     *codes.entry(code).or_default() += 1;
                 }
                 extra.insert("slowest_refusal_secs".into(), slowest.as_secs_f64().into());
+            }
+            Attack::StallReads { n, secs } => {
+                let shard: Vec<u8> = (0..24usize << 20)
+                    .map(|i| (i * 31 + i / 4096) as u8)
+                    .collect();
+                let id = cairn_proof::shard_id_and_outboard(&shard).0;
+                client.put_shard(&addr, id, &shard, None).await?;
+                let mut held = Vec::new();
+                for _ in 0..n {
+                    let get = Request::GetShard {
+                        id,
+                        offset: 0,
+                        length: u64::MAX,
+                        grant: None,
+                    };
+                    let (send, mut recv) = client.open_request(&addr, &get).await?;
+                    Client::read_reply(&mut recv, &cli.peer).await?;
+                    held.push((send, recv));
+                }
+                // The attack: the bytes are left untaken.
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+                for (_send, mut recv) in held {
+                    let code = loop {
+                        match recv.read_chunk(1 << 20).await {
+                            Ok(Some(_)) => {}
+                            Ok(None) => break "complete",
+                            Err(_) => break "reset",
+                        }
+                    };
+                    *codes.entry(code.into()).or_default() += 1;
+                }
             }
             Attack::Placement { cid } => {
                 let r = client.get_placement(&addr, cid).await;

@@ -144,6 +144,19 @@ fn a_peer_cannot_park_streams_on_a_node() {
     );
 }
 
+/// A reader that stops taking a shard's bytes loses the stream once a
+/// body's idle allowance (10 s) has passed: the get slot and the bytes in
+/// flight are freed, not held for as long as it keeps the connection. (The
+/// shard, 24 MiB, is more than the QUIC stack buffers for a connection.)
+#[test]
+fn a_shard_reader_that_stops_reading_is_let_go() {
+    let net = CliDevnet::up(1);
+    let evil = net.identity("mallory", "client");
+    let miner = net.member("miner-0");
+    let r = adversary(&evil, &miner, &["stall-reads", "4", "15"]).unwrap();
+    assert_eq!(count(&r, "reset"), 4, "a reader that stopped was held: {r}");
+}
+
 /// A manifest whose parameters would make a reader allocate 64 GiB is
 /// refused by the miner it is sent to, with a clear error, and a reader
 /// asking for it gets an error, not an allocation.

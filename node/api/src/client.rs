@@ -53,6 +53,14 @@ pub struct ApiClient {
 }
 
 /// Everything but unreserved characters and `/` is escaped in a file path.
+/// The most of a manifest the client reads: the protocol's limit on a
+/// manifest (`cairn_proto::wire::MAX_MANIFEST_LEN`; a test checks they agree).
+pub const MAX_MANIFEST_REPLY: u64 = 64 << 20;
+
+/// The most of a JSON reply the client reads (a manifest's listing of
+/// files is the largest the daemon sends: several times the manifest).
+pub const MAX_JSON_REPLY: u64 = 256 << 20;
+
 const PATH: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
@@ -190,7 +198,12 @@ impl ApiClient {
         resp: ureq::http::Response<ureq::Body>,
     ) -> Result<T, ApiError> {
         let resp = Self::check(resp)?;
-        let reader = BufReader::new(resp.into_body().into_reader());
+        let reader = BufReader::new(
+            resp.into_body()
+                .into_with_config()
+                .limit(MAX_JSON_REPLY)
+                .reader(),
+        );
         serde_json::from_reader(reader)
             .map_err(|e| ApiError::Transfer(format!("the daemon's reply does not parse: {e}")))
     }
@@ -327,6 +340,22 @@ impl ApiClient {
             }
             Err(e) => Err(self.failed(e)),
         }
+    }
+
+    /// A dataset's manifest as stored (its BLAKE3 is the CID), at most
+    /// [`MAX_MANIFEST_REPLY`] bytes.
+    pub fn manifest(&self, cid: &str) -> Result<Vec<u8>, ApiError> {
+        let url = self.url(&format!("/api/datasets/{}/manifest", encode_path(cid)));
+        let resp = self
+            .authorized(self.agent.get(url))
+            .call()
+            .map_err(|e| self.failed(e))?;
+        Self::check(resp)?
+            .into_body()
+            .with_config()
+            .limit(MAX_MANIFEST_REPLY)
+            .read_to_vec()
+            .map_err(|e| ApiError::Transfer(format!("the manifest did not come whole: {e}")))
     }
 
     /// A dataset's packed stream: its files back to back in manifest order

@@ -23,7 +23,9 @@
 mod client;
 mod pin_header;
 
-pub use client::{ApiClient, ApiError, FileStream, encode_path};
+pub use client::{
+    ApiClient, ApiError, FileStream, MAX_JSON_REPLY, MAX_MANIFEST_REPLY, encode_path,
+};
 pub use pin_header::{decode_pin_header, encode_pin_header};
 
 use serde::{Deserialize, Serialize};

@@ -851,22 +851,24 @@ fn get(api: &ApiClient, a: GetArgs) -> Result<()> {
         return Ok(());
     }
     if a.output.as_deref() == Some(Path::new("-")) {
-        let (cid, path) = a.target.split_once('/').unwrap_or((&a.target, ""));
-        let mut resp = api.file(cid, path, None)?;
-        std::io::copy(&mut resp, &mut std::io::stdout())?;
-        return Ok(());
+        return transfer::get_to_writer(api, &a.target, &mut std::io::stdout().lock());
     }
     let mut bar = transfer::Progress::new("getting", tty);
     let r = transfer::get(api, &a.target, a.output.as_deref(), |d, t| bar.update(d, t));
     bar.finish();
     let r = r?;
     eprintln!(
-        "got {:.1} MiB in {} files into {} ({:.1} s, {:.1} MiB/s), every file checked against its BLAKE3",
+        "got {:.1} MiB in {} files into {} ({:.1} s, {:.1} MiB/s), every file checked against its BLAKE3{}",
         r.bytes as f64 / 1048576.0,
         r.files,
         r.path.display(),
         r.seconds,
-        r.bytes as f64 / 1048576.0 / r.seconds.max(1e-3)
+        r.bytes as f64 / 1048576.0 / r.seconds.max(1e-3),
+        if r.manifest_checked {
+            " and the manifest against the CID"
+        } else {
+            "; the manifest was NOT checked against the CID (the daemon, an earlier release, gives none)"
+        }
     );
     Ok(())
 }

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use cairn_api::{ApiClient, ApiError, EntryKind, EntryView, FileSpec, PinOutcome, PinRequest};
+use cairn_api::{
+    ApiClient, ApiError, DatasetView, EntryKind, EntryView, FileSpec, PinOutcome, PinRequest,
+};
 use cairn_proto::Cid;
 use cairn_proto::records::check_path;
 
@@ -240,6 +242,67 @@ fn check_entries(entries: &[&EntryView]) -> Result<()> {
     Ok(())
 }
 
+/// Streams one file of a dataset (`CID/path`, or the CID of a single-file
+/// dataset) to `out`, checking it as it goes: no more than the manifest's
+/// size is written, and a file whose size or BLAKE3 differs fails the
+/// command after the fact (a pipe cannot take bytes back: the caller sees
+/// the failure in the exit status).
+pub fn get_to_writer(api: &ApiClient, target: &str, out: &mut dyn Write) -> Result<()> {
+    let (cid_str, sub) = target.split_once('/').unwrap_or((target, ""));
+    let cid: Cid = cid_str.parse()?;
+    let listing = api.dataset(&cid.to_string())?;
+    if !listing_is_the_cids(api, &cid, &listing)? {
+        eprintln!(
+            "warning: the manifest of {cid} was not checked against the CID (the daemon, an earlier release, gives none)"
+        );
+    }
+    let files: Vec<&EntryView> = listing
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File && (e.path == sub || sub.is_empty()))
+        .collect();
+    let [e] = files.as_slice() else {
+        if sub.is_empty() {
+            bail!(
+                "{cid} holds {} files; `-o -` writes one: name it as {cid}/PATH",
+                files.len()
+            );
+        }
+        bail!("{cid} has no file {sub:?}");
+    };
+    let mut resp = api.file(&cid.to_string(), &e.path, None)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 128 << 10];
+    let mut written = 0u64;
+    loop {
+        let n = fill(&mut resp, &mut buf)
+            .with_context(|| format!("{}: the transfer broke off", e.path))?;
+        if n == 0 {
+            break;
+        }
+        if written + n as u64 > e.size {
+            bail!(
+                "{}: the API sends more than the manifest's {} bytes",
+                e.path,
+                e.size
+            );
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).context("writing the output")?;
+        written += n as u64;
+    }
+    out.flush().context("writing the output")?;
+    let got = hasher.finalize();
+    if written != e.size || got.to_hex().as_str() != e.blake3 {
+        bail!(
+            "{}: the bytes written do not match the manifest (size {written} of {}, BLAKE3 {got}); discard the output",
+            e.path,
+            e.size
+        );
+    }
+    Ok(())
+}
+
 /// Fetches a dataset (or one file of it) into `out`, atomically.
 pub fn get(
     api: &ApiClient,
@@ -251,6 +314,7 @@ pub fn get(
     let (cid_str, sub) = target.split_once('/').unwrap_or((target, ""));
     let cid: Cid = cid_str.parse()?;
     let manifest = api.dataset(&cid.to_string())?;
+    let manifest_checked = listing_is_the_cids(api, &cid, &manifest)?;
     let wanted: Vec<&EntryView> = if sub.is_empty() {
         manifest.entries.iter().collect()
     } else {
@@ -318,6 +382,7 @@ pub fn get(
         Ok(bytes) => {
             std::fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, "cannot move into place", e))?;
             Ok(GetOutcome {
+                manifest_checked,
                 path: dest,
                 bytes,
                 files: wanted.len(),
@@ -628,6 +693,52 @@ pub struct GetOutcome {
     pub bytes: u64,
     pub files: usize,
     pub seconds: f64,
+    /// The listing was checked against the manifest whose BLAKE3 is the CID
+    /// (false only with a daemon of an earlier release, which gives none).
+    pub manifest_checked: bool,
+}
+
+/// Checks the API's listing of `cid` against the manifest whose BLAKE3 is
+/// that CID, so what `get` writes is the dataset asked for, whoever
+/// answers: the files, their sizes, offsets, BLAKE3s and modes must be
+/// the manifest's. False when the daemon (an earlier release) has no
+/// manifest to give.
+fn listing_is_the_cids(api: &ApiClient, cid: &Cid, view: &DatasetView) -> Result<bool> {
+    let bytes = match api.manifest(&cid.to_string()) {
+        Ok(b) => b,
+        Err(ApiError::Refused { status: 404, .. }) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    if *blake3::hash(&bytes).as_bytes() != cid.0 {
+        bail!(
+            "the manifest the API gives for {cid} does not hash to it: not this dataset; nothing was written"
+        );
+    }
+    let m = cairn_proto::Manifest::decode(&bytes)
+        .map_err(|e| anyhow!("the manifest of {cid} does not decode: {e}; nothing was written"))?;
+    let same_entry = |a: &cairn_proto::Entry, b: &EntryView| {
+        let kinds = matches!(
+            (&a.kind, &b.kind),
+            (cairn_proto::EntryKind::File, EntryKind::File)
+                | (cairn_proto::EntryKind::Dir, EntryKind::Dir)
+        );
+        kinds
+            && a.path == b.path
+            && a.size == b.size
+            && a.offset == b.offset
+            && a.executable == b.executable
+            && blake3::Hash::from(a.blake3).to_hex().as_str() == b.blake3
+    };
+    let same = m.single_file == view.single_file
+        && m.entries.len() == view.entries.len()
+        && m.entries
+            .iter()
+            .zip(&view.entries)
+            .all(|(a, b)| same_entry(a, b));
+    if !same {
+        bail!("the API's listing of {cid} is not what its manifest holds; nothing was written");
+    }
+    Ok(true)
 }
 
 /// Streams one file to `local` (a new file: never through a link that is
@@ -801,6 +912,14 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_reads_a_manifest_as_long_as_the_protocol_allows() {
+        assert_eq!(
+            cairn_api::MAX_MANIFEST_REPLY,
+            cairn_proto::wire::MAX_MANIFEST_LEN
+        );
+    }
 
     /// A reader that hands out at most 3 bytes a call and is interrupted
     /// every other call, as a socket may be.

@@ -124,6 +124,90 @@ fn beyond_loopback_reads_want_the_token_and_get_sends_it() {
     assert!(o.stdout == big, "the single file came back different");
 }
 
+/// Clients that open connections and never finish a request cannot take
+/// the API: it serves at most 64 connections at once (the rest wait in the
+/// kernel's backlog and hold nothing of the daemon's) and closes one whose
+/// headers have not come within 10 s; then it answers as before.
+#[test]
+fn slow_clients_cannot_take_the_api() {
+    let net = CliDevnet::up(1);
+    let gateway = net.pid("gateway");
+    let sockets = || {
+        std::fs::read_dir(format!("/proc/{gateway}/fd"))
+            .unwrap()
+            .flatten()
+            .filter(|f| {
+                std::fs::read_link(f.path())
+                    .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+            })
+            .count()
+    };
+    let before = sockets();
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let mut s = std::net::TcpStream::connect(&net.api).unwrap();
+        s.write_all(b"GET /api/info HTTP/1.1\r\nHost: ").unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        held.push(s);
+    }
+    // The event: the gateway has taken as many as it serves.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sockets() < before + 64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the API took {} connections",
+            sockets() - before
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let mut most = sockets() - before;
+    for (i, s) in held.iter_mut().enumerate() {
+        let mut rest = Vec::new();
+        let ended = std::io::Read::read_to_end(s, &mut rest);
+        assert!(ended.is_ok(), "connection {i} was held: {ended:?}");
+        most = most.max(sockets().saturating_sub(before));
+    }
+    assert!(most <= 64 + 4, "the API served {most} connections at once");
+    let (status, body) = http(&net.api, "GET", "/api/info", &[]);
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A reader that stops taking a dataset's bytes is let go after 30 s: the
+/// gateway drops the read (and the segments it holds) and ends the
+/// response short, instead of holding them as long as the connection lives.
+#[test]
+fn a_gateway_reader_that_stops_reading_is_let_go() {
+    let net = CliDevnet::up(6);
+    let data = net.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let len = 64usize << 20;
+    std::fs::write(data.join("a.bin"), bytes(len, 4)).unwrap();
+    let o = net.cli(&["pin", data.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let cid = stdout(&o).trim().to_string();
+    let mut s = std::net::TcpStream::connect(&net.api).unwrap();
+    write!(
+        s,
+        "GET /api/datasets/{cid}/bytes HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        net.api
+    )
+    .unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(&mut s, &mut first).unwrap();
+    // The attack: the reply is left unread for longer than the gateway waits.
+    std::thread::sleep(std::time::Duration::from_secs(35));
+    let mut rest = Vec::new();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let _ = std::io::Read::read_to_end(&mut s, &mut rest);
+    assert!(
+        rest.len() < len,
+        "a reader that stopped for 35 s was held and got all {} bytes",
+        rest.len()
+    );
+}
+
 /// A pin named like markup shows as text on the dashboard, in a real browser.
 #[test]
 fn a_pin_name_is_text_on_the_dashboard() {
@@ -210,6 +294,18 @@ struct FakeApi {
 
 impl FakeApi {
     fn start(cid: &str, entries: serde_json::Value, single_file: bool, served: &[u8]) -> FakeApi {
+        Self::with_manifest(cid, entries, single_file, served, None)
+    }
+
+    /// As [`FakeApi::start`], answering `/api/datasets/<cid>/manifest` with
+    /// `manifest` (without one, 404, as a daemon of an earlier release).
+    fn with_manifest(
+        cid: &str,
+        entries: serde_json::Value,
+        single_file: bool,
+        served: &[u8],
+        manifest: Option<Vec<u8>>,
+    ) -> FakeApi {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let bytes: u64 = entries
@@ -227,7 +323,7 @@ impl FakeApi {
         let served = served.to_vec();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
-        std::thread::spawn(move || fake_api(listener, &view, &served, &log));
+        std::thread::spawn(move || fake_api(listener, &view, &served, manifest.as_deref(), &log));
         FakeApi { addr, seen }
     }
 
@@ -239,6 +335,103 @@ impl FakeApi {
             .iter()
             .any(|h| h.starts_with(&header))
     }
+}
+
+/// What `cairn get` writes is the dataset the CID names, whoever answers:
+/// the API's listing must be the manifest whose BLAKE3 is the CID. A
+/// manifest of another dataset, or a listing that differs from the
+/// manifest (another file's bytes and BLAKE3 under the same name), fails
+/// the get before anything is written; the true listing passes and says
+/// it was checked.
+#[test]
+fn get_checks_the_listing_against_the_cid() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = |b: &[u8]| *blake3::hash(b).as_bytes();
+    let manifest = cairn_proto::Manifest {
+        owner: cairn_proto::SecretKey::generate().public(),
+        data_shards: 1,
+        parity_shards: 1,
+        segment_size: 64,
+        total_len: 5,
+        single_file: true,
+        entries: vec![cairn_proto::Entry {
+            path: "a.bin".into(),
+            kind: cairn_proto::EntryKind::File,
+            size: 5,
+            offset: 0,
+            blake3: hash(b"hello"),
+            executable: false,
+        }],
+        segments: vec![cairn_proto::SegmentRecord {
+            len: 5,
+            blake3: hash(b"hello"),
+            shards: vec![cairn_proof::ShardId([1; 32]), cairn_proof::ShardId([2; 32])],
+        }],
+    };
+    let bytes = manifest.encode();
+    let cid = manifest.cid().to_string();
+    let listing = |content: &[u8]| {
+        serde_json::json!([{"path": "a.bin", "kind": "file", "size": 5, "offset": 0,
+            "blake3": blake3::hash(content).to_hex().to_string(), "executable": false}])
+    };
+    let get = |cid: &str, content: &[u8], out: &str| {
+        let api = FakeApi::with_manifest(cid, listing(content), true, content, Some(bytes.clone()));
+        let out = dir.path().join(out);
+        let o = cairn(&[
+            "--api",
+            &api.addr.to_string(),
+            "get",
+            cid,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        (o, out)
+    };
+    let other = format!("cairn1{}", "a".repeat(52));
+    let (o, out) = get(&other, b"hello", "other");
+    assert!(!o.status.success(), "another dataset's manifest was taken");
+    assert!(stderr(&o).contains("does not hash to it"), "{}", stderr(&o));
+    assert!(!out.exists());
+    let (o, out) = get(&cid, b"HELLO", "forged");
+    assert!(
+        !o.status.success(),
+        "a listing unlike the manifest was taken"
+    );
+    assert!(
+        stderr(&o).contains("is not what its manifest holds"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+    // To standard output the bytes cannot be taken back: the exit status
+    // says they were wrong.
+    let api = FakeApi::with_manifest(&cid, listing(b"hello"), true, b"HELLO", Some(bytes.clone()));
+    let o = cairn(&[
+        "--api",
+        &api.addr.to_string(),
+        "get",
+        &format!("{cid}/a.bin"),
+        "-o",
+        "-",
+    ]);
+    assert!(!o.status.success(), "wrong bytes to stdout passed");
+    assert!(
+        stderr(&o).contains("a.bin: the bytes written do not match the manifest"),
+        "{}",
+        stderr(&o)
+    );
+    let api = FakeApi::with_manifest(&cid, listing(b"hello"), true, b"hello", Some(bytes.clone()));
+    let o = cairn(&["--api", &api.addr.to_string(), "get", &cid, "-o", "-"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(o.stdout, b"hello");
+    let (o, out) = get(&cid, b"hello", "true");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("the manifest against the CID"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(out).unwrap(), b"hello");
 }
 
 /// What the API says a file holds is all that reaches the disk, and a
@@ -380,7 +573,13 @@ fn get_of_a_dataset_checks_every_file_of_the_packed_stream() {
 /// Serves any number of requests: the manifest view for `/api/...`, the
 /// bytes for `/d/...` and a dataset's packed stream, one connection at a
 /// time; each request's header lines go to `seen`.
-fn fake_api(listener: TcpListener, view: &str, file: &[u8], seen: &Mutex<Vec<String>>) {
+fn fake_api(
+    listener: TcpListener,
+    view: &str,
+    file: &[u8],
+    manifest: Option<&[u8]>,
+    seen: &Mutex<Vec<String>>,
+) {
     for stream in listener.incoming().take(8).flatten() {
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut line = String::new();
@@ -394,15 +593,20 @@ fn fake_api(listener: TcpListener, view: &str, file: &[u8], seen: &Mutex<Vec<Str
             }
             seen.lock().unwrap().push(h.trim_end().to_ascii_lowercase());
         }
-        let body: &[u8] = if line.contains(" /d/") || line.contains("/bytes ") {
-            file
+        let (status, body): (&str, &[u8]) = if line.contains(" /d/") || line.contains("/bytes ") {
+            ("200 OK", file)
+        } else if line.contains("/manifest ") {
+            match manifest {
+                Some(m) => ("200 OK", m),
+                None => ("404 Not Found", br#"{"error": "no route"}"#),
+            }
         } else {
-            view.as_bytes()
+            ("200 OK", view.as_bytes())
         };
         let mut s = stream;
         let _ = write!(
             s,
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         );
         let _ = s.write_all(body);

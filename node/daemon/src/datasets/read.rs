@@ -32,6 +32,9 @@ use crate::net::HeardMark;
 const HEDGE_AFTER: Duration = Duration::from_secs(1);
 /// A shard fetch is abandoned after this long.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a reader may take none of the bytes streamed to it before the
+/// read is dropped (with the segments it holds).
+pub const READER_IDLE: Duration = Duration::from_secs(30);
 /// A ranged read waits for a data shard's holder at least this long (and
 /// 4 round trips) before it also decodes the piece from other shards.
 const MIN_RANGE_HEDGE: Duration = Duration::from_millis(50);
@@ -875,8 +878,16 @@ impl Datasets {
             let from = (start.saturating_sub(seg_start) - offset) as usize;
             let to = ((end - seg_start - offset) as usize).min(bytes.len());
             for piece in bytes.slices(from, to, 1 << 20) {
-                if tx.send(Ok(piece)).await.is_err() {
-                    return; // reader went away
+                match tokio::time::timeout(READER_IDLE, tx.send(Ok(piece))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return, // reader went away
+                    Err(_) => {
+                        tracing::debug!(
+                            idle = ?READER_IDLE,
+                            "a reader took nothing for too long; its read is dropped"
+                        );
+                        return;
+                    }
                 }
             }
         }

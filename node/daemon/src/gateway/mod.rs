@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_api::{
@@ -30,7 +30,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RANGE};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::datasets::{Dataset, Datasets};
 use crate::error::{Error, Result};
@@ -118,6 +118,16 @@ fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Resp {
     r
 }
 
+/// Bytes as they are (`application/octet-stream`).
+fn octets(body: Vec<u8>) -> Resp {
+    let mut r = Response::new(ChannelBody::full(body));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    r
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Resp {
     json(
         status,
@@ -150,31 +160,53 @@ fn failed(e: &Error) -> Resp {
     error(status, e.to_string())
 }
 
+/// At most this many API connections are served at once; more wait in the
+/// listen backlog until one ends.
+pub const MAX_API_CONNECTIONS: usize = 64;
+
+/// A request's headers (and an idle connection's next request) must arrive
+/// within this, or the connection is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves the API until `shutdown` turns true.
 pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<ApiState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let connections = Arc::new(Semaphore::new(MAX_API_CONNECTIONS));
     loop {
-        let (stream, _) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "api accept failed");
-                    continue;
-                }
+        let permit = tokio::select! {
+            p = Arc::clone(&connections).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
             },
             _ = shutdown.wait_for(|s| *s) => return,
         };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, say: not a loop that spins.
+                tracing::warn!(error = %e, "api accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let state = Arc::clone(&state);
         tokio::spawn(async move {
+            let _permit = permit;
             let io = hyper_util::rt::TokioIo::new(stream);
             let svc = hyper::service::service_fn(move |req| {
                 let state = Arc::clone(&state);
                 async move { Ok::<_, Infallible>(route(req, state).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(io, svc)
                 .await
             {
@@ -291,6 +323,12 @@ async fn answer(req: Request<Incoming>, state: &Arc<ApiState>, path: &str) -> Re
                         Ok(s) => json(StatusCode::OK, &s),
                         Err(e) => failed(&e),
                     },
+                    Err(e) => failed(&e),
+                },
+                // The manifest as stored (its BLAKE3 is the CID): `cairn
+                // get` checks what it is told against the CID it asked for.
+                (&Method::GET, "manifest") => match ds.open(cid).await {
+                    Ok(d) => octets(d.manifest.encode()),
                     Err(e) => failed(&e),
                 },
                 // The dataset's files back to back in manifest order, as

@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use cairn_proof::{Challenge, GROUP_LEN, ShardId};
 use cairn_proto::wire::{
     ErrorCode, InventoryEntry, MAX_INVENTORY_PAGE, MAX_MANIFEST_LEN, MAX_NODES_REPLY,
@@ -53,6 +55,23 @@ fn write_err(e: iroh::endpoint::WriteError) -> Refusal {
     Refusal::new(ErrorCode::Internal, e.to_string())
 }
 
+/// Hands a piece of a reply to the stream, which the peer must make room
+/// for within a body's idle allowance: a reader that stops reading loses
+/// the stream (reset), and the slot and buffers its request held go with
+/// it instead of staying as long as it keeps the connection alive.
+async fn send_piece(send: &mut SendStream, piece: Bytes) -> Result<(), Refusal> {
+    match tokio::time::timeout(BODY_IDLE, send.write_chunk(piece)).await {
+        Ok(r) => r.map_err(write_err),
+        Err(_) => {
+            let _ = send.reset(2u32.into());
+            Err(Refusal::new(
+                ErrorCode::Malformed,
+                format!("the reader took nothing for {BODY_IDLE:?}; the reply was cut"),
+            ))
+        }
+    }
+}
+
 impl Handler<'_> {
     async fn respond(&mut self, r: &Response) -> Result<(), Refusal> {
         reply(self.send, r, &self.peer)
@@ -67,7 +86,9 @@ impl Handler<'_> {
         })
         .await?;
         self.server.bandwidth.up.take(bytes.len()).await;
-        self.send.write_all(bytes).await.map_err(write_err)?;
+        for piece in bytes.chunks(IO_CHUNK) {
+            send_piece(self.send, Bytes::copy_from_slice(piece)).await?;
+        }
         self.server
             .metrics
             .transfer("out", "record", bytes.len() as u64);
@@ -234,16 +255,13 @@ impl Handler<'_> {
         // copied into its send buffer.
         let outboard_len = outboard.len();
         server.bandwidth.up.take(outboard_len).await;
-        self.send
-            .write_chunk(outboard.into())
-            .await
-            .map_err(write_err)?;
+        send_piece(self.send, outboard.into()).await?;
         let metrics = &server.metrics;
         metrics.transfer("out", "shard", outboard_len as u64);
         if let Some(buf) = head {
             let n = buf.len();
             server.bandwidth.up.take(n).await;
-            self.send.write_chunk(buf.into()).await.map_err(write_err)?;
+            send_piece(self.send, buf.into()).await?;
             metrics.transfer("out", "shard", n as u64);
             return Ok(());
         }
@@ -267,7 +285,7 @@ impl Handler<'_> {
                 Ok(buf) => {
                     let n = buf.len();
                     server.bandwidth.up.take(n).await;
-                    self.send.write_chunk(buf.into()).await.map_err(write_err)?;
+                    send_piece(self.send, buf.into()).await?;
                     metrics.transfer("out", "shard", n as u64);
                 }
                 Err(e) => {

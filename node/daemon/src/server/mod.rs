@@ -602,7 +602,9 @@ async fn refuse(
 ) -> crate::error::Result<()> {
     tracing::debug!(peer = %peer.fmt_short(), code = %r.code, message = %r.message, "refused");
     let _ = recv.stop(0u32.into());
-    let counted = r.code.name();
+    server
+        .metrics
+        .request(kind, r.code.name(), started.elapsed());
     reply(
         &mut send,
         &Response::Error {
@@ -612,7 +614,6 @@ async fn refuse(
         &peer,
     )
     .await?;
-    server.metrics.request(kind, counted, started.elapsed());
     end_stream(send).await;
     Ok(())
 }
