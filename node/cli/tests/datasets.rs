@@ -561,8 +561,8 @@ fn many_small_files_come_back_in_one_request() {
     assert_eq!(mode & 0o111, 0o111, "the executable bit was lost");
     assert_eq!(
         (calls("read") - reads, calls("datasets") - datasets),
-        (1.0, 1.0),
-        "the manifest and the packed stream, one request each (not one per file)"
+        (1.0, 2.0),
+        "the listing, the manifest and the packed stream: one request each (not one per file)"
     );
     // A range of the stream is the bytes of the file at that offset; HEAD
     // gives the dataset's length.
