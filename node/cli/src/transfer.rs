@@ -41,6 +41,30 @@ fn io_err(path: &Path, what: &str, e: std::io::Error) -> anyhow::Error {
     anyhow!("{what} {}: {e}{hint}", path.display())
 }
 
+/// Refuses a name with a control character: cairn keeps them out of
+/// datasets, as a terminal acts on them when a name is printed (a name can
+/// clear the screen, or move the cursor over what was said before it).
+fn check_printable(name: &str, dir: &Path) -> Result<()> {
+    if name.chars().any(char::is_control) {
+        bail!(
+            "{}: the name {name:?} holds a control character, which cairn keeps out of datasets; rename it and pin again",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a path a daemon names with a control character (cairn pins
+/// none), before it is printed anywhere.
+fn named_printable(path: &str) -> Result<()> {
+    if path.chars().any(char::is_control) {
+        bail!(
+            "the daemon named {path:?}, with a control character (cairn pins none); nothing was written"
+        );
+    }
+    Ok(())
+}
+
 /// Walks `path` (a file or a directory tree) and checks every file opens.
 pub fn scan(path: &Path) -> Result<LocalDataset> {
     let meta = std::fs::metadata(path).map_err(|e| io_err(path, "cannot pin", e))?;
@@ -50,6 +74,7 @@ pub fn scan(path: &Path) -> Result<LocalDataset> {
             .and_then(|n| n.to_str())
             .ok_or_else(|| anyhow!("{}: file name is not UTF-8", path.display()))?
             .to_string();
+        check_printable(&name, path.parent().unwrap_or(Path::new(".")))?;
         File::open(path).map_err(|e| io_err(path, "cannot read", e))?;
         let size = meta.len();
         return Ok(LocalDataset {
@@ -94,6 +119,7 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<FileSpec>) -> Result<()> {
         let name = name
             .to_str()
             .ok_or_else(|| anyhow!("{}: a name in it is not UTF-8", dir.display()))?;
+        check_printable(name, dir)?;
         let rel = if prefix.is_empty() {
             name.to_string()
         } else {
@@ -211,12 +237,14 @@ pub fn pin(
 /// Checks the entries a daemon names before anything is written: each a
 /// relative path without `.` or `..`, none twice, none that differs from
 /// another only in case (the two would be one file on a case-folding
-/// filesystem), and no file that is also the directory of another.
+/// filesystem), no file that is also the directory of another, and no
+/// control character (printed, a terminal would act on it).
 fn check_entries(entries: &[&EntryView]) -> Result<()> {
     let mut folded = HashSet::new();
     let mut files = HashSet::new();
     for e in entries {
         check_path(&e.path).map_err(|err| anyhow!("the daemon named an unsafe path: {err}"))?;
+        named_printable(&e.path)?;
         if !folded.insert(e.path.to_lowercase()) {
             bail!(
                 "the daemon named {:?} twice (or two paths that differ only in case); nothing was written",
@@ -270,30 +298,13 @@ pub fn get_to_writer(api: &ApiClient, target: &str, out: &mut dyn Write) -> Resu
         }
         bail!("{cid} has no file {sub:?}");
     };
-    let mut resp = api.file(&cid.to_string(), &e.path, None)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 128 << 10];
-    let mut written = 0u64;
-    loop {
-        let n = fill(&mut resp, &mut buf)
-            .with_context(|| format!("{}: the transfer broke off", e.path))?;
-        if n == 0 {
-            break;
-        }
-        if written + n as u64 > e.size {
-            bail!(
-                "{}: the API sends more than the manifest's {} bytes",
-                e.path,
-                e.size
-            );
-        }
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).context("writing the output")?;
-        written += n as u64;
-    }
+    named_printable(&e.path)?;
+    let resp = api.file(&cid.to_string(), &e.path, None)?;
+    let (written, got) = copy_checked(resp, e, |piece, _| {
+        out.write_all(piece).context("writing the output")
+    })?;
     out.flush().context("writing the output")?;
-    let got = hasher.finalize();
-    if written != e.size || got.to_hex().as_str() != e.blake3 {
+    if written != e.size || got.as_str() != e.blake3 {
         bail!(
             "{}: the bytes written do not match the manifest (size {written} of {}, BLAKE3 {got}); discard the output",
             e.path,
@@ -378,17 +389,22 @@ pub fn get(
         fetch_entry(api, &cid, e, &tmp, |n| progress(n, total))?;
         Ok(e.size)
     })();
+    let result = result.and_then(|bytes| match rename_no_replace(&tmp, &dest) {
+        Ok(()) => Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(anyhow!(
+            "{} appeared while get ran; cairn get never overwrites: nothing was written (choose another -o or remove it)",
+            dest.display()
+        )),
+        Err(e) => Err(io_err(&dest, "cannot move into place", e)),
+    });
     match result {
-        Ok(bytes) => {
-            std::fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, "cannot move into place", e))?;
-            Ok(GetOutcome {
-                manifest_checked,
-                path: dest,
-                bytes,
-                files: wanted.len(),
-                seconds: started.elapsed().as_secs_f64(),
-            })
-        }
+        Ok(bytes) => Ok(GetOutcome {
+            manifest_checked,
+            path: dest,
+            bytes,
+            files: wanted.len(),
+            seconds: started.elapsed().as_secs_f64(),
+        }),
         Err(e) => {
             let _ = if tmp.is_dir() {
                 std::fs::remove_dir_all(&tmp)
@@ -750,17 +766,38 @@ fn fetch_file(
     local: &Path,
     mut progress: impl FnMut(u64),
 ) -> Result<(u64, String)> {
-    let path = &e.path;
-    let mut resp = api.file(&cid.to_string(), path, None)?;
+    let resp = api.file(&cid.to_string(), &e.path, None)?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(local)
         .map_err(|e| io_err(local, "cannot create", e))?;
+    let mut behind = SyncBehind::new(&f);
+    let (n_total, got) = copy_checked(resp, e, |piece, so_far| {
+        write_out(&mut f, local, piece)?;
+        behind.wrote(piece.len());
+        progress(so_far);
+        Ok(())
+    })?;
+    behind
+        .finish()
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io_err(local, "cannot write", e))?;
+    Ok((n_total, got))
+}
+
+/// Copies file `e` of a dataset from `input` to `write` (given each piece
+/// and the bytes so far), never more than the manifest's size of it;
+/// returns the bytes copied and their BLAKE3 (hex), for the caller to
+/// check against the manifest.
+fn copy_checked(
+    mut input: impl Read,
+    e: &EntryView,
+    mut write: impl FnMut(&[u8], u64) -> Result<()>,
+) -> Result<(u64, String)> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 128 << 10];
-    let mut n_total = 0u64;
-    let mut behind = SyncBehind::new(&f);
+    let mut copied = 0u64;
     loop {
         // The buffer is filled before it is hashed and written: the HTTP
         // reader hands out what one socket read brought (often a few KiB),
@@ -768,29 +805,42 @@ fn fetch_file(
         // pieces. 128 KiB stays in the core's cache between the copy in,
         // the hash and the write (a 1 MiB buffer filled first cost more CPU
         // than no filling; A/B in docs/PERFORMANCE.md).
-        let n =
-            fill(&mut resp, &mut buf).with_context(|| format!("{path}: the transfer broke off"))?;
+        let n = fill(&mut input, &mut buf)
+            .with_context(|| format!("{}: the transfer broke off", e.path))?;
         if n == 0 {
             break;
         }
-        // No more than the manifest announces reaches the disk.
-        if n_total + n as u64 > e.size {
+        // No more than the manifest announces is written.
+        if copied + n as u64 > e.size {
             bail!(
-                "{path}: the API sends more than the manifest's {} bytes; nothing was kept",
+                "{}: the API sends more than the manifest's {} bytes; nothing more was written",
+                e.path,
                 e.size
             );
         }
         hasher.update(&buf[..n]);
-        write_out(&mut f, local, &buf[..n])?;
-        n_total += n as u64;
-        behind.wrote(n);
-        progress(n_total);
+        copied += n as u64;
+        write(&buf[..n], copied)?;
     }
-    behind
-        .finish()
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io_err(local, "cannot write", e))?;
-    Ok((n_total, hasher.finalize().to_hex().to_string()))
+    Ok((copied, hasher.finalize().to_hex().to_string()))
+}
+
+/// Moves `tmp` to `dest` unless something is there, also something made
+/// while get ran: the kernel checks and renames in one step
+/// (`RENAME_NOREPLACE`) where the filesystem can; elsewhere (some network
+/// filesystems) it is checked, then renamed.
+fn rename_no_replace(tmp: &Path, dest: &Path) -> std::io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, tmp, CWD, dest, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+            if dest.symlink_metadata().is_ok() {
+                return Err(std::io::ErrorKind::AlreadyExists.into());
+            }
+            std::fs::rename(tmp, dest)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Reads into `buf` until it is full or the input ends; the bytes read.
@@ -1044,6 +1094,34 @@ mod tests {
                 .to_string()
                 .contains("check the path")
         );
+        std::fs::write(r.join("b/bell\u{7}"), b"").unwrap();
+        let e = scan(r).unwrap_err().to_string();
+        assert!(
+            e.contains("\"bell\\u{7}\"") && e.contains("rename it"),
+            "{e}"
+        );
+        let single = d.path().join("line\nbreak");
+        std::fs::write(&single, b"x").unwrap();
+        let e = scan(&single).unwrap_err().to_string();
+        assert!(e.contains("\"line\\nbreak\"") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn the_move_into_place_never_replaces_what_appeared_meanwhile() {
+        let d = tempfile::tempdir().unwrap();
+        let (tmp, dest) = (d.path().join("tmp"), d.path().join("dest"));
+        std::fs::write(&tmp, b"fetched").unwrap();
+        std::fs::write(&dest, b"theirs").unwrap();
+        let e = rename_no_replace(&tmp, &dest).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"theirs");
+        // An empty directory is something too (rename would replace it).
+        std::fs::remove_file(&dest).unwrap();
+        std::fs::create_dir(&dest).unwrap();
+        assert!(rename_no_replace(&tmp, &dest).is_err());
+        std::fs::remove_dir(&dest).unwrap();
+        rename_no_replace(&tmp, &dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"fetched");
     }
 
     fn entry(path: &str, kind: EntryKind) -> EntryView {
@@ -1073,6 +1151,8 @@ mod tests {
                 entry("a.bin", EntryKind::File),
             ],
             vec![entry("x", EntryKind::File), entry("x/y", EntryKind::File)],
+            vec![entry("a\u{1b}[2Jb", EntryKind::File)],
+            vec![entry("line\nbreak", EntryKind::File)],
         ] {
             let refs: Vec<&EntryView> = bad.iter().collect();
             assert!(check_entries(&refs).is_err(), "{:?} accepted", bad[0].path);

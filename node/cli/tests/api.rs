@@ -280,6 +280,59 @@ fn get_writes_nothing_outside_its_output_whatever_paths_the_api_names() {
     }
 }
 
+/// A name holding control characters (here: one that would set the
+/// terminal's title, and one that would clear the screen) is refused on
+/// both sides: `cairn pin` names the file and sends nothing, `cairn get`
+/// writes nothing; neither prints the characters raw.
+#[test]
+fn names_a_terminal_would_act_on_are_refused_and_never_printed_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("\u{1b}]0;owned\u{7}a.txt"), b"x").unwrap();
+    let o = cairn(&["--api", "127.0.0.1:9", "pin", data.to_str().unwrap()]);
+    assert!(
+        !o.status.success(),
+        "a name with a control character was pinned"
+    );
+    assert!(stderr(&o).contains("control character"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains('\u{1b}'),
+        "printed raw: {:?}",
+        stderr(&o)
+    );
+    // The file alone.
+    let file = data.join("\u{1b}]0;owned\u{7}a.txt");
+    let o = cairn(&["--api", "127.0.0.1:9", "pin", file.to_str().unwrap()]);
+    assert!(
+        !o.status.success(),
+        "a name with a control character was pinned"
+    );
+    assert!(stderr(&o).contains("control character"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains('\u{1b}'),
+        "printed raw: {:?}",
+        stderr(&o)
+    );
+
+    let cid = format!("cairn1{}", "a".repeat(52));
+    let entries = serde_json::json!([{"path": "x\u{1b}[2J.txt", "kind": "file", "size": 5,
+        "offset": 0, "blake3": blake3::hash(b"evil!").to_hex().to_string(), "executable": false}]);
+    let out = dir.path().join("out");
+    let o = get_from_fake_api(&cid, entries, b"evil!", &out);
+    assert!(
+        !o.status.success(),
+        "get took a name with a control character"
+    );
+    assert!(stderr(&o).contains("control character"), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains('\u{1b}'),
+        "printed raw: {:?}",
+        stderr(&o)
+    );
+    assert!(!out.exists(), "a refused get left its output");
+}
+
 /// `cairn get CID -o out` against a fake API (on a port of its own) that
 /// lists `entries` (a dataset of several files) and serves `served` for
 /// every read.
