@@ -17,6 +17,12 @@
 //!                                     a placement of another's dataset at VERSION,
 //!                                     naming itself or the real owner, signed by itself
 //!   hostile-manifest                  a manifest (its own) asking readers for 64 GiB
+//!   big-manifest MIB                  a manifest (its own) of about MIB MiB, stored on the
+//!                                     peer ("cid": its content id)
+//!   placement-flood CID N             N placements at once of another's dataset CID,
+//!                                     signed by itself and naming itself the owner
+//!   manifest-bodies N MIB             N manifests of MIB MiB at once, sent in full, whose
+//!                                     bytes are not the CID they claim
 //!   shadow-shard FILE READER          a dataset (its own, one 1 MiB segment, k=4 m=2)
 //!                                     whose data shard 0 is named by the id of
 //!                                     FILE's first 256 KiB (another's shard) but
@@ -26,8 +32,13 @@
 //!   audit CID N                       N audit requests for CID
 //!   release CID                       tell a validator CID was unpinned
 //!   stall-placements N LEN SECS       N placements announcing LEN bytes, none sent, held SECS
-//!   trickle-puts N SECS               N 64 KiB shard puts sending one byte a second for SECS
+//!   trickle-puts N LEN SECS           N shard puts announcing LEN bytes, sending one byte
+//!                                     a second for SECS, then nothing (and the answer
+//!                                     within a minute)
 //!   fresh-identities N                N connections, each from a new unregistered key
+//!   hold-connections N                N connections from new unregistered keys, all held
+//!                                     open until the last is tried: each "unreachable"
+//!                                     if refused, else what its request was answered
 //!   uni-streams N                     N unidirectional streams (cairn reads none), 1 MiB
 //!                                     written on each: "ok" each one that took it
 //!   stall-requests N SECS             N streams announcing a 60,000-byte request and
@@ -51,7 +62,7 @@ use cairn_node::net::endpoint::bind_endpoint;
 use cairn_node::{EndpointAddr, Error, NodeId};
 use cairn_proof::ShardId;
 use cairn_proto::wire::{ErrorCode, Request, Response};
-use cairn_proto::{Cid, Manifest, Placement, SegmentRecord};
+use cairn_proto::{Cid, Entry, EntryKind, Manifest, Placement, SegmentRecord};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -91,6 +102,17 @@ enum Attack {
         name: String,
     },
     HostileManifest,
+    BigManifest {
+        mib: u64,
+    },
+    PlacementFlood {
+        cid: Cid,
+        n: usize,
+    },
+    ManifestBodies {
+        n: usize,
+        mib: usize,
+    },
     ShadowShard {
         file: PathBuf,
         reader: NodeId,
@@ -109,9 +131,13 @@ enum Attack {
     },
     TricklePuts {
         n: usize,
+        len: u64,
         secs: u64,
     },
     FreshIdentities {
+        n: usize,
+    },
+    HoldConnections {
         n: usize,
     },
     UniStreams {
@@ -145,6 +171,35 @@ fn code_name(code: ErrorCode) -> String {
     code.to_string().replace(' ', "-")
 }
 
+/// What came back for a request whose reply was awaited with a time
+/// limit: the error's code, `ok`, `closed` (the stream ended without a
+/// reply) or `held` (nothing came in time).
+fn reply_code<E, T>(waited: Result<Result<Response, E>, T>) -> String {
+    match waited {
+        Err(_) => "held".into(),
+        Ok(Ok(Response::Error { code, .. })) => code_name(code),
+        Ok(Ok(_)) => "ok".into(),
+        Ok(Err(_)) => "closed".into(),
+    }
+}
+
+/// Counts the answers the tasks report, each with how long it took; the
+/// slowest that was not `held` goes in `extra` as `slowest_refusal_secs`.
+async fn tally(
+    mut tasks: tokio::task::JoinSet<(String, Duration)>,
+    codes: &mut BTreeMap<String, usize>,
+    extra: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    let mut slowest = Duration::ZERO;
+    while let Some(Ok((code, took))) = tasks.join_next().await {
+        if code != "held" {
+            slowest = slowest.max(took);
+        }
+        *codes.entry(code).or_default() += 1;
+    }
+    extra.insert("slowest_refusal_secs".into(), slowest.as_secs_f64().into());
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut config = Config::load(Some(&cli.data_dir.join("node.toml")), std::env::vars())?;
@@ -170,12 +225,16 @@ fn main() -> Result<()> {
             Attack::DeleteManifest { .. } => "delete-manifest",
             Attack::PutPlacement { .. } => "put-placement",
             Attack::HostileManifest => "hostile-manifest",
+            Attack::BigManifest { .. } => "big-manifest",
+            Attack::PlacementFlood { .. } => "placement-flood",
+            Attack::ManifestBodies { .. } => "manifest-bodies",
             Attack::ShadowShard { .. } => "shadow-shard",
             Attack::Audit { .. } => "audit",
             Attack::Release { .. } => "release",
             Attack::StallPlacements { .. } => "stall-placements",
             Attack::TricklePuts { .. } => "trickle-puts",
             Attack::FreshIdentities { .. } => "fresh-identities",
+            Attack::HoldConnections { .. } => "hold-connections",
             Attack::UniStreams { .. } => "uni-streams",
             Attack::StallRequests { .. } => "stall-requests",
             Attack::StallReads { .. } => "stall-reads",
@@ -239,6 +298,71 @@ fn main() -> Result<()> {
                 extra.insert("cid".into(), cid.to_string().into());
                 let r = client.put_manifest(&addr, cid.0, &bytes).await;
                 *codes.entry(code_of(&r)).or_default() += 1;
+            }
+            Attack::BigManifest { mib } => {
+                // One file of 1 MiB segments, k = 4, m = 2: 232 bytes of
+                // record per segment.
+                let segments = (mib << 20) / 232;
+                let total_len = segments << 20;
+                let m = Manifest {
+                    owner: key.public(),
+                    data_shards: 4,
+                    parity_shards: 2,
+                    segment_size: 1 << 20,
+                    total_len,
+                    single_file: true,
+                    entries: vec![Entry {
+                        path: "big.bin".into(),
+                        kind: EntryKind::File,
+                        executable: false,
+                        size: total_len,
+                        offset: 0,
+                        blake3: [0; 32],
+                    }],
+                    segments: (0..segments)
+                        .map(|_| SegmentRecord {
+                            len: 1 << 20,
+                            blake3: [0; 32],
+                            shards: vec![ShardId([2; 32]); 6],
+                        })
+                        .collect(),
+                };
+                let bytes = m.encode();
+                let cid = Cid(*blake3::hash(&bytes).as_bytes());
+                extra.insert("cid".into(), cid.to_string().into());
+                extra.insert("bytes".into(), bytes.len().into());
+                let r = client.put_manifest(&addr, cid.0, &bytes).await;
+                *codes.entry(code_of(&r)).or_default() += 1;
+            }
+            Attack::PlacementFlood { cid, n } => {
+                let forged = Placement::signed(cid, 1, key.public(), &[Some(cli.peer)], &key);
+                // One connection, many streams (as a member's client sends).
+                let shared = std::sync::Arc::new(Client::new(endpoint.clone()));
+                let mut tasks = tokio::task::JoinSet::new();
+                for _ in 0..n {
+                    let client = shared.clone();
+                    let (addr, forged) = (addr.clone(), forged.clone());
+                    tasks
+                        .spawn(async move { code_of(&client.put_placement(&addr, &forged).await) });
+                }
+                while let Some(Ok(code)) = tasks.join_next().await {
+                    *codes.entry(code).or_default() += 1;
+                }
+            }
+            Attack::ManifestBodies { n, mib } => {
+                let body = std::sync::Arc::new(vec![7u8; mib << 20]);
+                let shared = std::sync::Arc::new(Client::new(endpoint.clone()));
+                let mut tasks = tokio::task::JoinSet::new();
+                for _ in 0..n {
+                    let client = shared.clone();
+                    let (addr, body) = (addr.clone(), body.clone());
+                    tasks.spawn(async move {
+                        code_of(&client.put_manifest(&addr, [7; 32], &body).await)
+                    });
+                }
+                while let Some(Ok(code)) = tasks.join_next().await {
+                    *codes.entry(code).or_default() += 1;
+                }
             }
             Attack::ShadowShard { file, reader } => {
                 let (k, m, seg) = (4usize, 2usize, 1usize << 20);
@@ -341,25 +465,12 @@ fn main() -> Result<()> {
                             Client::read_reply(&mut recv, &peer),
                         )
                         .await;
-                        let code = match r {
-                            Err(_) => "held".to_string(),
-                            Ok(Ok(Response::Error { code, .. })) => code_name(code),
-                            Ok(Ok(_)) => "ok".into(),
-                            Ok(Err(_)) => "closed".into(),
-                        };
-                        (code, started.elapsed())
+                        (reply_code(r), started.elapsed())
                     });
                 }
-                let mut longest = Duration::ZERO;
-                while let Some(Ok((code, took))) = tasks.join_next().await {
-                    if code != "held" {
-                        longest = longest.max(took);
-                    }
-                    *codes.entry(code).or_default() += 1;
-                }
-                extra.insert("slowest_refusal_secs".into(), longest.as_secs_f64().into());
+                tally(tasks, &mut codes, &mut extra).await;
             }
-            Attack::TricklePuts { n, secs } => {
+            Attack::TricklePuts { n, len, secs } => {
                 let mut tasks = tokio::task::JoinSet::new();
                 for i in 0..n {
                     let client_addr = addr.clone();
@@ -367,19 +478,20 @@ fn main() -> Result<()> {
                     tasks.spawn(async move {
                         let client = Client::new(ep);
                         let id = ShardId([i as u8 + 1; 32]);
+                        let started = Instant::now();
                         let (mut send, mut recv) = match client
                             .open_request(
                                 &client_addr,
                                 &Request::PutShard {
                                     id,
-                                    len: 64 << 10,
+                                    len,
                                     on_behalf: None,
                                 },
                             )
                             .await
                         {
                             Ok(s) => s,
-                            Err(e) => return code_of(&Err(e)),
+                            Err(e) => return (code_of(&Err(e)), started.elapsed()),
                         };
                         let deadline = Instant::now() + Duration::from_secs(secs);
                         let reply = tokio::spawn({
@@ -393,17 +505,12 @@ fn main() -> Result<()> {
                             tokio::time::sleep(Duration::from_secs(1)).await;
                         }
                         // Then silence, and whatever the peer says within a minute.
-                        match tokio::time::timeout(Duration::from_secs(60), reply).await {
-                            Ok(Ok(Ok(Response::Error { code, .. }))) => code_name(code),
-                            Ok(Ok(Ok(_))) => "ok".into(),
-                            Ok(_) => "closed".into(),
-                            Err(_) => "held".into(),
-                        }
+                        let r = tokio::time::timeout(Duration::from_secs(60), reply).await;
+                        let r = r.map(|joined| joined.map_err(drop).and_then(|r| r.map_err(drop)));
+                        (reply_code(r), started.elapsed())
                     });
                 }
-                while let Some(Ok(code)) = tasks.join_next().await {
-                    *codes.entry(code).or_default() += 1;
-                }
+                tally(tasks, &mut codes, &mut extra).await;
             }
             Attack::FreshIdentities { n } => {
                 let started = Instant::now();
@@ -415,6 +522,19 @@ fn main() -> Result<()> {
                     ep.close().await;
                 }
                 extra.insert("secs".into(), started.elapsed().as_secs_f64().into());
+            }
+            Attack::HoldConnections { n } => {
+                let mut held = Vec::new();
+                for _ in 0..n {
+                    let ep = bind_endpoint(cairn_proto::SecretKey::generate(), &net, 16).await?;
+                    let c = Client::new(ep.clone()).with_connect_timeout(Duration::from_secs(5));
+                    let r = c.has(&addr, &[ShardId([0; 32])]).await.map(|_| ());
+                    *codes.entry(code_of(&r)).or_default() += 1;
+                    held.push((ep, c));
+                }
+                for (ep, _client) in held {
+                    ep.close().await;
+                }
             }
             Attack::UniStreams { n } => {
                 let conn = endpoint.connect(addr.clone(), cairn_proto::ALPN).await?;
@@ -448,23 +568,10 @@ fn main() -> Result<()> {
                             client.raw_request(&addr, &frame, false),
                         )
                         .await;
-                        let code = match r {
-                            Err(_) => "held".to_string(),
-                            Ok(Ok(Response::Error { code, .. })) => code_name(code),
-                            Ok(Ok(_)) => "ok".into(),
-                            Ok(Err(_)) => "closed".into(),
-                        };
-                        (code, started.elapsed())
+                        (reply_code(r), started.elapsed())
                     });
                 }
-                let mut slowest = Duration::ZERO;
-                while let Some(Ok((code, took))) = tasks.join_next().await {
-                    if code != "held" {
-                        slowest = slowest.max(took);
-                    }
-                    *codes.entry(code).or_default() += 1;
-                }
-                extra.insert("slowest_refusal_secs".into(), slowest.as_secs_f64().into());
+                tally(tasks, &mut codes, &mut extra).await;
             }
             Attack::StallReads { n, secs } => {
                 let shard: Vec<u8> = (0..24usize << 20)

@@ -43,6 +43,12 @@ pub struct ErrorLabels {
     pub error: &'static str,
 }
 
+/// Why a connection was refused (`node_full`, `address_full`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub reason: &'static str,
+}
+
 /// A call of the local HTTP API: its route and status class.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -77,6 +83,7 @@ pub struct Metrics {
     store_errors: Family<ErrorLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     http_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    connections_refused: Family<RefusalLabels, Counter>,
     /// Totals of `transfer_bytes` by direction, for the dashboard.
     bytes_in: std::sync::atomic::AtomicU64,
     bytes_out: std::sync::atomic::AtomicU64,
@@ -139,8 +146,15 @@ impl Metrics {
             "Time until a call of the local API and gateway is answered (its response starts; a streamed body is not included), by route.",
             http_seconds.clone(),
         );
+        let connections_refused = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "QUIC connections refused before their handshake: the node held its most (node_full) or their address did (address_full).",
+            connections_refused.clone(),
+        );
         Metrics {
             registry,
+            connections_refused,
             requests,
             request_seconds,
             transfer_bytes,
@@ -151,6 +165,13 @@ impl Metrics {
             bytes_in: std::sync::atomic::AtomicU64::new(0),
             bytes_out: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// A connection refused for `reason`.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&RefusalLabels { reason })
+            .inc();
     }
 
     /// The registry of these metrics, for `/metrics`.

@@ -3,7 +3,9 @@
 //! beside the shards without reaching into the store's own records.
 //!
 //! A namespace is a plain name; its keys are stored as `<name>/<key>` in one
-//! column family, so a scan of one namespace never sees another's.
+//! column family, so a scan of one namespace never sees another's. Keys
+//! beginning with `.` (which no name can) are the store's own: the index of
+//! manifest owners (records.rs).
 
 use rocksdb::IteratorMode;
 

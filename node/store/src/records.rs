@@ -12,11 +12,22 @@ use cairn_proto::NodeId;
 use rocksdb::WriteBatch;
 
 use crate::{
-    CF_COUNTERS, CF_MANIFESTS, CF_PEERS, CF_PLACEMENTS, RECORD_BYTES, Result, Store, StoreError,
+    CF_COUNTERS, CF_KV, CF_MANIFESTS, CF_PEERS, CF_PLACEMENTS, RECORD_BYTES, Result, Store,
+    StoreError,
 };
 
 /// Bytes of a record's key and header, counted with its body.
 const RECORD_OVERHEAD: u64 = 32 + 40;
+
+/// Where a manifest's owner is kept apart from the manifest (which may be
+/// 64 MiB), in the key-value space under a prefix no namespace can have
+/// (namespaces are letters, digits, `-` and `_`): asking who owns a
+/// dataset, as every placement sent for it does, reads 32 bytes.
+fn owner_index_key(cid: &[u8; 32]) -> Vec<u8> {
+    let mut key = b".manifest-owner/".to_vec();
+    key.extend_from_slice(cid);
+    key
+}
 
 impl Store {
     /// Stores a manifest (opaque bytes, keyed by its content id) of a dataset
@@ -45,6 +56,7 @@ impl Store {
         value.extend_from_slice(bytes);
         let mut b = WriteBatch::default();
         b.put_cf(cf, cid, value);
+        b.put_cf(self.cf(CF_KV), owner_index_key(cid), owner.as_bytes());
         self.charge(&mut b, owner, size, true)?;
         self.db.write_opt(b, &Self::synced())?;
         Ok(true)
@@ -87,11 +99,34 @@ impl Store {
         Ok(Some((owner, v[32..].to_vec())))
     }
 
+    /// The owner a stored manifest names, from its index entry: the same
+    /// 32 bytes read whatever the manifest's size. A manifest stored by an
+    /// earlier release has none; its record is read once and the entry
+    /// written then.
+    pub fn manifest_owner(&self, cid: &[u8; 32]) -> Result<Option<NodeId>> {
+        let index = self.cf(CF_KV);
+        if let Some(v) = self.db.get_pinned_cf(index, owner_index_key(cid))? {
+            return record_owner(&v, 0, "manifest owner index").map(Some);
+        }
+        let Some(v) = self.db.get_pinned_cf(self.cf(CF_MANIFESTS), cid)? else {
+            return Ok(None);
+        };
+        let owner = record_owner(&v, 0, "manifest")?;
+        drop(v);
+        let _g = self.commit_lock.lock().expect("lock");
+        // Unless it was deleted meanwhile.
+        if self.db.get_pinned_cf(self.cf(CF_MANIFESTS), cid)?.is_some() {
+            self.db
+                .put_cf(index, owner_index_key(cid), owner.as_bytes())?;
+        }
+        Ok(Some(owner))
+    }
+
     /// The owner of the dataset `cid` as the records held here name it (the
     /// manifest's, else the placement's), if any is held.
     pub fn records_owner(&self, cid: &[u8; 32]) -> Result<Option<NodeId>> {
-        if let Some(v) = self.db.get_pinned_cf(self.cf(CF_MANIFESTS), cid)? {
-            return record_owner(&v, 0, "manifest").map(Some);
+        if let Some(owner) = self.manifest_owner(cid)? {
+            return Ok(Some(owner));
         }
         match self.db.get_pinned_cf(self.cf(CF_PLACEMENTS), cid)? {
             Some(v) => record_owner(&v, 8, "placement").map(Some),
@@ -105,6 +140,7 @@ impl Store {
         let _g = self.commit_lock.lock().expect("lock");
         let mut b = WriteBatch::default();
         let mut freed: Vec<(NodeId, u64)> = Vec::new();
+        b.delete_cf(self.cf(CF_KV), owner_index_key(cid));
         for (cf, at) in [(CF_MANIFESTS, 0), (CF_PLACEMENTS, 8)] {
             if let Some(v) = self.db.get_cf(self.cf(cf), cid)? {
                 let owner = record_owner(&v, at, cf)?;
@@ -117,6 +153,16 @@ impl Store {
             }
         }
         if freed.is_empty() {
+            // An index entry a manifest left behind (deleted by an earlier
+            // release) goes all the same; nothing is written otherwise.
+            let index = self.cf(CF_KV);
+            if self
+                .db
+                .get_pinned_cf(index, owner_index_key(cid))?
+                .is_some()
+            {
+                self.db.delete_cf(index, owner_index_key(cid))?;
+            }
             return Ok(false);
         }
         // One charge per owner: a batch keeps only the last put of a key.
@@ -253,5 +299,31 @@ mod tests {
         assert_eq!(s.peer_usage(&owner).unwrap(), 0);
         assert_eq!(s.stats().unwrap().record_bytes, 0);
         assert!(!s.delete_records(&[7; 32]).unwrap());
+    }
+
+    #[test]
+    fn a_manifests_owner_is_read_from_its_index_and_the_index_made_for_old_records() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path(), 1 << 20).unwrap();
+        let owner = SecretKey::from_bytes(&[1; 32]).public();
+        s.put_manifest(&[7; 32], &[0; 1000], &owner, true).unwrap();
+        assert_eq!(s.manifest_owner(&[7; 32]).unwrap(), Some(owner));
+        // The index is what is read: a different owner there is believed.
+        let other = SecretKey::from_bytes(&[2; 32]).public();
+        let index = s.cf(crate::CF_KV);
+        s.db.put_cf(index, super::owner_index_key(&[7; 32]), other.as_bytes())
+            .unwrap();
+        assert_eq!(s.manifest_owner(&[7; 32]).unwrap(), Some(other));
+        // A record from before the index: read once, the entry written.
+        s.db.delete_cf(index, super::owner_index_key(&[7; 32]))
+            .unwrap();
+        assert_eq!(s.manifest_owner(&[7; 32]).unwrap(), Some(owner));
+        assert!(
+            s.db.get_cf(index, super::owner_index_key(&[7; 32]))
+                .unwrap()
+                .is_some()
+        );
+        s.delete_records(&[7; 32]).unwrap();
+        assert_eq!(s.manifest_owner(&[7; 32]).unwrap(), None);
     }
 }

@@ -22,6 +22,13 @@ pub fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Resets the peak RSS the kernel keeps for `pid` (`clear_refs` 5) and
+/// returns its RSS now, in KiB: the peak read after is the peak since.
+pub fn reset_peak_rss_kib(pid: u32) -> u64 {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset the peak RSS");
+    rss_kib(pid).0
+}
+
 /// Clock ticks of fields `a` and `b` of `/proc/<pid>/stat`, in seconds.
 fn stat_secs(pid: &str, a: usize, b: usize) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -23,7 +23,7 @@ impl Datasets {
             Ok(ds) => ds,
             Err(e) => {
                 // Already gone everywhere: nothing left to do but the local record.
-                if pins.get(&cid.0)?.is_some() || ctx.store.get_manifest(&cid.0)?.is_some() {
+                if pins.get(&cid.0)?.is_some() || ctx.store.manifest_owner(&cid.0)?.is_some() {
                     return Err(e);
                 }
                 return Ok(UnpinOutcome {

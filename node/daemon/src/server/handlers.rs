@@ -19,28 +19,72 @@ use iroh::endpoint::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 
 use super::authz;
-use super::{AuditRefusal, ProverAction, Refusal, Server, reply};
+use super::{AuditRefusal, Permit, ProverAction, Refusal, Server, reply};
 use crate::registry::Member;
 
 /// Bytes per chunk between disk and stream.
 const IO_CHUNK: usize = 256 * 1024;
 /// A body that sends nothing for this long is dropped and its slot freed.
 pub const BODY_IDLE: Duration = Duration::from_secs(10);
-/// The slowest a body may arrive on average: a body of `len` bytes has
-/// `3 x BODY_IDLE + len / BODY_MIN_RATE` in all (a 2 MiB shard: 62 s, a
-/// 2 Mbit/s home uplink sends it in 8 s), so a peer trickling a byte at a
-/// time cannot hold a slot for days.
+/// The slowest a body may arrive: after a grace of `3 x BODY_IDLE`, a body
+/// must keep up this many bytes per second of the time the node has waited
+/// for it (a 2 MiB shard: 62 s at most; a 2 Mbit/s home uplink sends it in
+/// 8 s). So a peer trickling a byte at a time holds a slot about 30 s, not
+/// the minutes a large announced length would buy, and a slot held for
+/// `t` seconds has cost its holder `(t - 30 s) x BODY_MIN_RATE` bytes sent.
 pub const BODY_MIN_RATE: u64 = 64 << 10;
 
-/// How long a body of `len` bytes has to arrive in all (the sender's
-/// client waits as long for the verdict on it).
+/// How long a body of `len` bytes takes at the slowest pace a node allows
+/// (the sender's client waits as long for the verdict on it; a node's own
+/// waits, for its disk or its bandwidth cap, come on top).
 pub(crate) fn body_allowance(len: u64) -> Duration {
     3 * BODY_IDLE + Duration::from_secs(len / BODY_MIN_RATE)
 }
 
-/// When a body of `len` bytes must have arrived.
-fn body_deadline(len: u64) -> tokio::time::Instant {
-    tokio::time::Instant::now() + body_allowance(len)
+/// The pace a body is held to: the time spent waiting for its bytes (not
+/// the node's own waits, for its disk or its bandwidth cap) against the
+/// bytes received. A pure account, so tests drive it without a clock.
+#[derive(Debug, Default)]
+pub(crate) struct BodyPace {
+    waited: Duration,
+}
+
+impl BodyPace {
+    /// How long to wait for more of a body of which `received` bytes came:
+    /// at most [`BODY_IDLE`], and no longer than keeps it on pace (zero when
+    /// it is behind: bytes already arrived are still taken).
+    pub(crate) fn next_wait(&self, received: u64) -> Duration {
+        let earned =
+            3 * BODY_IDLE + Duration::from_secs_f64(received as f64 / BODY_MIN_RATE as f64);
+        BODY_IDLE.min(earned.saturating_sub(self.waited))
+    }
+
+    /// Counts a wait for the body.
+    pub(crate) fn waited(&mut self, d: Duration) {
+        self.waited += d;
+    }
+
+    /// Why the body was refused for its pace.
+    pub(crate) fn too_slow(received: u64, len: u64) -> String {
+        format!(
+            "{received} of {len} bytes arrived, too slowly (a body may idle {BODY_IDLE:?} and, after its first {:?}, must keep up {BODY_MIN_RATE} bytes/s)",
+            3 * BODY_IDLE
+        )
+    }
+}
+
+/// Waits for the next chunk of a body as its pace allows; `None` when it
+/// fell behind or idled.
+async fn next_chunk(
+    recv: &mut RecvStream,
+    pace: &mut BodyPace,
+    received: u64,
+    want: usize,
+) -> Option<Result<Option<Bytes>, iroh::endpoint::ReadError>> {
+    let started = tokio::time::Instant::now();
+    let read = tokio::time::timeout(pace.next_wait(received), recv.read_chunk(want)).await;
+    pace.waited(started.elapsed());
+    read.ok()
 }
 
 /// One request being answered.
@@ -155,15 +199,12 @@ impl Handler<'_> {
         });
         let mut received = 0u64;
         let mut stream_error = None;
-        let deadline = body_deadline(len);
+        let mut pace = BodyPace::default();
         let mut batch = Vec::new();
         while received < len {
             let want = ((len - received) as usize).min(IO_CHUNK - batch.len());
-            let wait = deadline.min(tokio::time::Instant::now() + BODY_IDLE);
-            let Ok(read) = tokio::time::timeout_at(wait, self.recv.read_chunk(want)).await else {
-                stream_error = Some(format!(
-                    "{received} of {len} bytes arrived, too slowly (a body may idle {BODY_IDLE:?} and must average {BODY_MIN_RATE} bytes/s)"
-                ));
+            let Some(read) = next_chunk(self.recv, &mut pace, received, want).await else {
+                stream_error = Some(BodyPace::too_slow(received, len));
                 break;
             };
             match read {
@@ -391,7 +432,7 @@ impl Handler<'_> {
                 format!("manifest of {len} bytes exceeds {MAX_MANIFEST_LEN}"),
             ));
         }
-        let bytes = read_exact_body(self.recv, len).await?;
+        let (bytes, _room) = read_record_body(self.server, &self.peer, self.recv, len).await?;
         self.server.bandwidth.down.take(bytes.len()).await;
         if *blake3::hash(&bytes).as_bytes() != cid {
             return Err(Refusal::new(
@@ -439,7 +480,7 @@ impl Handler<'_> {
                 format!("placement of {len} bytes"),
             ));
         }
-        let bytes = read_exact_body(self.recv, len).await?;
+        let (bytes, _room) = read_record_body(self.server, &self.peer, self.recv, len).await?;
         self.server.bandwidth.down.take(bytes.len()).await;
         let p = Placement::decode(&bytes)
             .map_err(|e| Refusal::new(ErrorCode::BadRequest, e.to_string()))?;
@@ -450,7 +491,7 @@ impl Handler<'_> {
             ));
         }
         let store = &self.server.store;
-        let manifest_owner = store.get_manifest(&cid)?.map(|(owner, _)| owner);
+        let manifest_owner = store.manifest_owner(&cid)?;
         authz::may_store_placement(member, &self.peer, &p, manifest_owner)?;
         store.put_placement(&cid, p.version, &p.owner, &bytes, true)?;
         self.server.metrics.transfer("in", "record", len);
@@ -569,27 +610,38 @@ fn shard_span(shard_len: u64, offset: u64, length: u64) -> Result<(u64, u64), Re
     Ok((start, end))
 }
 
-/// Reads a body of `len` bytes (bounded by the caller), growing the buffer
-/// as bytes arrive: a peer that announces much and sends little costs what
-/// it sent. A body idle for [`BODY_IDLE`], or slower than [`BODY_MIN_RATE`], is refused.
-async fn read_exact_body(recv: &mut RecvStream, len: u64) -> Result<Vec<u8>, Refusal> {
+/// Reads a record's body of `len` bytes (bounded by the caller), growing
+/// the buffer as bytes arrive: a peer that announces much and sends little
+/// costs what it sent. Once its first bytes come, the body takes its room
+/// among the records being received (`Server::record_room`), held with the
+/// bytes until the caller is done with them; a body that never starts
+/// holds none. A body idle for [`BODY_IDLE`], or behind its [`BodyPace`],
+/// is refused.
+async fn read_record_body(
+    server: &Server,
+    peer: &NodeId,
+    recv: &mut RecvStream,
+    len: u64,
+) -> Result<(Vec<u8>, Option<Permit>), Refusal> {
     let mut buf = Vec::with_capacity((len as usize).min(64 * 1024));
-    let deadline = body_deadline(len);
+    let mut pace = BodyPace::default();
+    let mut room = None;
     while (buf.len() as u64) < len {
         let want = ((len - buf.len() as u64) as usize).min(IO_CHUNK);
-        let wait = deadline.min(tokio::time::Instant::now() + BODY_IDLE);
-        match tokio::time::timeout_at(wait, recv.read_chunk(want)).await {
-            Err(_) => {
+        match next_chunk(recv, &mut pace, buf.len() as u64, want).await {
+            None => {
                 return Err(Refusal::new(
                     ErrorCode::Malformed,
-                    format!(
-                        "{} of {len} bytes arrived, too slowly (a body may idle {BODY_IDLE:?} and must average {BODY_MIN_RATE} bytes/s)",
-                        buf.len()
-                    ),
+                    BodyPace::too_slow(buf.len() as u64, len),
                 ));
             }
-            Ok(Ok(Some(chunk))) => buf.extend_from_slice(&chunk),
-            Ok(_) => {
+            Some(Ok(Some(chunk))) => {
+                if room.is_none() {
+                    room = Some(server.record_room(peer, len).await?);
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Some(_) => {
                 return Err(Refusal::new(
                     ErrorCode::Malformed,
                     format!("stream ended before the announced {len} bytes"),
@@ -598,7 +650,7 @@ async fn read_exact_body(recv: &mut RecvStream, len: u64) -> Result<Vec<u8>, Ref
         }
     }
     expect_end(recv).await?;
-    Ok(buf)
+    Ok((buf, room))
 }
 
 /// After the announced bytes the stream must end.
@@ -617,5 +669,66 @@ async fn expect_end(recv: &mut RecvStream) -> Result<(), Refusal> {
             "more bytes than announced after the body",
         )),
         Err(e) => Err(Refusal::new(ErrorCode::Malformed, e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives a pace: each step waits `secs` and then receives `bytes`;
+    /// returns after how many seconds it was refused (a wait it was not
+    /// given), if it was.
+    fn refused_after(steps: impl IntoIterator<Item = (f64, u64)>) -> Option<f64> {
+        let mut pace = BodyPace::default();
+        let (mut received, mut clock) = (0u64, 0.0);
+        for (secs, bytes) in steps {
+            let wait = Duration::from_secs_f64(secs);
+            let allowed = pace.next_wait(received);
+            if wait > allowed {
+                return Some(clock + allowed.as_secs_f64());
+            }
+            pace.waited(wait);
+            clock += secs;
+            received += bytes;
+        }
+        None
+    }
+
+    #[test]
+    fn a_body_at_the_minimum_rate_is_never_cut() {
+        // 64 MiB at exactly the rate: 1,024 s.
+        assert_eq!(refused_after((0..1024).map(|_| (1.0, BODY_MIN_RATE))), None);
+        // A slow start (27 s of nothing) is forgiven for the grace, then
+        // the rate is kept.
+        let late = [(9.0, 0), (9.0, 0), (9.0, 0)]
+            .into_iter()
+            .chain((0..100).map(|_| (1.0, 2 * BODY_MIN_RATE)));
+        assert_eq!(refused_after(late), None);
+    }
+
+    #[test]
+    fn a_trickle_is_cut_after_the_grace_whatever_length_it_announced() {
+        let at = refused_after((0..2000).map(|_| (1.0, 1))).expect("refused");
+        assert!((30.0..31.0).contains(&at), "refused after {at} s");
+        // Silence is cut at the idle limit.
+        let at = refused_after([(0.5, 1000), (11.0, 1)]).expect("refused");
+        assert!((10.4..10.6).contains(&at), "refused after {at} s");
+    }
+
+    #[test]
+    fn bytes_sent_ahead_buy_time_at_the_minimum_rate() {
+        // 32 MiB at once earns 512 s beyond the grace, spent a byte per 9 s.
+        let steps = std::iter::once((0.0, 32 << 20)).chain((0..200).map(|_| (9.0, 1)));
+        let at = refused_after(steps).expect("refused");
+        assert!((542.0..543.0).contains(&at), "refused after {at} s");
+    }
+
+    #[test]
+    fn a_body_behind_its_pace_may_take_what_already_arrived() {
+        let mut pace = BodyPace::default();
+        pace.waited(Duration::from_secs(40));
+        assert_eq!(pace.next_wait(0), Duration::ZERO);
+        assert_eq!(pace.next_wait(BODY_MIN_RATE * 20), BODY_IDLE);
     }
 }

@@ -6,6 +6,7 @@
 //! answered by its handler in [`handlers`]; anything that goes wrong is a
 //! typed [`ErrorCode`] reply chosen from the error's variant.
 
+pub mod admission;
 pub mod authz;
 pub(crate) mod handlers;
 
@@ -13,7 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proof::Challenge;
-use cairn_proto::wire::{DecodeError, ErrorCode, MAX_CONTROL_FRAME, NodeInfo, Request, Response};
+use cairn_proto::wire::{
+    DecodeError, ErrorCode, MAX_CONTROL_FRAME, MAX_MANIFEST_LEN, MAX_PLACEMENT_LEN, NodeInfo,
+    Request, Response,
+};
 use cairn_proto::{Cid, NodeId, Role};
 use cairn_store::{Store, StoreError};
 use iroh::Endpoint;
@@ -36,6 +40,12 @@ const SLOT_WAIT: Duration = Duration::from_secs(30);
 const CONTROL_SLOTS: usize = 64;
 /// Peers whose budgets are kept before idle ones are forgotten.
 const PEER_BUDGETS_KEPT: usize = 1024;
+/// Bytes of record bodies (manifests, placements) being received at once:
+/// one manifest and one placement of the largest size. A record is read
+/// whole before it is checked (its owner is inside it), so this, not the
+/// put slots (eight bodies of up to 64 MiB), bounds what they hold. One
+/// peer may hold at most [`MAX_MANIFEST_LEN`] of it.
+pub const RECORD_BODIES_IN_FLIGHT: u64 = MAX_MANIFEST_LEN + MAX_PLACEMENT_LEN;
 
 /// What a validator adds to the node it runs on: the server hands it the
 /// audit requests peers send, the gateway shows its scoreboard.
@@ -139,25 +149,33 @@ pub struct Server {
     /// dashboard: who talks to this miner, and over which path).
     incoming: std::sync::Mutex<Vec<(u64, Connection, Option<Role>)>>,
     next_incoming: std::sync::atomic::AtomicU64,
+    /// The connections peers hold open here, counted.
+    admissions: Arc<admission::Admissions>,
 }
 
-/// One semaphore per class of request.
+/// One semaphore per class of request, and the KiB of record bodies
+/// being received.
 struct Slots {
     puts: Arc<Semaphore>,
     gets: Arc<Semaphore>,
     challenges: Arc<Semaphore>,
     control: Arc<Semaphore>,
     sizes: [usize; 4],
+    records: Arc<Semaphore>,
+    record_kib: usize,
 }
 
 impl Slots {
-    fn new(sizes: [usize; 4]) -> Self {
+    fn new(sizes: [usize; 4], record_bytes: u64) -> Self {
+        let record_kib = (record_bytes >> 10) as usize;
         Slots {
             puts: Arc::new(Semaphore::new(sizes[0])),
             gets: Arc::new(Semaphore::new(sizes[1])),
             challenges: Arc::new(Semaphore::new(sizes[2])),
             control: Arc::new(Semaphore::new(sizes[3])),
             sizes,
+            records: Arc::new(Semaphore::new(record_kib)),
+            record_kib,
         }
     }
 
@@ -176,6 +194,7 @@ impl Slots {
             .iter()
             .zip(self.sizes)
             .all(|(s, n)| s.available_permits() == n)
+            && self.records.available_permits() == self.record_kib
     }
 }
 
@@ -245,15 +264,19 @@ impl Server {
         let l = &config.limits;
         Server {
             node_id,
-            classes: Slots::new([
-                l.max_concurrent_puts,
-                l.max_concurrent_gets,
-                l.max_concurrent_challenges,
-                CONTROL_SLOTS,
-            ]),
+            classes: Slots::new(
+                [
+                    l.max_concurrent_puts,
+                    l.max_concurrent_gets,
+                    l.max_concurrent_challenges,
+                    CONTROL_SLOTS,
+                ],
+                RECORD_BODIES_IN_FLIGHT,
+            ),
             peers: std::sync::Mutex::default(),
             incoming: std::sync::Mutex::default(),
             next_incoming: std::sync::atomic::AtomicU64::new(0),
+            admissions: Arc::default(),
             config,
             store,
             registry,
@@ -288,8 +311,40 @@ impl Server {
         Arc::clone(
             peers
                 .entry(*peer)
-                .or_insert_with(|| Arc::new(Slots::new(share))),
+                .or_insert_with(|| Arc::new(Slots::new(share, MAX_MANIFEST_LEN))),
         )
+    }
+
+    /// Waits (up to [`SLOT_WAIT`]) for room to receive a record body of
+    /// `len` bytes from `peer`, within its share and then the whole
+    /// ([`RECORD_BODIES_IN_FLIGHT`]); refuses as busy after that.
+    pub(crate) async fn record_room(&self, peer: &NodeId, len: u64) -> Result<Permit, Refusal> {
+        let deadline = tokio::time::Instant::now() + SLOT_WAIT;
+        let kib = len.div_ceil(1024).clamp(1, MAX_MANIFEST_LEN >> 10) as u32;
+        let busy = |whose: &str| {
+            Refusal::new(
+                ErrorCode::Busy,
+                format!(
+                    "records being received{whose} take their {} MiB; retry later",
+                    RECORD_BODIES_IN_FLIGHT >> 20
+                ),
+            )
+        };
+        let mine = self.peer_slots(peer);
+        let own = Arc::clone(&mine.records).acquire_many_owned(kib);
+        let own = match tokio::time::timeout_at(deadline, own).await {
+            Ok(Ok(p)) => p,
+            _ => return Err(busy(" from this node")),
+        };
+        let all = Arc::clone(&self.classes.records).acquire_many_owned(kib);
+        let all = match tokio::time::timeout_at(deadline, all).await {
+            Ok(Ok(p)) => p,
+            _ => return Err(busy("")),
+        };
+        Ok(Permit {
+            _peer: own,
+            _class: all,
+        })
     }
 
     /// Waits (up to [`SLOT_WAIT`]) for a slot of `class` within `peer`'s
@@ -336,16 +391,45 @@ pub(crate) async fn serve(
             },
             _ = shutdown.wait_for(|s| *s) => break,
         };
+        let from = match incoming.remote_addr() {
+            iroh::endpoint::IncomingAddr::Ip(addr) => Some(addr.ip()),
+            _ => None,
+        };
+        // Before the handshake only the whole is checked: the sender's
+        // address is proven only by the handshake, and a spoofed first
+        // packet must not take the places of the address it names.
+        if server.admissions.full() {
+            refuse_connection(&server, from, admission::Full::Node);
+            incoming.refuse();
+            continue;
+        }
         let server = Arc::clone(&server);
         let t = tracker.clone();
         let sd = shutdown.clone();
         tokio::spawn(async move {
-            match incoming.await {
-                Ok(conn) => handle_connection(conn, server, t, sd).await,
-                Err(e) => tracing::debug!(error = %e, "incoming connection failed"),
-            }
+            let conn = match incoming.await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::debug!(error = %e, "incoming connection failed");
+                    return;
+                }
+            };
+            let _admission = match server.admissions.admit(from) {
+                Ok(a) => a,
+                Err(full) => {
+                    refuse_connection(&server, from, full);
+                    conn.close(0u32.into(), full.reason().as_bytes());
+                    return;
+                }
+            };
+            handle_connection(conn, server, t, sd).await;
         });
     }
+}
+
+fn refuse_connection(server: &Server, from: Option<std::net::IpAddr>, full: admission::Full) {
+    tracing::debug!(from = ?from, reason = full.as_str(), "connection refused");
+    server.metrics.connection_refused(full.as_str());
 }
 
 async fn handle_connection(
