@@ -321,12 +321,12 @@ impl Server {
     pub(crate) async fn record_room(&self, peer: &NodeId, len: u64) -> Result<Permit, Refusal> {
         let deadline = tokio::time::Instant::now() + SLOT_WAIT;
         let kib = len.div_ceil(1024).clamp(1, MAX_MANIFEST_LEN >> 10) as u32;
-        let busy = |whose: &str| {
+        let busy = |whose: &str, budget: u64| {
             Refusal::new(
                 ErrorCode::Busy,
                 format!(
                     "records being received{whose} take their {} MiB; retry later",
-                    RECORD_BODIES_IN_FLIGHT >> 20
+                    budget >> 20
                 ),
             )
         };
@@ -334,12 +334,12 @@ impl Server {
         let own = Arc::clone(&mine.records).acquire_many_owned(kib);
         let own = match tokio::time::timeout_at(deadline, own).await {
             Ok(Ok(p)) => p,
-            _ => return Err(busy(" from this node")),
+            _ => return Err(busy(" from this node", MAX_MANIFEST_LEN)),
         };
         let all = Arc::clone(&self.classes.records).acquire_many_owned(kib);
         let all = match tokio::time::timeout_at(deadline, all).await {
             Ok(Ok(p)) => p,
-            _ => return Err(busy("")),
+            _ => return Err(busy("", RECORD_BODIES_IN_FLIGHT)),
         };
         Ok(Permit {
             _peer: own,
