@@ -45,8 +45,16 @@ else
   # The x86-64 -march setting of the Reed-Solomon SIMD code is for x86 only.
   # CI lints in its host builds (clippy-driver as RUSTC_WORKSPACE_WRAPPER,
   # see .ci/run); the target build is plain rustc.
+  # CAIRN_CARGO_TIMINGS=1: cargo's timing report, in $target_dir/cargo-timings.
   env -u RUST_REED_SOLOMON_ERASURE_ARCH -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS \
-    cargo build --profile "$profile" --locked --target "$target" -p cairn-cli -p cairn-validator
+    cargo build --profile "$profile" --locked --target "$target" -p cairn-cli -p cairn-validator \
+    ${CAIRN_CARGO_TIMINGS:+--timings}
+  # CAIRN_CROSS_BINARIES_ONLY=1: stop here (CI builds the target's binaries
+  # beside its host build and packages them once that is done).
+  if [ "${CAIRN_CROSS_BINARIES_ONLY:-0}" = 1 ]; then
+    echo "built $bindir/cairn and $bindir/cairn-validator (no packages: CAIRN_CROSS_BINARIES_ONLY)"
+    exit 0
+  fi
   # The host binaries generate man pages and completions: the same build as
   # the native packages (and CI's), so nothing is recompiled.
   RUST_REED_SOLOMON_ERASURE_ARCH="${RUST_REED_SOLOMON_ERASURE_ARCH:-x86-64-v2}" \
