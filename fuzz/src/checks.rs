@@ -94,6 +94,10 @@ pub fn grant(data: &[u8]) {
     if let Ok(g) = Grant::decode(data) {
         assert_eq!(g.encode(), data, "a grant has one encoding");
     }
+    // As a request carries it (the signature checked by `allows`).
+    if let Ok(g) = Grant::decode_unverified(data) {
+        assert_eq!(g.encode(), data, "a carried grant has one encoding");
+    }
     let _ = Grant::from_token(&String::from_utf8_lossy(data));
     let mut u = Unstructured::new(data);
     let Some((owner, reader, expires, shard)) =
@@ -114,6 +118,14 @@ pub fn grant(data: &[u8]) {
         honest
     );
     tampered_fail(&mut u, &bytes, |b| Grant::decode(b).is_ok());
+    // Carried by a request, a changed grant lets nobody read anything, even
+    // where everything it names holds.
+    tampered_fail(&mut u, &bytes, |b| {
+        Grant::decode_unverified(b).is_ok_and(|g| {
+            let shard = g.shard.unwrap_or(ShardId([0; 32]));
+            g.allows(&g.reader, &shard, &[g.owner], g.expires).is_ok()
+        })
+    });
 }
 
 /// A challenge's parameters as a request carries them, and a proof from the

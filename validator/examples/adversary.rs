@@ -31,10 +31,14 @@
 //!                                     reports a read grant for READER (a gateway)
 //!   audit CID N                       N audit requests for CID
 //!   release CID                       tell a validator CID was unpinned
-//!   stall-placements N LEN SECS       N placements announcing LEN bytes, none sent, held SECS
+//!   stall-manifests N LEN SECS        N manifests announcing LEN bytes, none sent, held SECS
 //!   trickle-puts N LEN SECS           N shard puts announcing LEN bytes, sending one byte
 //!                                     a second for SECS, then nothing (and the answer
 //!                                     within a minute)
+//!   slow-manifest MIB SECS            a manifest of MIB MiB, 1 MiB sent at once and then
+//!                                     160 KiB/s (above the pace a node asks) for SECS,
+//!                                     then nothing (and the answer within a minute)
+//!   slow-placement CID MIB SECS       the same with a placement of MIB MiB for CID
 //!   fresh-identities N                N connections, each from a new unregistered key
 //!   hold-connections N                N connections from new unregistered keys, all held
 //!                                     open until the last is tried: each "unreachable"
@@ -124,7 +128,7 @@ enum Attack {
     Release {
         cid: Cid,
     },
-    StallPlacements {
+    StallManifests {
         n: usize,
         len: u64,
         secs: u64,
@@ -132,6 +136,15 @@ enum Attack {
     TricklePuts {
         n: usize,
         len: u64,
+        secs: u64,
+    },
+    SlowManifest {
+        mib: u64,
+        secs: u64,
+    },
+    SlowPlacement {
+        cid: Cid,
+        mib: u64,
         secs: u64,
     },
     FreshIdentities {
@@ -200,6 +213,66 @@ async fn tally(
     extra.insert("slowest_refusal_secs".into(), slowest.as_secs_f64().into());
 }
 
+/// A manifest of the attacker's own (one file of `segments` 1 MiB segments,
+/// k = 4, m = 2, naming shards nobody holds): its CID and bytes.
+fn own_manifest(key: &cairn_proto::SecretKey, segments: u64) -> (Cid, Vec<u8>) {
+    let total_len = segments << 20;
+    let m = Manifest {
+        owner: key.public(),
+        data_shards: 4,
+        parity_shards: 2,
+        segment_size: 1 << 20,
+        total_len,
+        single_file: true,
+        entries: vec![Entry {
+            path: "big.bin".into(),
+            kind: EntryKind::File,
+            executable: false,
+            size: total_len,
+            offset: 0,
+            blake3: [0; 32],
+        }],
+        segments: (0..segments)
+            .map(|_| SegmentRecord {
+                len: 1 << 20,
+                blake3: [0; 32],
+                shards: vec![ShardId([2; 32]); 6],
+            })
+            .collect(),
+    };
+    let bytes = m.encode();
+    (Cid(*blake3::hash(&bytes).as_bytes()), bytes)
+}
+
+/// Sends `request` and its body slowly: 1 MiB at once, then 16 KiB every
+/// 100 ms (160 KiB/s, above the pace a node asks of a body) for `secs`,
+/// then nothing; what the peer answered within a minute more, and when.
+async fn slow_body(
+    client: &Client,
+    addr: &EndpointAddr,
+    request: &Request,
+    secs: u64,
+) -> (String, Duration) {
+    let started = Instant::now();
+    let (mut send, mut recv) = match client.open_request(addr, request).await {
+        Ok(s) => s,
+        Err(e) => return (code_of(&Err(e)), started.elapsed()),
+    };
+    let reply = tokio::spawn({
+        let peer = addr.id;
+        async move { Client::read_reply(&mut recv, &peer).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut sent = send.write_all(&vec![9u8; 1 << 20]).await.is_ok();
+    while sent && Instant::now() < deadline && !reply.is_finished() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sent = send.write_all(&[9u8; 16 << 10]).await.is_ok();
+    }
+    let r = tokio::time::timeout(Duration::from_secs(60), reply).await;
+    let r = r.map(|joined| joined.map_err(drop).and_then(|r| r.map_err(drop)));
+    (reply_code(r), started.elapsed())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut config = Config::load(Some(&cli.data_dir.join("node.toml")), std::env::vars())?;
@@ -231,8 +304,10 @@ fn main() -> Result<()> {
             Attack::ShadowShard { .. } => "shadow-shard",
             Attack::Audit { .. } => "audit",
             Attack::Release { .. } => "release",
-            Attack::StallPlacements { .. } => "stall-placements",
+            Attack::StallManifests { .. } => "stall-manifests",
             Attack::TricklePuts { .. } => "trickle-puts",
+            Attack::SlowManifest { .. } => "slow-manifest",
+            Attack::SlowPlacement { .. } => "slow-placement",
             Attack::FreshIdentities { .. } => "fresh-identities",
             Attack::HoldConnections { .. } => "hold-connections",
             Attack::UniStreams { .. } => "uni-streams",
@@ -300,35 +375,8 @@ fn main() -> Result<()> {
                 *codes.entry(code_of(&r)).or_default() += 1;
             }
             Attack::BigManifest { mib } => {
-                // One file of 1 MiB segments, k = 4, m = 2: 232 bytes of
-                // record per segment.
-                let segments = (mib << 20) / 232;
-                let total_len = segments << 20;
-                let m = Manifest {
-                    owner: key.public(),
-                    data_shards: 4,
-                    parity_shards: 2,
-                    segment_size: 1 << 20,
-                    total_len,
-                    single_file: true,
-                    entries: vec![Entry {
-                        path: "big.bin".into(),
-                        kind: EntryKind::File,
-                        executable: false,
-                        size: total_len,
-                        offset: 0,
-                        blake3: [0; 32],
-                    }],
-                    segments: (0..segments)
-                        .map(|_| SegmentRecord {
-                            len: 1 << 20,
-                            blake3: [0; 32],
-                            shards: vec![ShardId([2; 32]); 6],
-                        })
-                        .collect(),
-                };
-                let bytes = m.encode();
-                let cid = Cid(*blake3::hash(&bytes).as_bytes());
+                // 232 bytes of record per 1 MiB segment.
+                let (cid, bytes) = own_manifest(&key, (mib << 20) / 232);
                 extra.insert("cid".into(), cid.to_string().into());
                 extra.insert("bytes".into(), bytes.len().into());
                 let r = client.put_manifest(&addr, cid.0, &bytes).await;
@@ -438,13 +486,13 @@ fn main() -> Result<()> {
                 let r = client.release(&addr, cid.0).await;
                 *codes.entry(code_of(&r)).or_default() += 1;
             }
-            Attack::StallPlacements { n, len, secs } => {
+            Attack::StallManifests { n, len, secs } => {
                 let mut held = Vec::new();
                 for i in 0..n {
                     let mut cid = [0u8; 32];
                     cid[..8].copy_from_slice(&(i as u64).to_le_bytes());
                     match client
-                        .open_request(&addr, &Request::PutPlacement { cid, len })
+                        .open_request(&addr, &Request::PutManifest { cid, len })
                         .await
                     {
                         Ok(s) => held.push(s),
@@ -511,6 +559,24 @@ fn main() -> Result<()> {
                     });
                 }
                 tally(tasks, &mut codes, &mut extra).await;
+            }
+            Attack::SlowManifest { mib, secs } => {
+                let request = Request::PutManifest {
+                    cid: [9; 32],
+                    len: mib << 20,
+                };
+                let (code, took) = slow_body(&client, &addr, &request, secs).await;
+                *codes.entry(code).or_default() += 1;
+                extra.insert("secs".into(), took.as_secs_f64().into());
+            }
+            Attack::SlowPlacement { cid, mib, secs } => {
+                let request = Request::PutPlacement {
+                    cid: cid.0,
+                    len: mib << 20,
+                };
+                let (code, took) = slow_body(&client, &addr, &request, secs).await;
+                *codes.entry(code).or_default() += 1;
+                extra.insert("secs".into(), took.as_secs_f64().into());
             }
             Attack::FreshIdentities { n } => {
                 let started = Instant::now();

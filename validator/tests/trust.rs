@@ -123,7 +123,9 @@ fn a_member_cannot_claim_a_shard_it_does_not_have() {
 /// Placements sent for another's dataset cost the miner no read of that
 /// dataset's manifest (up to 64 MiB, read whole and copied twice to learn
 /// its owner before the refusal): its owner is kept apart, 32 bytes. A
-/// flood of them leaves the miner's memory where it was.
+/// flood of them leaves the miner's memory where it was, and one is
+/// refused before its body is received (sent slowly, it would be held
+/// until cut).
 #[test]
 fn placements_for_anothers_dataset_cost_no_manifest_read() {
     let net = CliDevnet::up(1);
@@ -147,6 +149,9 @@ fn placements_for_anothers_dataset_cost_no_manifest_read() {
         peak.saturating_sub(before) < 16 << 10,
         "32 placements for a 48 MiB manifest took the miner from {before} to {peak} KiB"
     );
+    let r = adversary(&evil, &miner, &["slow-placement", &cid, "16", "5"]).unwrap();
+    println!("slow placement: {r}");
+    assert_eq!(count(&r, "forbidden"), 1, "{r}");
 }
 
 /// Record bodies are read whole before they are checked (a manifest's
@@ -168,6 +173,73 @@ fn manifests_sent_at_once_are_received_within_a_byte_budget() {
         peak.saturating_sub(before) < 128 << 10,
         "four 60 MiB manifests took the miner from {before} to {peak} KiB"
     );
+}
+
+/// Polls `metric` of the node whose API is `api` until `done` holds of it
+/// (the node's own count is the event; bounded).
+fn until_metric(api: &str, metric_name: &str, done: impl Fn(f64) -> bool) {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = metric(api, metric_name).unwrap_or(-1.0);
+        if done(v) {
+            return;
+        }
+        assert!(Instant::now() < end, "{metric_name} stayed at {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A record that fits in the budget of bodies being received is never held
+/// behind a bigger one waiting for room: one member holds 60 MiB of the 96
+/// by sending a manifest slowly, a second asks for 60 MiB more and waits,
+/// and a third's manifest of 1 MiB is stored while the second still waits
+/// (behind it in a queue, it would wait for the second to give up, 30 s).
+/// And a member over its quota is refused before its manifest's or
+/// placement's body is received, not after holding it.
+#[test]
+fn a_small_record_is_not_held_behind_a_big_one_waiting_for_room() {
+    let net = CliDevnet::with(1, 0, &[("CAIRN_LIMITS_QUOTA_PER_PEER", "90MiB")]);
+    let (slow, big, honest) = (
+        net.identity("mallory", "client"),
+        net.identity("eve", "client"),
+        net.identity("carol", "client"),
+    );
+    let miner = net.member("miner-0");
+    let api = miner.api.expect("the miner publishes its API").to_string();
+    std::thread::scope(|s| {
+        let holder = s.spawn(|| adversary(&slow, &miner, &["slow-manifest", "60", "40"]).unwrap());
+        until_metric(&api, "cairn_record_bodies_receiving_bytes", |v| {
+            v >= f64::from(60u32 << 20)
+        });
+        let waiter = s.spawn(|| adversary(&big, &miner, &["manifest-bodies", "1", "60"]).unwrap());
+        until_metric(&api, "cairn_record_bodies_waiting", |v| v == 1.0);
+        let r = adversary(&honest, &miner, &["big-manifest", "1"]).unwrap();
+        let still_waiting = metric(&api, "cairn_record_bodies_waiting");
+        println!("1 MiB manifest: {r}; bodies still waiting then: {still_waiting:?}");
+        assert_eq!(count(&r, "ok"), 1, "{r}");
+        assert_eq!(
+            still_waiting,
+            Some(1.0),
+            "the 1 MiB manifest was stored only after the 60 MiB one stopped waiting"
+        );
+        // The budget still bounds the whole: the 60 MiB body never got in.
+        let r = waiter.join().unwrap();
+        println!("60 MiB manifest waiting: {r}");
+        assert_eq!(count(&r, "busy"), 1, "{r}");
+        println!("slow manifest: {}", holder.join().unwrap());
+    });
+    // Carol stores 61 MiB of her 90: a 60 MiB manifest more, or a 32 MiB
+    // placement of her dataset, is refused before its body (sent slowly, it
+    // would be held and then cut).
+    let r = adversary(&honest, &miner, &["big-manifest", "60"]).unwrap();
+    assert_eq!(count(&r, "ok"), 1, "{r}");
+    let cid = r["cid"].as_str().unwrap().to_string();
+    let r = adversary(&honest, &miner, &["slow-manifest", "60", "5"]).unwrap();
+    println!("manifest over quota: {r}");
+    assert_eq!(count(&r, "quota-exceeded"), 1, "{r}");
+    let r = adversary(&honest, &miner, &["slow-placement", &cid, "32", "5"]).unwrap();
+    println!("placement over quota: {r}");
+    assert_eq!(count(&r, "quota-exceeded"), 1, "{r}");
 }
 
 /// One host cannot fill a node with connections by making identities (each
@@ -303,7 +375,7 @@ fn audits_and_releases_come_from_owners_and_unpin_penalises_no_holder() {
     }
 }
 
-/// One member stalls 64 placements that announce 32 MiB each and trickles
+/// One member stalls 64 manifests that announce 32 MiB each and trickles
 /// 8 shard puts a byte a second: the miner's memory stays small, stalled
 /// bodies are refused within the idle timeout and trickling ones when they
 /// fall behind the minimum rate (measured over the time they took, not
@@ -329,7 +401,7 @@ fn stalled_and_trickling_bodies_neither_exhaust_memory_nor_starve_others() {
             .spawn()
             .unwrap()
     };
-    let mut stall = attack(&["stall-placements", "64", &(32u64 << 20).to_string(), "45"]);
+    let mut stall = attack(&["stall-manifests", "64", &(32u64 << 20).to_string(), "45"]);
     let mut trickle = attack(&["trickle-puts", "8", &(64u64 << 10).to_string(), "60"]);
     // Honest puts while the attack lasts, every one of them through.
     let file = net.dir.path().join("honest.bin");
@@ -379,7 +451,7 @@ fn stalled_and_trickling_bodies_neither_exhaust_memory_nor_starve_others() {
     );
     // Alone, stalled bodies free their slots within the idle timeout: the
     // attacker's share (4 puts) takes them two waves of 10 s.
-    let o = attack(&["stall-placements", "8", &(32u64 << 20).to_string(), "40"])
+    let o = attack(&["stall-manifests", "8", &(32u64 << 20).to_string(), "40"])
         .wait_with_output()
         .unwrap();
     let alone: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

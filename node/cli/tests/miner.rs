@@ -618,6 +618,26 @@ async fn shard_reads_need_the_owners_grant() {
             Grant::signed(&owner_key, reader_id, now + 400 * 86_400, None),
             "30 days",
         ),
+        // Forged: the reader's own grant, rewritten to name the owner (the
+        // signature no longer holds) ...
+        (
+            {
+                let mut g = Grant::signed(&reader_key, reader_id, now + 3600, None);
+                g.owner = owner_key.public();
+                g
+            },
+            "signature",
+        ),
+        // ... or the owner's grant for another node with its expiry
+        // rewritten: refused for its reader before any signature is checked.
+        (
+            {
+                let mut g = Grant::signed(&owner_key, other_id, now + 3600, None);
+                g.expires = now + 7200;
+                g
+            },
+            "another node",
+        ),
     ] {
         refused(read(g).await.unwrap_err(), why);
     }

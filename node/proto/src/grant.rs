@@ -50,6 +50,7 @@ pub enum GrantRefusal {
     OtherShard,
     Expired,
     TooLong,
+    BadSignature,
 }
 
 impl std::fmt::Display for GrantRefusal {
@@ -60,6 +61,9 @@ impl std::fmt::Display for GrantRefusal {
             GrantRefusal::OtherShard => "the grant covers another shard",
             GrantRefusal::Expired => "the grant has expired; ask the owner for a new one",
             GrantRefusal::TooLong => "the grant runs longer than 30 days; ask for a shorter one",
+            GrantRefusal::BadSignature => {
+                "the grant's signature does not verify (not signed by the owner it names, or altered)"
+            }
         })
     }
 }
@@ -114,6 +118,18 @@ impl Grant {
     /// Decodes a grant and checks its signature (not whether it lets anyone
     /// read anything: see [`Grant::allows`]).
     pub fn decode(bytes: &[u8]) -> Result<Grant> {
+        let g = Grant::decode_unverified(bytes)?;
+        if !g.signature_holds() {
+            return Err(Error::BadGrant("the signature does not verify".into()));
+        }
+        Ok(g)
+    }
+
+    /// Decodes a grant without checking its signature: how a request
+    /// carries it, so that a miner refuses a grant made out to another
+    /// reader, or for another owner, shard or time, before it spends a
+    /// signature check on it ([`Grant::allows`] checks the signature last).
+    pub fn decode_unverified(bytes: &[u8]) -> Result<Grant> {
         let bad = |why: &str| Error::BadGrant(why.to_string());
         if bytes.len() != GRANT_LEN && bytes.len() != GRANT_LEN_NO_SHARD {
             return Err(bad("wrong length"));
@@ -136,21 +152,28 @@ impl Grant {
             ),
             _ => return Err(bad("bad shard field")),
         };
-        let g = Grant {
+        Ok(Grant {
             owner,
             reader,
             expires,
             shard,
             signature: rest.try_into().expect("64"),
-        };
-        owner
-            .verify(&g.signed_bytes(), &Signature::from_bytes(&g.signature))
-            .map_err(|_| bad("the signature does not verify"))?;
-        Ok(g)
+        })
+    }
+
+    /// The owner it names signed it as it is.
+    fn signature_holds(&self) -> bool {
+        self.owner
+            .verify(
+                &self.signed_bytes(),
+                &Signature::from_bytes(&self.signature),
+            )
+            .is_ok()
     }
 
     /// Whether this grant lets `peer` read `shard`, placed by `owners`, at
-    /// unix time `now`.
+    /// unix time `now`. The signature is checked last, once everything
+    /// cheaper holds.
     pub fn allows(
         &self,
         peer: &NodeId,
@@ -172,6 +195,9 @@ impl Grant {
         }
         if self.expires - now > MAX_GRANT_SECS {
             return Err(GrantRefusal::TooLong);
+        }
+        if !self.signature_holds() {
+            return Err(GrantRefusal::BadSignature);
         }
         Ok(())
     }
@@ -252,6 +278,18 @@ mod tests {
         // the reader rewritten to someone else: the signature no longer holds
         b[33..65].copy_from_slice(key(3).public().as_bytes());
         assert!(matches!(Grant::decode(&b), Err(Error::BadGrant(_))));
+        // As a request carries it: decoded, and refused by what it names
+        // before its signature is checked; then by its signature.
+        let carried = Grant::decode_unverified(&b).unwrap();
+        let owners = [key(1).public()];
+        assert_eq!(
+            carried.allows(&key(2).public(), &ShardId([5; 32]), &owners, 900),
+            Err(GrantRefusal::OtherReader)
+        );
+        assert_eq!(
+            carried.allows(&key(3).public(), &ShardId([5; 32]), &owners, 900),
+            Err(GrantRefusal::BadSignature)
+        );
         for cut in [0, 1, 73, GRANT_LEN_NO_SHARD - 1] {
             assert!(Grant::decode(&g.encode()[..cut]).is_err());
         }

@@ -697,7 +697,7 @@ impl Request {
                 grant: match c.u8()? {
                     0 => None,
                     n => Some(
-                        Grant::decode(c.take(usize::from(n))?)
+                        Grant::decode_unverified(c.take(usize::from(n))?)
                             .map_err(|e| DecodeError::new(ErrorCode::BadRequest, e.to_string()))?,
                     ),
                 },

@@ -84,6 +84,17 @@ fn scraped(state: &ApiState) -> Registry {
         "Bytes of dataset records (manifests, placements) held.",
         s.record_bytes,
     );
+    let (receiving, waiting) = state.server.record_bodies();
+    g(
+        "record_bodies_receiving_bytes",
+        "Bytes of the budget for record bodies being received taken now.",
+        receiving,
+    );
+    g(
+        "record_bodies_waiting",
+        "Record bodies waiting for room in that budget (not those waiting within their peer's share).",
+        waiting as u64,
+    );
     g(
         "filesystem_available_bytes",
         "Bytes the filesystem under the store has available.",

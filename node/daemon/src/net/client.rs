@@ -726,18 +726,41 @@ impl Client {
         self.put_blob(addr, &req, bytes).await
     }
 
-    /// Sends `req`, then the bytes it announces; expects `Ok`.
+    /// Sends `req`, then the bytes it announces; expects `Ok`. A peer that
+    /// refuses before it has taken the whole body (a quota, a busy budget)
+    /// stops the stream and answers why: that answer is the result.
+    ///
+    /// Bounded: a peer may wait for a slot and for room for the body (30 s
+    /// each), then take the body at the slowest pace it allows; one that
+    /// gives no answer by then is taken for stalled.
     async fn put_blob(&self, addr: &EndpointAddr, req: &Request, bytes: &[u8]) -> Result<()> {
-        let (mut send, mut recv) = self.open(addr).await?;
-        write_frame(&mut send, &req.encode(), &addr.id).await?;
-        send.write_all(bytes)
+        let allowed = RECORD_WAITS + crate::server::handlers::body_allowance(bytes.len() as u64);
+        let exchange = async {
+            let (mut send, mut recv) = self.open(addr).await?;
+            write_frame(&mut send, &req.encode(), &addr.id).await?;
+            match send.write_all(bytes).await {
+                Ok(()) => {
+                    let _ = send.finish();
+                }
+                Err(iroh::endpoint::WriteError::Stopped(_)) => {}
+                Err(e) => return Err(peer_err(&addr.id, e.to_string())),
+            }
+            match Self::response(&mut recv, &addr.id, MAX_CONTROL_FRAME).await? {
+                Response::Ok => Ok(()),
+                r => Err(Self::unexpected(&addr.id, &r)),
+            }
+        };
+        tokio::time::timeout(allowed + PUT_STALL, exchange)
             .await
-            .map_err(|e| peer_err(&addr.id, e.to_string()))?;
-        let _ = send.finish();
-        match Self::response(&mut recv, &addr.id, MAX_CONTROL_FRAME).await? {
-            Response::Ok => Ok(()),
-            r => Err(Self::unexpected(&addr.id, &r)),
-        }
+            .map_err(|_| {
+                peer_err(
+                    &addr.id,
+                    format!(
+                        "gave no answer on a record within {:?}",
+                        allowed + PUT_STALL
+                    ),
+                )
+            })?
     }
 
     /// Sends `req` and reads the `Blob` reply of at most `max` bytes.
@@ -902,6 +925,9 @@ pub struct ChallengeReply {
 /// the body's last piece is taken, and a slow uplink takes its time), plus
 /// this much.
 const PUT_STALL: Duration = Duration::from_secs(10);
+/// How long a node may keep a record waiting before its body is taken: for
+/// a slot, then for room in its budget of record bodies (30 s each).
+const RECORD_WAITS: Duration = Duration::from_secs(60);
 /// How long a peer that accepted a shard may take to acknowledge its last
 /// bytes at the QUIC level. Until it does, the stream keeps the shard's
 /// buffer; a peer that never does would keep every shard it is sent.

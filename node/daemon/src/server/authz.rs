@@ -9,7 +9,7 @@
 //! | `Challenge` | validator | challenge |
 //! | `Inventory`, `Has` | member | control |
 //! | `PutManifest` | the dataset's owner or a validator ([`may_store_manifest`]) | put |
-//! | `PutPlacement` | its signer, the owner or a validator ([`may_store_placement`]) | put |
+//! | `PutPlacement` | its owner or a validator before its body ([`may_place`]); its signer, the owner or a validator after ([`may_store_placement`]) | put |
 //! | `GetManifest`, `GetPlacement` | member | get |
 //! | `DeleteShard` | a holder; `on_behalf` validator | control |
 //! | `DeleteManifest` | the dataset's owner ([`may_delete_records`]) | control |
@@ -130,6 +130,31 @@ pub fn may_store_manifest(member: &Member, peer: &NodeId, owner: &NodeId) -> Res
     }
 }
 
+/// Before a placement's body is received: it can be stored only where the
+/// dataset's manifest is held, and from anyone but a validator only from
+/// the owner that manifest names, so any other is refused before its bytes
+/// are taken ([`may_store_placement`] checks the rest once they are).
+/// Returns the owner.
+pub fn may_place(
+    member: &Member,
+    peer: &NodeId,
+    manifest_owner: Option<NodeId>,
+) -> Result<NodeId, Refusal> {
+    let Some(owner) = manifest_owner else {
+        return Err(Refusal::new(
+            ErrorCode::NotFound,
+            "no manifest of this dataset is held here; store the manifest first",
+        ));
+    };
+    if owner != *peer && !member.is_validator() {
+        return Err(Refusal::new(
+            ErrorCode::Forbidden,
+            "a placement must be signed and sent by its owner or by a validator",
+        ));
+    }
+    Ok(owner)
+}
+
 /// A placement is stored when the peer signed it, it names the owner of
 /// the manifest held here, and its signer is that owner (the pinner places
 /// its own data) or a validator (repair re-places it).
@@ -139,12 +164,7 @@ pub fn may_store_placement(
     p: &Placement,
     manifest_owner: Option<NodeId>,
 ) -> Result<(), Refusal> {
-    let Some(owner) = manifest_owner else {
-        return Err(Refusal::new(
-            ErrorCode::NotFound,
-            "no manifest of this dataset is held here; store the manifest first",
-        ));
-    };
+    let owner = may_place(member, peer, manifest_owner)?;
     if p.owner != owner {
         return Err(Refusal::new(
             ErrorCode::Forbidden,
@@ -198,4 +218,61 @@ pub fn may_read_shard(
     grant
         .allows(peer, shard, owners, now)
         .map_err(|why| Refusal::new(ErrorCode::Forbidden, format!("read grant refused: {why}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_proto::{Cid, Role, SecretKey};
+
+    fn member(id: NodeId, validator: bool) -> Member {
+        Member {
+            node_id: id,
+            role: Role::Client,
+            addrs: vec![],
+            relay: None,
+            hotkey: String::new(),
+            uid: None,
+            stake: 0,
+            validator_permit: validator,
+            capacity: 0,
+            free: 0,
+            api: None,
+        }
+    }
+
+    /// The check before a placement's body refuses only what the check
+    /// after it would refuse, and together they admit exactly what the rule
+    /// admits: the manifest held, the placement naming its owner, signed
+    /// and sent by that owner or by a validator.
+    #[test]
+    fn a_placement_is_refused_before_its_body_only_when_it_would_be_after() {
+        let keys: Vec<SecretKey> = (1..=3u8).map(|b| SecretKey::from_bytes(&[b; 32])).collect();
+        let ids: Vec<NodeId> = keys.iter().map(SecretKey::public).collect();
+        let peer = ids[0];
+        for validator in [false, true] {
+            let m = member(peer, validator);
+            for manifest_owner in [None, Some(ids[0]), Some(ids[1])] {
+                for (signer, named) in (0..3).flat_map(|s| (0..3).map(move |n| (s, n))) {
+                    let p = Placement::signed(
+                        Cid([7; 32]),
+                        1,
+                        ids[named],
+                        &[Some(ids[2])],
+                        &keys[signer],
+                    );
+                    let rule = manifest_owner.is_some_and(|o| {
+                        p.owner == o && p.signer == peer && (p.signer == p.owner || validator)
+                    });
+                    let before = may_place(&m, &peer, manifest_owner).is_ok();
+                    let after = may_store_placement(&m, &peer, &p, manifest_owner).is_ok();
+                    let case = format!(
+                        "validator {validator}, manifest owner {manifest_owner:?}, signer {signer}, named {named}"
+                    );
+                    assert_eq!(after, rule, "{case}");
+                    assert!(before || !rule, "refused before its body: {case}");
+                }
+            }
+        }
+    }
 }

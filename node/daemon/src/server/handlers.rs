@@ -19,7 +19,7 @@ use iroh::endpoint::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 
 use super::authz;
-use super::{AuditRefusal, Permit, ProverAction, Refusal, Server, reply};
+use super::{AuditRefusal, ProverAction, RecordPermit, Refusal, Server, reply};
 use crate::registry::Member;
 
 /// Bytes per chunk between disk and stream.
@@ -432,6 +432,16 @@ impl Handler<'_> {
                 format!("manifest of {len} bytes exceeds {MAX_MANIFEST_LEN}"),
             ));
         }
+        let store = &self.server.store;
+        // Before the body. A manifest held here already can only be that one
+        // (its bytes must hash to the CID), so its owner is known; anyone but
+        // a validator can only send its own (`may_store_manifest`), so the
+        // quota it is charged to is known.
+        match store.manifest_owner(&cid)? {
+            Some(owner) => authz::may_store_manifest(member, &self.peer, &owner)?,
+            None if !member.is_validator() => self.within_quota(&self.peer, len)?,
+            None => {}
+        }
         let (bytes, _room) = read_record_body(self.server, &self.peer, self.recv, len).await?;
         self.server.bandwidth.down.take(bytes.len()).await;
         if *blake3::hash(&bytes).as_bytes() != cid {
@@ -443,19 +453,31 @@ impl Handler<'_> {
         let manifest = Manifest::decode(&bytes)
             .map_err(|e| Refusal::new(ErrorCode::BadRequest, e.to_string()))?;
         authz::may_store_manifest(member, &self.peer, &manifest.owner)?;
-        let store = &self.server.store;
-        let config = &self.server.config;
-        let quota = config.limits.quota_per_peer.bytes(config.total_capacity());
-        let usage = store.peer_usage(&manifest.owner)?;
-        if usage.saturating_add(len) > quota {
-            return Err(Refusal::new(
-                ErrorCode::QuotaExceeded,
-                format!("the owner's quota of {quota} bytes would be exceeded ({usage} used)"),
-            ));
+        // Read again: stored meanwhile by another put, it is not charged again.
+        if store.manifest_owner(&cid)?.is_none() {
+            self.within_quota(&manifest.owner, len)?;
         }
         store.put_manifest(&cid, &bytes, &manifest.owner, true)?;
         self.server.metrics.transfer("in", "record", len);
         self.respond(&Response::Ok).await
+    }
+
+    /// Refuses when `len` bytes more for `owner` would pass the quota each
+    /// peer has here.
+    fn within_quota(&self, owner: &NodeId, len: u64) -> Result<(), Refusal> {
+        let config = &self.server.config;
+        let quota = config.limits.quota_per_peer.bytes(config.total_capacity());
+        let usage = self.server.store.peer_usage(owner)?;
+        if usage.saturating_add(len) > quota {
+            return Err(Refusal::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "the owner {}'s quota of {quota} bytes would be exceeded ({usage} used)",
+                    owner.fmt_short()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub async fn get_manifest(mut self, cid: [u8; 32]) -> Result<(), Refusal> {
@@ -480,6 +502,14 @@ impl Handler<'_> {
                 format!("placement of {len} bytes"),
             ));
         }
+        let store = &self.server.store;
+        let owner = authz::may_place(member, &self.peer, store.manifest_owner(&cid)?)?;
+        // A placement is charged to its owner; from the owner itself, the
+        // quota is checked before the body. (A validator re-placing another's
+        // dataset is not held to the owner's quota: repair must not fail.)
+        if !member.is_validator() {
+            self.within_quota(&owner, len)?;
+        }
         let (bytes, _room) = read_record_body(self.server, &self.peer, self.recv, len).await?;
         self.server.bandwidth.down.take(bytes.len()).await;
         let p = Placement::decode(&bytes)
@@ -490,7 +520,7 @@ impl Handler<'_> {
                 "placement is for another CID",
             ));
         }
-        let store = &self.server.store;
+        // Read again: the manifest may have gone while the body came.
         let manifest_owner = store.manifest_owner(&cid)?;
         authz::may_store_placement(member, &self.peer, &p, manifest_owner)?;
         store.put_placement(&cid, p.version, &p.owner, &bytes, true)?;
@@ -622,7 +652,7 @@ async fn read_record_body(
     peer: &NodeId,
     recv: &mut RecvStream,
     len: u64,
-) -> Result<(Vec<u8>, Option<Permit>), Refusal> {
+) -> Result<(Vec<u8>, Option<RecordPermit>), Refusal> {
     let mut buf = Vec::with_capacity((len as usize).min(64 * 1024));
     let mut pace = BodyPace::default();
     let mut room = None;

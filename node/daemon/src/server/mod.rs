@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod authz;
 pub(crate) mod handlers;
+pub(crate) mod record_budget;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,7 @@ use crate::net::frames::{ReadFrame, read_frame, write_frame};
 use crate::registry::{AnyRegistry, Member, Registry};
 
 use self::authz::Slot;
+use self::record_budget::{RecordBudget, RecordRoom};
 
 /// How long a request may wait for a free slot before it is refused as busy.
 const SLOT_WAIT: Duration = Duration::from_secs(30);
@@ -153,7 +155,7 @@ pub struct Server {
     admissions: Arc<admission::Admissions>,
 }
 
-/// One semaphore per class of request, and the KiB of record bodies
+/// One semaphore per class of request, and the budget of record bodies
 /// being received.
 struct Slots {
     puts: Arc<Semaphore>,
@@ -161,21 +163,18 @@ struct Slots {
     challenges: Arc<Semaphore>,
     control: Arc<Semaphore>,
     sizes: [usize; 4],
-    records: Arc<Semaphore>,
-    record_kib: usize,
+    records: RecordBudget,
 }
 
 impl Slots {
     fn new(sizes: [usize; 4], record_bytes: u64) -> Self {
-        let record_kib = (record_bytes >> 10) as usize;
         Slots {
             puts: Arc::new(Semaphore::new(sizes[0])),
             gets: Arc::new(Semaphore::new(sizes[1])),
             challenges: Arc::new(Semaphore::new(sizes[2])),
             control: Arc::new(Semaphore::new(sizes[3])),
             sizes,
-            records: Arc::new(Semaphore::new(record_kib)),
-            record_kib,
+            records: RecordBudget::new(record_bytes),
         }
     }
 
@@ -194,7 +193,7 @@ impl Slots {
             .iter()
             .zip(self.sizes)
             .all(|(s, n)| s.available_permits() == n)
-            && self.records.available_permits() == self.record_kib
+            && self.records.idle()
     }
 }
 
@@ -249,6 +248,12 @@ impl DialBacks {
 pub(crate) struct Permit {
     _peer: tokio::sync::OwnedSemaphorePermit,
     _class: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// A record body's room: in its peer's share and in the whole.
+pub(crate) struct RecordPermit {
+    _peer: RecordRoom,
+    _all: RecordRoom,
 }
 
 impl Server {
@@ -317,8 +322,14 @@ impl Server {
 
     /// Waits (up to [`SLOT_WAIT`]) for room to receive a record body of
     /// `len` bytes from `peer`, within its share and then the whole
-    /// ([`RECORD_BODIES_IN_FLIGHT`]); refuses as busy after that.
-    pub(crate) async fn record_room(&self, peer: &NodeId, len: u64) -> Result<Permit, Refusal> {
+    /// ([`RECORD_BODIES_IN_FLIGHT`]); refuses as busy after that. A body
+    /// that fits is never held behind a bigger one waiting
+    /// ([`record_budget`]).
+    pub(crate) async fn record_room(
+        &self,
+        peer: &NodeId,
+        len: u64,
+    ) -> Result<RecordPermit, Refusal> {
         let deadline = tokio::time::Instant::now() + SLOT_WAIT;
         let kib = len.div_ceil(1024).clamp(1, MAX_MANIFEST_LEN >> 10) as u32;
         let busy = |whose: &str, budget: u64| {
@@ -331,20 +342,23 @@ impl Server {
             )
         };
         let mine = self.peer_slots(peer);
-        let own = Arc::clone(&mine.records).acquire_many_owned(kib);
-        let own = match tokio::time::timeout_at(deadline, own).await {
-            Ok(Ok(p)) => p,
-            _ => return Err(busy(" from this node", MAX_MANIFEST_LEN)),
+        let Some(own) = mine.records.take(kib, deadline).await else {
+            return Err(busy(" from this node", MAX_MANIFEST_LEN));
         };
-        let all = Arc::clone(&self.classes.records).acquire_many_owned(kib);
-        let all = match tokio::time::timeout_at(deadline, all).await {
-            Ok(Ok(p)) => p,
-            _ => return Err(busy("", RECORD_BODIES_IN_FLIGHT)),
+        let Some(all) = self.classes.records.take(kib, deadline).await else {
+            return Err(busy("", RECORD_BODIES_IN_FLIGHT));
         };
-        Ok(Permit {
+        Ok(RecordPermit {
             _peer: own,
-            _class: all,
+            _all: all,
         })
+    }
+
+    /// Bytes of record bodies being received now, and bodies waiting for
+    /// room (`/metrics`).
+    pub fn record_bodies(&self) -> (u64, usize) {
+        let r = &self.classes.records;
+        (r.taken_bytes(), r.waiting())
     }
 
     /// Waits (up to [`SLOT_WAIT`]) for a slot of `class` within `peer`'s
