@@ -234,12 +234,12 @@ fn a_small_record_is_not_held_behind_a_big_one_waiting_for_room() {
     let r = adversary(&honest, &miner, &["big-manifest", "60"]).unwrap();
     assert_eq!(count(&r, "ok"), 1, "{r}");
     let cid = r["cid"].as_str().unwrap().to_string();
-    let r = adversary(&honest, &miner, &["slow-manifest", "60", "5"]).unwrap();
-    println!("manifest over quota: {r}");
-    assert_eq!(count(&r, "quota-exceeded"), 1, "{r}");
-    let r = adversary(&honest, &miner, &["slow-placement", &cid, "32", "5"]).unwrap();
-    println!("placement over quota: {r}");
-    assert_eq!(count(&r, "quota-exceeded"), 1, "{r}");
+    let manifest = adversary(&honest, &miner, &["slow-manifest", "60", "5"]).unwrap();
+    let placement = adversary(&honest, &miner, &["slow-placement", &cid, "32", "5"]).unwrap();
+    println!("over quota: manifest {manifest}, placement {placement}");
+    for r in [manifest, placement] {
+        assert_eq!(count(&r, "quota-exceeded"), 1, "{r}");
+    }
 }
 
 /// One host cannot fill a node with connections by making identities (each
