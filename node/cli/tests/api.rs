@@ -293,16 +293,7 @@ fn names_a_terminal_would_act_on_are_refused_and_never_printed_raw() {
     // The directory holding the name, and the file alone.
     for target in [data.clone(), data.join("\u{1b}]0;owned\u{7}a.txt")] {
         let o = cairn(&["--api", "127.0.0.1:9", "pin", target.to_str().unwrap()]);
-        assert!(
-            !o.status.success(),
-            "a name with a control character was pinned"
-        );
-        assert!(stderr(&o).contains("control character"), "{}", stderr(&o));
-        assert!(
-            !stderr(&o).contains('\u{1b}'),
-            "printed raw: {:?}",
-            stderr(&o)
-        );
+        refused_for_a_control_character(&o, "pin");
     }
 
     let cid = format!("cairn1{}", "a".repeat(52));
@@ -310,17 +301,20 @@ fn names_a_terminal_would_act_on_are_refused_and_never_printed_raw() {
         "offset": 0, "blake3": blake3::hash(b"evil!").to_hex().to_string(), "executable": false}]);
     let out = dir.path().join("out");
     let o = get_from_fake_api(&cid, entries, b"evil!", &out);
+    refused_for_a_control_character(&o, "get");
+    assert!(!out.exists(), "a refused get left its output");
+}
+
+/// `o` (of `cairn what`) failed naming a control character, and printed
+/// none raw.
+fn refused_for_a_control_character(o: &std::process::Output, what: &str) {
+    let err = stderr(o);
     assert!(
         !o.status.success(),
-        "get took a name with a control character"
+        "{what} took a name with a control character"
     );
-    assert!(stderr(&o).contains("control character"), "{}", stderr(&o));
-    assert!(
-        !stderr(&o).contains('\u{1b}'),
-        "printed raw: {:?}",
-        stderr(&o)
-    );
-    assert!(!out.exists(), "a refused get left its output");
+    assert!(err.contains("control character"), "{what}: {err}");
+    assert!(!err.contains('\u{1b}'), "{what} printed it raw: {err:?}");
 }
 
 /// `cairn get CID -o out` against a fake API (on a port of its own) that

@@ -926,8 +926,8 @@ pub struct ChallengeReply {
 /// this much.
 const PUT_STALL: Duration = Duration::from_secs(10);
 /// How long a node may keep a record waiting before its body is taken: for
-/// a slot, then for room in its budget of record bodies (30 s each).
-const RECORD_WAITS: Duration = Duration::from_secs(60);
+/// a slot, then for room in its budget of record bodies.
+const RECORD_WAITS: Duration = crate::server::SLOT_WAIT.saturating_mul(2);
 /// How long a peer that accepted a shard may take to acknowledge its last
 /// bytes at the QUIC level. Until it does, the stream keeps the shard's
 /// buffer; a peer that never does would keep every shard it is sent.

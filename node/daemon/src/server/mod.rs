@@ -37,7 +37,7 @@ use self::authz::Slot;
 use self::record_budget::{RecordBudget, RecordRoom};
 
 /// How long a request may wait for a free slot before it is refused as busy.
-const SLOT_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const SLOT_WAIT: Duration = Duration::from_secs(30);
 /// Small requests (info, inventory, deletes, audits) in progress at once.
 const CONTROL_SLOTS: usize = 64;
 /// Peers whose budgets are kept before idle ones are forgotten.
