@@ -1,47 +1,62 @@
 #!/usr/bin/env bash
 # Installs what building and testing cairn needs on a fresh Debian/Ubuntu
 # machine; does nothing for the parts already present. Safe to run again.
+#
+# `setup.sh` does it all. CI (.ci/run) runs it in two halves so that the
+# arm64 cross build can start between them: `setup.sh toolchains` (Debian's
+# packages, the Rust components and targets: what building needs), then
+# `setup.sh test-tools` (the Python venv and iroh's relay server: what only
+# the tests need).
 set -euo pipefail
+part="${1:-all}"
+case "$part" in
+  all|toolchains|test-tools) ;;
+  *) echo "setup.sh: unknown part '$part': give toolchains, test-tools or nothing (both)" >&2; exit 2 ;;
+esac
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# The subtensor tests run chopsticks (../shared/chain), which needs node >= 20 and npm.
-# Debian packages: clang + libclang for the RocksDB bindings (bindgen), a C++
-# compiler for RocksDB itself, the cross toolchains and qemu-user for the ARM
-# builds, dpkg-dev for packaging, systemd for `systemd-analyze verify`,
-# apt-utils (apt-ftparchive) for the apt repository.
-# chromium: the dashboard is checked in a real (headless) browser.
-# nftables, iproute2, openssl: the network lab (tests/netlab: namespaces,
-# NAT routers, the relay's certificate).
-packages=(build-essential pkg-config clang libclang-dev chromium nftables iproute2 openssl)
-if [ "${CAIRN_SKIP_CROSS:-0}" != 1 ]; then
-  packages+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu gcc-arm-linux-gnueabihf
-             g++-arm-linux-gnueabihf qemu-user dpkg-dev fakeroot systemd apt-utils)
-fi
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-
-# Rust: the toolchain comes from rustup; add the lints, the formatter and the
-# ARM targets.
-if ! command -v cargo >/dev/null; then
-  echo "setup: rustup is needed: https://rustup.rs (curl https://sh.rustup.rs -sSf | sh)" >&2
-  exit 1
-fi
-rustup component add clippy rustfmt >/dev/null 2>&1 || true
-if [ "${CAIRN_SKIP_CROSS:-0}" != 1 ]; then
-  installed=$(rustup target list --installed)
-  for t in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
-    grep -qx "$t" <<<"$installed" || rustup target add "$t" >/dev/null
+if [ "$part" != test-tools ]; then
+  # The subtensor tests run chopsticks (../shared/chain), which needs node >= 20 and npm.
+  # Debian packages: clang + libclang for the RocksDB bindings (bindgen), a C++
+  # compiler for RocksDB itself, the cross toolchains and qemu-user for the ARM
+  # builds, dpkg-dev for packaging, systemd for `systemd-analyze verify`,
+  # apt-utils (apt-ftparchive) for the apt repository.
+  # chromium: the dashboard is checked in a real (headless) browser.
+  # nftables, iproute2, openssl: the network lab (tests/netlab: namespaces,
+  # NAT routers, the relay's certificate).
+  packages=(build-essential pkg-config clang libclang-dev chromium nftables iproute2 openssl)
+  if [ "${CAIRN_SKIP_CROSS:-0}" != 1 ]; then
+    packages+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu gcc-arm-linux-gnueabihf
+               g++-arm-linux-gnueabihf qemu-user dpkg-dev fakeroot systemd apt-utils)
+  fi
+  missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+
+  # Rust: the toolchain comes from rustup; add the lints, the formatter and the
+  # ARM targets.
+  if ! command -v cargo >/dev/null; then
+    echo "setup: rustup is needed: https://rustup.rs (curl https://sh.rustup.rs -sSf | sh)" >&2
+    exit 1
+  fi
+  rustup component add clippy rustfmt >/dev/null 2>&1 || true
+  if [ "${CAIRN_SKIP_CROSS:-0}" != 1 ]; then
+    installed=$(rustup target list --installed)
+    for t in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
+      grep -qx "$t" <<<"$installed" || rustup target add "$t" >/dev/null
+    done
+  fi
 fi
+if [ "$part" = toolchains ]; then echo "setup: toolchains ok"; exit 0; fi
+
 # Python with bittensor-wallet: the hotkey tests check cairn against the real
 # key files and addresses of the package btcli uses; prometheus-client's
 # OpenMetrics parser reads /metrics in the metrics test.

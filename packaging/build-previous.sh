@@ -9,7 +9,8 @@
 # The commit's sources come from this clone's history (`git archive`). They
 # build in the same target directory as this checkout, so the dependencies
 # compiled for it are reused and only the workspace's own crates compile
-# again (a few minutes). Two things make that safe:
+# again (a few minutes), at opt-level 1, with this checkout's profile for
+# the dependencies. Two things make that safe:
 # - cargo names a workspace crate's build by its path inside the workspace,
 #   not by where the workspace is, so the old crates would share (and
 #   overwrite) this checkout's fingerprints; a profile setting on each
@@ -51,8 +52,33 @@ names=$(cd "$src" && cargo metadata --format-version 1 --no-deps --locked \
 [ -n "$names" ] || { echo "build-previous: no packages in $commit's workspace" >&2; exit 1; }
 own=()
 for p in $names; do
-  own+=(--config "profile.release.package.$p.codegen-units=15")
+  # codegen-units: the crates' own fingerprints (above). opt-level 1: the
+  # interop test checks what the old release says on the wire, not how fast
+  # it says it; about half the build's CPU time on a fresh machine.
+  own+=(--config "profile.release.package.$p.codegen-units=15"
+        --config "profile.release.package.$p.opt-level=1")
 done
+# The dependencies as this checkout's profile builds them (its
+# [profile.release] and per-package settings, RocksDB's opt-level among
+# them), so that they are shared, not compiled again for the old release
+# when the two profiles differ.
+while IFS= read -r setting; do
+  own+=(--config "$setting")
+done < <(python3 - "$names" <<'PY'
+import json, sys, tomllib
+old_workspace = set(sys.argv[1].split())
+release = tomllib.load(open("Cargo.toml", "rb"))["profile"]["release"]
+for key, value in release.items():
+    if key == "package":
+        for package, settings in value.items():
+            if package in old_workspace:
+                continue
+            for k, v in settings.items():
+                print(f"profile.release.package.{package}.{k}={json.dumps(v)}")
+    else:
+        print(f"profile.release.{key}={json.dumps(value)}")
+PY
+)
 echo "build-previous: building $version ($commit) in $target_dir" >&2
 # As this checkout's packages are built (examples select the dev-dependencies'
 # features, so the dependencies compiled for the tests are reused, with the
