@@ -253,6 +253,93 @@ fn a_pin_name_is_text_on_the_dashboard() {
     );
 }
 
+/// A page of another site that the operator opens in a real browser embeds
+/// the API's calls (images, a script, a frame: requests a browser makes
+/// without `Origin`): none of them reaches a handler, so the page cannot make
+/// the node ask its validators; a dataset's file embedded the same way is
+/// served. Counted by the node's own `/metrics`.
+#[test]
+fn a_page_of_another_site_cannot_make_the_api_act() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let net = CliDevnet::up(6);
+    let data = net.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.bin"), bytes(10_000, 3)).unwrap();
+    let o = net.cli(&["pin", data.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let cid = stdout(&o).trim().to_string();
+    let api = net.api.clone();
+    assert!(api.starts_with("127.0.0.1:"), "{api}");
+    // The other site: `localhost` is another site than `127.0.0.1`.
+    let page = format!(
+        "<!doctype html><title>another site</title>\
+         <img src=\"http://{api}/api/dialback\">\
+         <img src=\"http://{api}/api/verdicts\">\
+         <script src=\"http://{api}/api/pins\"></script>\
+         <iframe src=\"http://{api}/api/info\"></iframe>\
+         <img src=\"http://{api}/d/{cid}/a.bin\">"
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let site = format!(
+        "http://localhost:{}/",
+        listener.local_addr().unwrap().port()
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            // A connection the browser opens ahead and leaves idle holds
+            // this server for 5 s at most.
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut request = String::new();
+            let mut reader = BufReader::new(&stream);
+            while reader.read_line(&mut request).is_ok_and(|n| n > 2) {}
+            let _ = write!(
+                &stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    let count = |route: &str, class: &str| {
+        metric(
+            &api,
+            &format!("cairn_http_requests_total{{route=\"{route}\",status=\"{class}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let routes = ["dialback", "verdicts", "pins", "info", "read"];
+    let before: Vec<(f64, f64)> = routes
+        .iter()
+        .map(|r| (count(r, "2xx"), count(r, "4xx")))
+        .collect();
+    chromium_page(chromium, &site, net.dir.path(), None);
+    for (route, (ok_before, refused_before)) in routes.iter().zip(before) {
+        let (ok, refused) = (count(route, "2xx"), count(route, "4xx"));
+        if *route == "read" {
+            assert_eq!(
+                ok,
+                ok_before + 1.0,
+                "the embedded dataset file was not served"
+            );
+            assert_eq!(
+                refused, refused_before,
+                "the embedded dataset file was refused"
+            );
+        } else {
+            assert_eq!(
+                ok, ok_before,
+                "{route}: another site's page reached the handler"
+            );
+            assert!(
+                refused > refused_before,
+                "{route}: the browser's request was never seen ({refused_before} -> {refused})"
+            );
+        }
+    }
+}
+
 /// An API (hostile, or simply wrong) that names `../evil` or an absolute
 /// path makes `get` fail before it writes anything outside its output.
 #[test]

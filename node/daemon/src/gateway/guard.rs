@@ -6,6 +6,15 @@
 //! - the `Host` header must name this API (a loopback name and the port, or
 //!   the address it is bound to): a DNS-rebinding page sends its own name;
 //! - an `Origin` header, when a browser sends one, must be this API's own;
+//! - a request a page of another site made without asking (an image, a
+//!   script, a frame: a browser sends those without `Origin`) is refused by
+//!   the Fetch Metadata browsers add to requests for loopback and HTTPS
+//!   addresses (`Sec-Fetch-Site`), so such a page cannot
+//!   make the node act (ask validators, look a CID up); the browser's own
+//!   navigation (a link followed, an address typed) and the dashboard's own
+//!   fetches pass, and programs send no such header. A dataset's files
+//!   (`/d/...`) stay embeddable: a notebook's page may show a dataset's
+//!   images, and what it embeds it cannot read (no CORS);
 //! - every call that changes something (not GET or HEAD), and every call at
 //!   all when the API is bound to a non-loopback address, carries the API
 //!   token: `Authorization: Bearer <token>`, the token being the content of
@@ -26,6 +35,13 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderMap, HeaderValue, O
 use hyper::{Method, StatusCode};
 
 use crate::error::{Error, Result};
+
+/// Fetch Metadata request headers (sent by browsers, never by programs).
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
+const SEC_FETCH_MODE: &str = "sec-fetch-mode";
+const SEC_FETCH_DEST: &str = "sec-fetch-dest";
+const SEC_PURPOSE: &str = "sec-purpose";
+const PURPOSE: &str = "purpose";
 
 /// The file that holds the API token, in the data directory.
 pub const TOKEN_FILE: &str = "api.token";
@@ -111,6 +127,25 @@ impl Guard {
             }
         }
         let reads = *method == Method::GET || *method == Method::HEAD;
+        if let Some(site) = headers.get(SEC_FETCH_SITE) {
+            let site = site.to_str().unwrap_or("");
+            let header_is = |name: &str, want: &str| headers.get(name).is_some_and(|v| v == want);
+            // A top-level document the browser navigates to; a frame is a
+            // navigation too, but one another site's page makes, and a
+            // prefetch (`Sec-Purpose`) is one nobody asked for.
+            let navigation = reads
+                && header_is(SEC_FETCH_MODE, "navigate")
+                && header_is(SEC_FETCH_DEST, "document")
+                && !headers.contains_key(SEC_PURPOSE)
+                && !headers.contains_key(PURPOSE);
+            let own = matches!(site, "same-origin" | "none");
+            if !own && !navigation && !path.starts_with("/d/") {
+                return forbidden(format!(
+                    "{method} {path} requested by a page of another site (Sec-Fetch-Site {site:?}) refused; \
+                     open the API's own address"
+                ));
+            }
+        }
         if !reads || !self.loopback() {
             let sent = headers
                 .get(AUTHORIZATION)
@@ -208,6 +243,52 @@ mod tests {
                 ("origin", "http://127.0.0.1:7441")
             ]))
             .is_ok()
+        );
+        // Fetch Metadata: another site's image, script or frame is refused,
+        // except a dataset's file; a navigation and the API's own page pass.
+        let host = ("host", "127.0.0.1:7441");
+        let from = |site: &'static str, mode: &'static str, dest: &'static str| {
+            headers(&[
+                host,
+                ("sec-fetch-site", site),
+                ("sec-fetch-mode", mode),
+                ("sec-fetch-dest", dest),
+            ])
+        };
+        for (site, mode, dest) in [
+            ("cross-site", "no-cors", "image"),
+            ("cross-site", "no-cors", "script"),
+            ("same-site", "no-cors", "image"),
+            ("cross-site", "navigate", "iframe"),
+        ] {
+            let (status, why) = get(&from(site, mode, dest)).unwrap_err();
+            assert_eq!(status, StatusCode::FORBIDDEN, "{site} {mode} {dest}");
+            assert!(why.contains("another site"), "{why}");
+        }
+        assert!(get(&from("cross-site", "navigate", "document")).is_ok());
+        let mut prefetch = from("cross-site", "navigate", "document");
+        prefetch.insert("sec-purpose", HeaderValue::from_static("prefetch"));
+        assert!(get(&prefetch).is_err(), "a prefetch is no navigation");
+        let mut modeless = from("cross-site", "navigate", "document");
+        modeless.remove("sec-fetch-dest");
+        assert!(
+            get(&modeless).is_err(),
+            "a navigation without its destination"
+        );
+        assert!(get(&from("none", "navigate", "document")).is_ok());
+        assert!(get(&from("same-origin", "cors", "empty")).is_ok());
+        let file = |h: &HeaderMap| g.check(&Method::GET, "/d/cairn1x/a.png", h);
+        assert!(file(&from("cross-site", "no-cors", "image")).is_ok());
+        let (_, why) = g
+            .check(
+                &Method::POST,
+                "/api/pin",
+                &from("cross-site", "navigate", "document"),
+            )
+            .unwrap_err();
+        assert!(
+            why.contains("another site"),
+            "a form posted from another site is no navigation that passes: {why}"
         );
         let bearer = format!("Bearer {token}");
         let del = |h: &HeaderMap| g.check(&Method::DELETE, "/api/datasets/x", h);
