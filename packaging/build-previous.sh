@@ -62,23 +62,27 @@ done
 # [profile.release] and per-package settings, RocksDB's opt-level among
 # them), so that they are shared, not compiled again for the old release
 # when the two profiles differ.
-while IFS= read -r setting; do
-  own+=(--config "$setting")
-done < <(python3 - "$names" <<'PY'
-import json, sys, tomllib
+settings=$(python3 - "$names" <<'PY'
+import json, re, sys, tomllib
 old_workspace = set(sys.argv[1].split())
+def key(k):
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+def flat(prefix, table):
+    for k, v in table.items():
+        if isinstance(v, dict):
+            yield from flat(f"{prefix}.{key(k)}", v)
+        else:
+            yield f"{prefix}.{key(k)}={json.dumps(v)}"
 release = tomllib.load(open("Cargo.toml", "rb"))["profile"]["release"]
-for key, value in release.items():
-    if key == "package":
-        for package, settings in value.items():
-            if package in old_workspace:
-                continue
-            for k, v in settings.items():
-                print(f"profile.release.package.{package}.{k}={json.dumps(v)}")
-    else:
-        print(f"profile.release.{key}={json.dumps(value)}")
+packages = release.pop("package", {})
+for name in old_workspace:
+    packages.pop(name, None)
+print("\n".join(flat("profile.release", release | {"package": packages})))
 PY
 )
+while IFS= read -r setting; do
+  if [ -n "$setting" ]; then own+=(--config "$setting"); fi
+done <<<"$settings"
 echo "build-previous: building $version ($commit) in $target_dir" >&2
 # As this checkout's packages are built (examples select the dev-dependencies'
 # features, so the dependencies compiled for the tests are reused, with the
